@@ -1,0 +1,95 @@
+"""Config: typed, validated up front, errors name the file and the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlmcap.config import VlmcapConfig, dump_config, load_config, parse_override
+from vlmcap.errors import ConfigError
+
+
+def test_defaults_are_the_reference_configuration() -> None:
+    config = load_config()
+    assert config.model.vision.model == "openai/clip-vit-large-patch14-336"
+    assert config.model.llm.model == "Qwen/Qwen3-8B"
+    assert config.model.vision.feature_layer == -2
+    assert config.video.num_frames == 8
+    assert config.prompt.default_prompt == "이 영상을 한국어로 자세히 설명해 주세요."
+
+
+def test_yaml_file_and_overrides_merge(tmp_path) -> None:
+    path = tmp_path / "my.yaml"
+    path.write_text("model:\n  projector:\n    kind: resampler\n    tokens_per_frame: 64\ntrain:\n  batch_size: 2\n")
+    config = load_config(path, ["train.batch_size=8", "model.lora.target_modules=[q_proj, v_proj]"])
+    assert config.model.projector.kind == "resampler"
+    assert config.model.projector.tokens_per_frame == 64
+    assert config.train.batch_size == 8
+    assert config.model.lora.target_modules == ["q_proj", "v_proj"]
+    assert config.model.llm.model == "Qwen/Qwen3-8B"  # untouched sections keep defaults
+
+
+def test_unknown_key_names_file_and_dotted_field(tmp_path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text("model:\n  projector:\n    knd: mlp2x_gelu\n")
+    with pytest.raises(ConfigError, match=r"typo\.yaml: invalid config: model\.projector\.knd: unknown key"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("model.projector.kind=transformer", "model.projector.kind"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("model.llm.quantize=8bit", "model.llm.quantize"),
+        ("video.num_frames=many", "video.num_frames"),
+        ("model.projector.tokens_per_frame=10", "model.projector"),
+        ("export.precision=int4", "export.precision"),
+    ],
+)
+def test_bad_values_name_the_field_and_the_value(override: str, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(overrides=[override])
+    message = str(err.value)
+    assert field in message
+    assert "\n" not in message
+
+
+def test_broken_yaml_reports_the_line(tmp_path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("model:\n  vision: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: not valid YAML at line \d"):
+        load_config(path)
+
+
+def test_missing_file_and_non_mapping_are_clear(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(path)
+
+
+def test_override_syntax() -> None:
+    assert parse_override("a.b=3") == (["a", "b"], 3)
+    assert parse_override("a=[x, y]") == (["a"], ["x", "y"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_override("model.projector.kind")
+
+
+def test_config_presets_and_unknown_preset() -> None:
+    tiny = load_config(preset="tiny")
+    assert tiny.model.vision.model == "preset:tiny-clip"
+    assert tiny.model.llm.quantize == "none"
+    random = load_config(preset="reference-random")
+    assert random.model.llm.model == "preset:qwen3-8b-random"
+    with pytest.raises(ConfigError, match="unknown config preset 'huge'"):
+        load_config(preset="huge")
+
+
+def test_dump_round_trips(tmp_path) -> None:
+    config = load_config(preset="tiny", overrides=["model.projector.kind=pixel-shuffle", "seed=7"])
+    path = tmp_path / "dumped.yaml"
+    path.write_text(dump_config(config), encoding="utf-8")
+    assert load_config(path) == config
+    assert isinstance(config, VlmcapConfig)

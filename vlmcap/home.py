@@ -1,0 +1,21 @@
+"""Where vlmcap keeps its runs, engines and materialized presets (DESIGN.md section 5)."""
+
+import os
+from pathlib import Path
+
+
+def vlmcap_home() -> Path:
+    """`$VLMCAP_HOME`, default `~/.cache/vlmcap`."""
+    return Path(os.environ.get("VLMCAP_HOME", Path.home() / ".cache" / "vlmcap")).expanduser()
+
+
+def runs_dir() -> Path:
+    return vlmcap_home() / "runs"
+
+
+def default_engine_dir() -> Path:
+    return vlmcap_home() / "engines" / "default"
+
+
+def presets_dir() -> Path:
+    return vlmcap_home() / "presets"
