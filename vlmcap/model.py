@@ -1,0 +1,117 @@
+"""The video-language model: frozen vision tower -> projector -> (LoRA) LLM, one forward where they meet."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from vlmcap.config import VlmcapConfig
+from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
+from vlmcap.llm import add_lora, compute_dtype, load_llm, load_tokenizer
+from vlmcap.presets import resolve_model_source
+from vlmcap.projectors import FrameProjector, ProjectorGeometry, build_projector
+from vlmcap.prompt import PromptBuilder, PromptTokens
+from vlmcap.vision_tower import VisionTower, load_vision_tower
+
+log = logging.getLogger(__name__)
+
+
+class VideoLanguageModel(nn.Module):
+    """Vision tower (frozen) + projector (trainable) + LLM (frozen base, optional LoRA)."""
+
+    def __init__(
+        self,
+        vision: VisionTower,
+        projector: FrameProjector,
+        llm: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        config: VlmcapConfig,
+    ) -> None:
+        super().__init__()
+        self.vision = vision
+        self.projector = projector
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.config = config
+        self.prompts = PromptBuilder(tokenizer, config.prompt.default_prompt, config.prompt.system_prompt)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: VlmcapConfig,
+        device: str | torch.device = "cpu",
+        lora: bool | None = None,
+    ) -> VideoLanguageModel:
+        """Build from config; `lora` defaults to True for the `lora` training stage."""
+        device = torch.device(device)
+        dtype = compute_dtype(config.model.llm.dtype, device)
+        vision_source = resolve_model_source(config.model.vision.model, seed=config.seed)
+        llm_source = resolve_model_source(config.model.llm.model, seed=config.seed)
+        vision = load_vision_tower(
+            vision_source.path, config.model.vision, dtype=dtype, random_init=vision_source.random_init
+        ).to(device)
+        tokenizer = load_tokenizer(llm_source, config.model.llm)
+        llm = load_llm(llm_source, config.model.llm, device)
+        geometry = ProjectorGeometry(
+            vision_hidden_size=vision.hidden_size,
+            llm_hidden_size=llm.get_input_embeddings().embedding_dim,
+            grid_size=vision.grid_size,
+        )
+        torch.manual_seed(config.seed)  # projector init is reproducible for a seed
+        projector = build_projector(config.model.projector, geometry).to(device)
+        if lora if lora is not None else config.train.stage == "lora":
+            llm = add_lora(llm, config.model.lora)
+        return cls(vision, projector, llm, tokenizer, config)
+
+    @property
+    def tokens_per_video(self) -> int:
+        return self.projector.tokens_per_frame * self.config.video.num_frames
+
+    def encode_video(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) -> (B, T*M, Dl): frozen features, then the (trainable) projector."""
+        features = self.vision(pixel_values)
+        return self.projector(features.to(next(self.projector.parameters()).dtype))
+
+    def embed(
+        self,
+        pixel_values: torch.Tensor,
+        prompts: Sequence[PromptTokens],
+        padding_side: Literal["left", "right"] = "right",
+    ) -> EmbeddedBatch:
+        return build_inputs_embeds(
+            self.encode_video(pixel_values), prompts, self.llm.get_input_embeddings(), padding_side
+        )
+
+    def forward(self, pixel_values: torch.Tensor, prompts: Sequence[PromptTokens]) -> torch.Tensor:
+        """Mean cross-entropy over caption + end-of-turn tokens."""
+        batch = self.embed(pixel_values, prompts, padding_side="right")
+        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, labels=batch.labels)
+        return out.loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        pixel_values: torch.Tensor,
+        prompts: Sequence[str | None] | None = None,
+        max_new_tokens: int = 64,
+    ) -> list[str]:
+        """Greedy captions, batched with left padding."""
+        prompts = prompts or [None] * pixel_values.shape[0]
+        batch = self.embed(pixel_values, [self.prompts.encode(p) for p in prompts], padding_side="left")
+        out = self.llm.generate(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=self.prompts.end_of_turn_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+    def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
