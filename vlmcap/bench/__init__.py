@@ -1,0 +1,1 @@
+"""Benchmarks behind `vlmcap bench`: each returns plain dicts that the CLI prints or writes as JSON."""
