@@ -79,3 +79,11 @@ def broken_inputs(tmp_path_factory: pytest.TempPathFactory, clips) -> dict[str, 
     items["directory"].mkdir()
     write_audio_only(items["audio_only"])
     return items
+
+
+@pytest.fixture(scope="session")
+def small_synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A small synthetic data set (60 videos) for training-mechanics tests."""
+    from training.synth import SynthSpec, write_synthetic_dataset
+
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synth-small"), SynthSpec(num_videos=60, seed=5))

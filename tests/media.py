@@ -87,4 +87,4 @@ GOOD_CLIPS = {
     "portrait": ("portrait.mp4", {"width": 96, "height": 160}),
     "rotated_90": ("rotated_90.mp4", {"rotation": 90, "marker": True}),
     "rotated_180": ("rotated_180.mp4", {"rotation": 180, "marker": True}),
-}  # fmt: skip
+}

@@ -71,9 +71,17 @@ def test_spec_is_read_from_the_model_directory() -> None:
 
 def test_siglip_style_fixed_size_without_crop() -> None:
     spec = ImageSpec.from_dict(
-        {"do_resize": True, "size": {"height": 64, "width": 64}, "resample": 2, "image_mean": [0.5] * 3,
-         "image_std": [0.5] * 3, "do_normalize": True, "do_rescale": True, "rescale_factor": 1 / 255}
-    )  # fmt: skip
+        {
+            "do_resize": True,
+            "size": {"height": 64, "width": 64},
+            "resample": 2,
+            "image_mean": [0.5] * 3,
+            "image_std": [0.5] * 3,
+            "do_normalize": True,
+            "do_rescale": True,
+            "rescale_factor": 1 / 255,
+        }
+    )
     frames = np.full((2, 90, 160, 3), 255, np.uint8)
     out = preprocess_frames(frames, spec)
     assert out.shape == (2, 3, 64, 64)

@@ -141,11 +141,20 @@ def test_c_abstractor_keys_follow_honeybee_and_timm() -> None:
     cabs = _on_meta("c-abstractor")
     keys = set(cabs.state_dict())
     block = [
-        "conv1.conv.weight", "conv1.bn.weight", "conv1.bn.bias",
-        "conv2.conv.weight", "conv2.bn.weight", "conv2.bn.bias",
-        "se.fc1.weight", "se.fc1.bias", "se.fc2.weight", "se.fc2.bias",
-        "conv3.conv.weight", "conv3.bn.weight", "conv3.bn.bias",
-    ]  # fmt: skip
+        "conv1.conv.weight",
+        "conv1.bn.weight",
+        "conv1.bn.bias",
+        "conv2.conv.weight",
+        "conv2.bn.weight",
+        "conv2.bn.bias",
+        "se.fc1.weight",
+        "se.fc1.bias",
+        "se.fc2.weight",
+        "se.fc2.bias",
+        "conv3.conv.weight",
+        "conv3.bn.weight",
+        "conv3.bn.bias",
+    ]
     expected = {"pos_emb", "readout.0.weight", "readout.0.bias", "readout.2.weight", "readout.2.bias"}
     expected |= {f"net.{s}.b{i}.{k}" for s in (0, 2) for i in (1, 2, 3) for k in block}
     assert keys == expected
@@ -207,12 +216,21 @@ def test_resampler_keys_and_heads_follow_qwen_vl() -> None:
     assert resampler.attn_pool.attn.num_heads == 4096 // 128
     assert resampler.attn_pool.ln_q.eps == resampler.ln_post.eps == 1e-6
     assert set(resampler.state_dict()) == {
-        "attn_pool.pos_embed", "attn_pool.query", "attn_pool.kv_proj.weight",
-        "attn_pool.attn.in_proj_weight", "attn_pool.attn.in_proj_bias",
-        "attn_pool.attn.out_proj.weight", "attn_pool.attn.out_proj.bias",
-        "attn_pool.ln_q.weight", "attn_pool.ln_q.bias", "attn_pool.ln_kv.weight", "attn_pool.ln_kv.bias",
-        "ln_post.weight", "ln_post.bias", "proj",
-    }  # fmt: skip
+        "attn_pool.pos_embed",
+        "attn_pool.query",
+        "attn_pool.kv_proj.weight",
+        "attn_pool.attn.in_proj_weight",
+        "attn_pool.attn.in_proj_bias",
+        "attn_pool.attn.out_proj.weight",
+        "attn_pool.attn.out_proj.bias",
+        "attn_pool.ln_q.weight",
+        "attn_pool.ln_q.bias",
+        "attn_pool.ln_kv.weight",
+        "attn_pool.ln_kv.bias",
+        "ln_post.weight",
+        "ln_post.bias",
+        "proj",
+    }
 
 
 def test_resampler_query_attends_with_frozen_positions() -> None:

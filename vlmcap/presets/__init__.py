@@ -34,7 +34,7 @@ from vlmcap.home import presets_dir
 from vlmcap.presets.tokenizer import train_korean_tokenizer
 
 PRESET_PREFIX = "preset:"
-RECIPE_VERSION = 1  # bump when a preset's recipe changes, so stale materializations are not reused
+RECIPE_VERSION = 2  # bump when a preset's recipe changes, so stale materializations are not reused
 MARKER_FILE = "vlmcap_preset.json"
 
 
@@ -46,6 +46,7 @@ class ModelPreset:
     build_config: Callable[[int], PretrainedConfig]  # vocab size -> config (vision presets ignore it)
     weights_on_disk: bool  # tiny: saved; real-size: random-initialised at load time
     image_size: int = 0
+    pretrain: bool = False  # tiny: a short pretraining on the synthetic world (presets/pretrain.py)
 
 
 def _clip_config(hidden: int, layers: int, heads: int, inter: int, image: int, proj: int) -> CLIPVisionConfig:
@@ -89,17 +90,20 @@ PRESETS: dict[str, ModelPreset] = {
         ModelPreset(
             "tiny-clip",
             "vision",
-            "CLIP architecture, 112 px, 14 px patches (8x8 grid), hidden 64, 2 layers",
-            lambda _: _clip_config(64, 2, 4, 256, 112, 64),
+            "CLIP architecture, 112 px, 14 px patches (8x8 grid), hidden 64, 4 layers, pretrained on synthetic frames",
+            lambda _: _clip_config(64, 4, 4, 256, 112, 64),
             weights_on_disk=True,
             image_size=112,
+            pretrain=True,
         ),
         ModelPreset(
             "tiny-qwen3",
             "llm",
-            "Qwen3 architecture, hidden 128, 2 layers, Korean byte-level BPE tokenizer with Qwen3's chat template",
+            "Qwen3 architecture, hidden 128, 2 layers, Korean byte-level BPE tokenizer with Qwen3's chat template, "
+            "pretrained on synthetic Korean text",
             lambda vocab: _qwen3_config(vocab, 128, 384, 2, 4, 2, 32, tie=True),
             weights_on_disk=True,
+            pretrain=True,
         ),
         ModelPreset(
             "clip-vit-large-patch14-336-random",
@@ -153,8 +157,13 @@ def resolve_model_source(model: str, seed: int = 0) -> ModelSource:
     return ModelSource(str(path), random_init=not preset.weights_on_disk, seed=seed)
 
 
-def materialize_preset(name: str, out_dir: Path, seed: int = 0, with_weights: bool | None = None) -> Path:
-    """Write preset `name` as an HF checkpoint directory; atomic, and a no-op when already there."""
+def materialize_preset(
+    name: str, out_dir: Path, seed: int = 0, with_weights: bool | None = None, pretrain_steps: int | None = None
+) -> Path:
+    """Write preset `name` as an HF checkpoint directory; atomic, and a no-op when already there.
+
+    `pretrain_steps` shortens the tiny presets' pretraining (tests of the mechanism use a few steps).
+    """
     preset = get_preset(name)
     out_dir = Path(out_dir)
     if (out_dir / MARKER_FILE).exists():
@@ -165,9 +174,9 @@ def materialize_preset(name: str, out_dir: Path, seed: int = 0, with_weights: bo
     tmp.mkdir(parents=True)
     try:
         if preset.role == "vision":
-            _write_vision_preset(preset, tmp, seed, with_weights)
+            _write_vision_preset(preset, tmp, seed, with_weights, pretrain_steps)
         else:
-            _write_llm_preset(preset, tmp, seed, with_weights)
+            _write_llm_preset(preset, tmp, seed, with_weights, pretrain_steps)
         marker = {
             "preset": preset.name,
             "recipe_version": RECIPE_VERSION,
@@ -211,17 +220,26 @@ def clip_preprocessor_config(image_size: int) -> dict:
     }
 
 
-def _write_vision_preset(preset: ModelPreset, out: Path, seed: int, with_weights: bool) -> None:
+def _write_vision_preset(
+    preset: ModelPreset, out: Path, seed: int, with_weights: bool, pretrain_steps: int | None
+) -> None:
     config = preset.build_config(0)
     if with_weights:
         torch.manual_seed(seed)
-        CLIPVisionModel(config).save_pretrained(out, safe_serialization=True)
+        model = CLIPVisionModel(config)
+        if preset.pretrain:
+            from vlmcap.presets.pretrain import pretrain_vision
+
+            pretrain_vision(model, seed, **({"steps": pretrain_steps} if pretrain_steps else {}))
+        model.save_pretrained(out, safe_serialization=True)
     else:
         config.save_pretrained(out)
     (out / "preprocessor_config.json").write_text(json.dumps(clip_preprocessor_config(preset.image_size), indent=2))
 
 
-def _write_llm_preset(preset: ModelPreset, out: Path, seed: int, with_weights: bool) -> None:
+def _write_llm_preset(
+    preset: ModelPreset, out: Path, seed: int, with_weights: bool, pretrain_steps: int | None
+) -> None:
     tokenizer = train_korean_tokenizer(seed=seed)
     config = preset.build_config(len(tokenizer))
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -231,7 +249,12 @@ def _write_llm_preset(preset: ModelPreset, out: Path, seed: int, with_weights: b
     config.bos_token_id = pad
     if with_weights:
         torch.manual_seed(seed)
-        AutoModelForCausalLM.from_config(config).save_pretrained(out, safe_serialization=True)
+        model = AutoModelForCausalLM.from_config(config)
+        if preset.pretrain:
+            from vlmcap.presets.pretrain import pretrain_language
+
+            pretrain_language(model, tokenizer, seed, **({"steps": pretrain_steps} if pretrain_steps else {}))
+        model.save_pretrained(out, safe_serialization=True)
     else:
         config.save_pretrained(out)
     GenerationConfig(eos_token_id=[end_of_turn, pad], pad_token_id=pad, bos_token_id=pad).save_pretrained(out)

@@ -1,8 +1,8 @@
 """Korean text the project generates itself, to train the tiny presets' tokenizer offline.
 
-The sentences describe short videos: the attribute words of the synthetic data set (colours,
-shapes, positions, motions) in several templates, plus everyday scene vocabulary, so the BPE
-merges cover both the captions vlmcap is tested on and ordinary Korean.
+The sentences describe short videos: captions and frame descriptions of the synthetic world
+(vlmcap.presets.synthetic), instructions, and everyday scene vocabulary, so the BPE merges cover
+both the captions vlmcap is tested on and ordinary Korean.
 """
 
 from __future__ import annotations
@@ -10,16 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-# Attribute vocabulary shared with the synthetic video-caption set (training.synth).
-COLOURS = {"red": "빨간색", "green": "초록색", "blue": "파란색", "yellow": "노란색"}
-SHAPES = {"circle": "원", "square": "사각형", "triangle": "삼각형"}
-MOTIONS = {
-    "left_to_right": "왼쪽에서 오른쪽으로",
-    "right_to_left": "오른쪽에서 왼쪽으로",
-    "top_to_bottom": "위에서 아래로",
-    "bottom_to_top": "아래에서 위로",
-}
-POSITIONS = {"top": "위쪽", "bottom": "아래쪽", "left": "왼쪽", "right": "오른쪽", "center": "가운데"}
+from vlmcap.presets.synthetic import Scene, describe_frame, with_subject_particle
 
 _SUBJECTS = [
     "사람",
@@ -75,13 +66,6 @@ _PROMPTS = [
     "이 동영상의 내용을 간단히 요약해 주세요.",
 ]
 
-_CAPTION_TEMPLATES = [
-    "{colour} {shape_i} {motion} 움직입니다.",
-    "{colour} {shape} 하나가 화면 {motion} 이동합니다.",
-    "영상에서 {colour} {shape_i} {motion} 지나갑니다.",
-    "{time} {colour} {shape_i} {position}에 있다가 {motion} 움직입니다.",
-    "화면 {position}의 {colour} {shape_i} {motion} 천천히 이동합니다.",
-]
 _SCENE_TEMPLATES = [
     "{place}에서 {subject_i} {action}.",
     "{time} {subject_i} {place}에서 {action}.",
@@ -90,28 +74,17 @@ _SCENE_TEMPLATES = [
 ]
 
 
-def with_subject_particle(word: str) -> str:
-    """Attach 이/가: 이 after a final consonant (받침), 가 after a vowel."""
-    last = ord(word[-1]) - 0xAC00
-    has_final_consonant = 0 <= last < 11172 and last % 28 != 0
-    return word + ("이" if has_final_consonant else "가")
-
-
 def korean_sentences(num_sentences: int, seed: int = 0) -> Iterator[str]:
     """Deterministic stream of Korean sentences for a seed."""
     rng = random.Random(seed)
     for i in range(num_sentences):
         if i % 10 == 0:
             text = rng.choice(_PROMPTS)
+        elif i % 4 == 1:
+            scene = Scene.random(rng)
+            text = " / ".join(describe_frame(scene.colour, scene.shape, x, y) for x, y in scene.trajectory(8, rng))
         elif i % 2 == 0:
-            text = rng.choice(_CAPTION_TEMPLATES).format(
-                colour=rng.choice(list(COLOURS.values())),
-                shape_i=with_subject_particle(shape := rng.choice(list(SHAPES.values()))),
-                shape=shape,
-                motion=rng.choice(list(MOTIONS.values())),
-                position=rng.choice(list(POSITIONS.values())),
-                time=rng.choice(_TIME),
-            )
+            text = Scene.random(rng).caption(rng)
         else:
             text = rng.choice(_SCENE_TEMPLATES).format(
                 place=rng.choice(_PLACES),

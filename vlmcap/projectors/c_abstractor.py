@@ -35,7 +35,6 @@ class CAbstractorProjector(FrameProjector):
     """
 
     kind = "c-abstractor"
-    default_tokens_per_frame = 144
 
     def __init__(
         self,
@@ -46,7 +45,8 @@ class CAbstractorProjector(FrameProjector):
         hidden_size: int | None = None,
     ) -> None:
         super().__init__()
-        self.tokens_per_frame = tokens_per_frame or self.default_tokens_per_frame
+        # Default: a quarter of the patches, 144 on CLIP-L/336's 24x24 grid (Honeybee's M144).
+        self.tokens_per_frame = tokens_per_frame or (geometry.grid_size // 2) ** 2
         side = square_side(self.tokens_per_frame, self.kind)
         hidden_size = hidden_size or geometry.vision_hidden_size
         self.pos_emb = nn.Parameter(torch.zeros(1, geometry.num_patches, geometry.vision_hidden_size))

@@ -93,11 +93,13 @@ class ResamplerProjector(FrameProjector):
     """`attn_pool` + `ln_post` + `x @ proj`, as Qwen-VL's vision transformer ends."""
 
     kind = "resampler"
-    default_tokens_per_frame = 256
 
     def __init__(self, geometry: ProjectorGeometry, tokens_per_frame: int | None = None) -> None:
         super().__init__()
-        self.tokens_per_frame = tokens_per_frame or self.default_tokens_per_frame
+        # Default: Qwen-VL's 256 queries; on grids of fewer than 256 patches, a quarter of them.
+        self.tokens_per_frame = tokens_per_frame or (
+            256 if geometry.num_patches >= 256 else (geometry.grid_size // 2) ** 2
+        )
         side = square_side(self.tokens_per_frame, self.kind)
         dim = geometry.llm_hidden_size
         if dim % HEAD_DIM and dim >= HEAD_DIM:

@@ -68,8 +68,16 @@ class ImageSpec:
         )
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path) -> ImageSpec:
-        path = Path(model_dir) / "preprocessor_config.json"
+    def from_pretrained(cls, model: str | Path, revision: str | None = None) -> ImageSpec:
+        """From a local model directory, or a hub id (its preprocessor_config.json is fetched)."""
+        path = Path(model) / "preprocessor_config.json"
+        if not Path(model).is_dir():
+            from transformers.utils import cached_file
+
+            try:
+                path = Path(cached_file(str(model), "preprocessor_config.json", revision=revision))
+            except OSError as e:
+                raise ConfigError(f"{model}: cannot get its preprocessor_config.json ({e})") from None
         try:
             return cls.from_dict(json.loads(path.read_text()), str(path))
         except FileNotFoundError:
@@ -115,8 +123,15 @@ def resize_and_crop(frames: np.ndarray, spec: ImageSpec) -> np.ndarray:
     if spec.crop_hw:
         ch, cw = spec.crop_hw
         if ch > new_h or cw > new_w:  # transformers pads with zeros when the crop is larger
-            x = F.pad(x, (max(cw - new_w, 0) // 2, (max(cw - new_w, 0) + 1) // 2,
-                          max(ch - new_h, 0) // 2, (max(ch - new_h, 0) + 1) // 2))  # fmt: skip
+            x = F.pad(
+                x,
+                (
+                    max(cw - new_w, 0) // 2,
+                    (max(cw - new_w, 0) + 1) // 2,
+                    max(ch - new_h, 0) // 2,
+                    (max(ch - new_h, 0) + 1) // 2,
+                ),
+            )
             new_h, new_w = x.shape[-2:]
         top, left = (new_h - ch) // 2, (new_w - cw) // 2
         x = x[..., top : top + ch, left : left + cw]

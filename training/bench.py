@@ -1,0 +1,43 @@
+"""Training throughput (samples/s) with and without the feature cache, through the real trainer."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from training.trainer import run_training
+from vlmcap.config import load_config
+
+
+def _steady_samples_per_s(run_dir: Path, warmup: int = 3) -> float:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rates = [line["samples_per_s"] for line in lines if "samples_per_s" in line][warmup:]
+    return round(statistics.median(rates), 2)
+
+
+def bench_train(data: Path, preset: str = "tiny", steps: int = 30, overrides: tuple[str, ...] = ()) -> list[dict]:
+    """Rows for: decoding every step, filling the cache (first epoch), reading the cache."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="vlmcap-bench-train-") as tmp:
+        base = [f"train.data={data}", f"train.max_steps={steps}", f"train.save_every={steps}", *overrides]
+        for label, extra in (
+            ("decode every step", ["train.feature_cache=false"]),
+            ("feature cache (filled, then read)", ["train.feature_cache=true"]),
+        ):
+            config = load_config(preset=preset, overrides=[*base, *extra])
+            run_dir = Path(tmp) / label.split()[0]
+            start = time.perf_counter()
+            result = run_training(config, run_dir)
+            rows.append(
+                {
+                    "mode": label,
+                    "batch_size": config.train.batch_size,
+                    "steps": result.step,
+                    "samples_per_s": _steady_samples_per_s(run_dir),
+                    "wall_s": round(time.perf_counter() - start, 1),
+                }
+            )
+    return rows

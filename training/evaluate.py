@@ -1,0 +1,74 @@
+"""Greedy captions for a labelled manifest and the Korean caption metrics over them."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.manifest import Sample
+from training.metrics import caption_metrics
+from vlmcap.video.decoders import DecodeOptions
+from vlmcap.video.pool import DecodePool
+from vlmcap.video.preprocess import ImageSpec, normalize
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def caption_samples(
+    model,
+    samples: list[Sample],
+    image_spec: ImageSpec,
+    decode: DecodeOptions,
+    batch_size: int = 16,
+    max_new_tokens: int = 48,
+    num_workers: int = 2,
+    decode_timeout_s: float = 60.0,
+) -> list[dict]:
+    """One record per sample: the generated caption, or the decode error."""
+    was_training = model.training
+    model.eval()
+    device = next(model.projector.parameters()).device
+    by_path = {s.video: s for s in samples}
+    records, pending = [], []
+
+    def flush() -> None:
+        pixels = normalize(np.stack([r.video.frames for r in pending]), image_spec).to(device)
+        prompts = [by_path[r.path].prompt for r in pending]
+        for result, caption in zip(pending, model.generate(pixels, prompts, max_new_tokens), strict=True):
+            sample = by_path[result.path]
+            records.append({"video": sample.video, "reference": sample.caption, "caption": caption})
+        pending.clear()
+
+    with DecodePool(decode, image_spec, num_workers, decode_timeout_s) as pool:
+        for result in pool.imap_unordered([s.video for s in samples]):
+            if not result.ok:
+                records.append(
+                    {"video": result.path, "reference": by_path[result.path].caption, "error": result.error_message}
+                )
+                continue
+            pending.append(result)
+            if len(pending) == batch_size:
+                flush()
+        if pending:
+            flush()
+    model.train(was_training)
+    order = {s.video: i for i, s in enumerate(samples)}
+    return sorted(records, key=lambda r: order[r["video"]])
+
+
+def evaluate(
+    model, samples: list[Sample], image_spec: ImageSpec, decode: DecodeOptions, out: Path | None = None, **kwargs
+) -> dict:
+    records = caption_samples(model, samples, image_spec, decode, **kwargs)
+    done = [r for r in records if "caption" in r]
+    metrics = caption_metrics([r["caption"] for r in done], [r["reference"] for r in done])
+    metrics["decode_failures"] = len(records) - len(done)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return metrics

@@ -1,0 +1,60 @@
+"""On-disk cache of frozen vision features, so later epochs skip decoding and the encoder.
+
+The encoder never changes during training, so its output for a video is a pure function of the
+encoder (weights, feature layer), the frame sampling (T, decode options), the preprocessing and
+the file. The cache key covers all of them; a file is identified by its resolved path, size and
+modification time, so an edited or replaced video never hits a stale entry. Entries are fp16
+safetensors written atomically (temp file + rename), one per video.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def file_identity(path: str) -> dict:
+    st = os.stat(path)
+    return {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def encoder_fingerprint(model_path: str, revision: str | None, extra: dict) -> str:
+    """Identify the encoder: its config and weight files (content of config, stat of weights) + options."""
+    parts = {"model": model_path, "revision": revision, **extra}
+    root = Path(model_path)
+    if root.is_dir():
+        config = root / "config.json"
+        parts["config_sha256"] = hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else None
+        parts["weights"] = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in root.glob("*.safetensors"))
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class FeatureCache:
+    def __init__(self, root: str | Path, fingerprint: str) -> None:
+        self.dir = Path(root) / fingerprint
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.hits = self.misses = 0
+
+    def _entry(self, video: str) -> Path:
+        key = hashlib.sha256(json.dumps(file_identity(video), sort_keys=True).encode()).hexdigest()[:40]
+        return self.dir / key[:2] / f"{key}.safetensors"
+
+    def get(self, video: str) -> torch.Tensor | None:
+        entry = self._entry(video)
+        if not entry.exists():
+            self.misses += 1
+            return None
+        self.hits += 1
+        return load_file(entry)["features"]
+
+    def put(self, video: str, features: torch.Tensor) -> None:
+        entry = self._entry(video)
+        entry.parent.mkdir(exist_ok=True)
+        tmp = entry.with_suffix(f".tmp-{os.getpid()}")
+        save_file({"features": features.detach().to("cpu", torch.float16).contiguous()}, tmp)
+        os.replace(tmp, entry)

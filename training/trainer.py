@@ -1,0 +1,402 @@
+"""`vlmcap train`: projector (stage 1) and projector + LoRA (stage 2) training, resumable exactly.
+
+One optimizer step = `grad_accum` micro-batches of `batch_size` videos per process. Under torchrun
+each process takes its own shard of every epoch and DDP averages the gradients (gloo on CPU,
+NCCL on CUDA). Everything a resumed run needs is in the checkpoints (see checkpoint.py); a run
+stopped at step k and resumed logs exactly the losses an uninterrupted run logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import get_cosine_schedule_with_warmup
+
+from training.checkpoint import (
+    STATE_FILE,
+    latest_checkpoint,
+    load_weights,
+    optimizer_from_files,
+    optimizer_to_files,
+    rng_from_files,
+    rng_to_files,
+    save_weights,
+    write_checkpoint,
+)
+from training.data import DataPosition, VideoBatches
+from training.evaluate import evaluate
+from training.features import FeatureCache, encoder_fingerprint
+from training.manifest import load_manifest
+from vlmcap.config import VlmcapConfig, dump_config
+from vlmcap.errors import ConfigError
+from vlmcap.home import vlmcap_home
+from vlmcap.llm import compute_dtype
+from vlmcap.model import VideoLanguageModel
+from vlmcap.presets import resolve_model_source
+from vlmcap.video.decoders import DecodeOptions
+from vlmcap.video.preprocess import ImageSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    final_dir: Path | None
+    step: int
+    total_steps: int
+    seconds: float
+    eval: dict
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed() -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return _Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_init_dir(path: str) -> Path:
+    """A run directory means its final/ (or latest checkpoint); a checkpoint directory means itself."""
+    p = Path(path)
+    if (p / "projector.safetensors").exists():
+        return p
+    if (p / "final" / "projector.safetensors").exists():
+        return p / "final"
+    latest = latest_checkpoint(p) if p.is_dir() else None
+    if latest is None:
+        raise ConfigError(f"train.init_from={path!r}: no final/ or checkpoint with projector.safetensors there")
+    return latest
+
+
+class Trainer:
+    def __init__(self, config: VlmcapConfig, run_dir: Path, resume: bool = False) -> None:
+        tc = config.train
+        if not tc.data:
+            raise ConfigError("train.data: no training manifest given (use --data or set train.data)")
+        self.config, self.run_dir, self.dist = config, Path(run_dir), _init_distributed()
+        # Fail on bad input before any model is built.
+        self.train_samples = load_manifest(tc.data)
+        self.val_sets = {Path(v).stem: load_manifest(v) for v in tc.val}
+        if tc.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("train.tensorboard: needs the tensorboard package (pip install tensorboard)")
+        self.resume_from = latest_checkpoint(self.run_dir) if resume else None
+        if not resume and self.run_dir.exists() and latest_checkpoint(self.run_dir):
+            raise ConfigError(f"{self.run_dir}: already has checkpoints; pass --resume or choose another --out")
+
+        self.device = torch.device(f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu")
+        _seed_everything(config.seed)
+        self.model = VideoLanguageModel.from_config(config, self.device, lora=tc.stage == "lora")
+        if tc.init_from:
+            load_weights(self.model, resolve_init_dir(tc.init_from), with_adapter=tc.stage == "lora")
+        if tc.gradient_checkpointing:
+            self.model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        vision_source = resolve_model_source(config.model.vision.model, seed=config.seed)
+        self.image_spec = ImageSpec.from_pretrained(vision_source.path, config.model.vision.revision)
+        self.decode = DecodeOptions(num_frames=config.video.num_frames)
+
+        cache = None
+        if tc.feature_cache:
+            fingerprint = encoder_fingerprint(
+                vision_source.path,
+                config.model.vision.revision,
+                {
+                    "layer": config.model.vision.feature_layer,
+                    "decode": asdict(self.decode),
+                    "image": self.image_spec.to_dict(),
+                    "random_init": vision_source.random_init,
+                },
+            )
+            cache = FeatureCache(vlmcap_home() / "feature-cache", fingerprint)
+        self.data = VideoBatches(
+            self.train_samples,
+            tc.batch_size,
+            config.seed,
+            self.image_spec,
+            self.decode,
+            tc.decode_workers,
+            tc.decode_timeout_s,
+            tc.max_decode_failures,
+            cache,
+            self.dist.rank,
+            self.dist.world,
+        )
+
+        per_step = tc.batch_size * tc.grad_accum * self.dist.world
+        self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * len(self.train_samples) / per_step))
+        groups = [
+            {
+                "params": [p for p in self.model.projector.parameters() if p.requires_grad],
+                "lr": tc.lr_projector,
+                "name": "projector",
+            },
+            {
+                "params": [p for n, p in self.model.llm.named_parameters() if p.requires_grad],
+                "lr": tc.lr_lora,
+                "name": "lora",
+            },
+        ]
+        self.params = [p for g in groups for p in g["params"]]
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=tc.weight_decay)
+        self.scheduler = get_cosine_schedule_with_warmup(
+            self.optimizer, math.ceil(tc.warmup_ratio * self.total_steps), self.total_steps
+        )
+        self.step = 0
+        self.position = DataPosition()
+        self.dtype = compute_dtype(config.model.llm.dtype, self.device)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _write_state(self, out: Path, positions: list[dict]) -> None:
+        save_weights(self.model, out)
+        optimizer_to_files(self.optimizer, out)
+        (out / "scheduler.json").write_text(json.dumps(self.scheduler.state_dict()))
+        rng_to_files(out)
+        state = {"step": self.step, "total_steps": self.total_steps, "positions": positions}
+        (out / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+    def _gather_positions(self) -> list[dict]:
+        mine = asdict(self.position)
+        if self.dist.world == 1:
+            return [mine]
+        import torch.distributed as dist
+
+        everyone: list = [None] * self.dist.world
+        dist.all_gather_object(everyone, mine)
+        return everyone
+
+    def save_checkpoint(self) -> None:
+        positions = self._gather_positions()
+        if self.dist.main:
+            path = write_checkpoint(
+                self.run_dir, self.step, lambda out: self._write_state(out, positions), self.config.train.keep_last
+            )
+            log.info("saved %s", path)
+        self._barrier()
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = json.loads((path / STATE_FILE).read_text())
+        load_weights(self.model, path)
+        optimizer_from_files(self.optimizer, path)
+        self.scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
+        rng_from_files(path)
+        self.step = state["step"]
+        self.position = DataPosition(**state["positions"][self.dist.rank])
+        if self.dist.main:  # drop metric lines the resumed run will write again
+            metrics = self.run_dir / "metrics.jsonl"
+            if metrics.exists():
+                kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+                metrics.write_text("".join(line + "\n" for line in kept))
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _barrier(self) -> None:
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self, stop_after_steps: int | None = None) -> TrainResult:
+        start = time.perf_counter()
+        tc = self.config.train
+        if self.dist.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        if self.resume_from is not None:
+            self.load_checkpoint(self.resume_from)
+        if self.data.cache is not None:
+            self.data.fill_cache(lambda px: self.model.vision(px.to(self.device)), self.position)
+            self._barrier()
+        model = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            model = DistributedDataParallel(self.model, broadcast_buffers=False)
+        writer = self._tensorboard()
+        bar = self._progress()
+        stop_at = self.step + stop_after_steps if stop_after_steps else None
+        batches = self.data.batches(self.position)
+        last_eval: dict = {}
+        self.model.train()
+        try:
+            while self.step < self.total_steps:
+                t0 = time.perf_counter()
+                loss_sum = 0.0
+                for micro in range(tc.grad_accum):
+                    batch, self.position = next(batches)
+                    prompts = [self.model.prompts.encode(s.prompt, s.caption) for s in batch.samples]
+                    pixels = batch.pixel_values.to(self.device) if batch.pixel_values is not None else None
+                    features = batch.features.to(self.device) if batch.features is not None else None
+                    sync = micro == tc.grad_accum - 1 or self.dist.world == 1
+                    with contextlib.nullcontext() if sync else model.no_sync(), self._autocast():
+                        loss = model(pixels, prompts, features=features) / tc.grad_accum
+                    loss.backward()
+                    loss_sum += loss.item()
+                torch.nn.utils.clip_grad_norm_(self.params, tc.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                seconds = time.perf_counter() - t0
+                record = {
+                    "step": self.step,
+                    "epoch": self.position.epoch,
+                    "loss": round(loss_sum, 6),
+                    "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)},
+                    "samples_per_s": round(tc.batch_size * tc.grad_accum * self.dist.world / seconds, 2),
+                    "skipped_videos": len(self.position.failed),
+                }
+                self._log_step(record, bar, writer)
+                done = self.step == self.total_steps
+                if self.step % tc.save_every == 0 or done or (stop_at and self.step >= stop_at):
+                    self.save_checkpoint()
+                if self.val_sets and (self.step % tc.eval_every == 0 or done):
+                    last_eval = self.evaluate(writer)
+                if stop_at and self.step >= stop_at and not done:
+                    log.info("stopping after step %d as asked; continue with --resume", self.step)
+                    return TrainResult(
+                        self.run_dir, None, self.step, self.total_steps, time.perf_counter() - start, last_eval
+                    )
+        finally:
+            batches.close()
+            if bar is not None:
+                bar.close()
+            if writer is not None:
+                writer.close()
+        final = self._write_final() if self.dist.main else None
+        result = TrainResult(self.run_dir, final, self.step, self.total_steps, time.perf_counter() - start, last_eval)
+        if self.dist.main:
+            summary = {
+                "steps": self.step,
+                "seconds": round(result.seconds, 1),
+                "trainable_parameters": sum(p.numel() for p in self.params),
+                "tokens_per_video": self.model.tokens_per_video,
+                "projector": self.config.model.projector.kind,
+                "stage": tc.stage,
+                "eval": last_eval,
+            }
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+        self._barrier()
+        return result
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.dtype == torch.bfloat16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def evaluate(self, writer=None) -> dict:
+        results = {}
+        if self.dist.main:
+            tc = self.config.train
+            for name, samples in self.val_sets.items():
+                metrics = evaluate(
+                    self.model,
+                    samples,
+                    self.image_spec,
+                    self.decode,
+                    out=self.run_dir / "eval" / f"step-{self.step}-{name}.jsonl",
+                    batch_size=tc.eval_batch_size,
+                    max_new_tokens=tc.eval_max_new_tokens,
+                    num_workers=tc.decode_workers,
+                    decode_timeout_s=tc.decode_timeout_s,
+                )
+                results[name] = metrics
+                log.info("eval %s step %d: %s", name, self.step, json.dumps(metrics, ensure_ascii=False))
+                if writer is not None:
+                    writer.add_scalar(f"eval/{name}/chrf++", metrics["chrf++"], self.step)
+                    writer.add_scalar(f"eval/{name}/cider_d", metrics["cider_d"], self.step)
+            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": self.step, "eval": results}, ensure_ascii=False) + "\n")
+        self._barrier()
+        return results
+
+    def _write_final(self) -> Path:
+        final = self.run_dir / "final"
+        tmp = self.run_dir / ".final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_weights(self.model, tmp)
+        (tmp / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        (tmp / STATE_FILE).write_text(json.dumps({"step": self.step, "total_steps": self.total_steps}))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return final
+
+    # -- reporting --------------------------------------------------------------------------------
+
+    def _progress(self):
+        if not self.dist.main or not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step")
+
+    def _tensorboard(self):
+        if not (self.dist.main and self.config.train.tensorboard):
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(self.run_dir / "tensorboard")
+
+    def _log_step(self, record: dict, bar, writer) -> None:
+        if not self.dist.main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if writer is not None:
+            writer.add_scalar("train/loss", record["loss"], record["step"])
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{record['loss']:.4f}", lr=f"{next(iter(record['lr'].values())):.2e}", sps=record["samples_per_s"]
+            )
+        elif record["step"] % self.config.train.log_every == 0 or record["step"] == 1:
+            log.info(
+                "step %d/%d loss %.4f lr %s samples/s %.1f",
+                record["step"],
+                self.total_steps,
+                record["loss"],
+                record["lr"],
+                record["samples_per_s"],
+            )
+
+
+def run_training(
+    config: VlmcapConfig, run_dir: Path, resume: bool = False, stop_after_steps: int | None = None
+) -> TrainResult:
+    return Trainer(config, run_dir, resume).run(stop_after_steps)
