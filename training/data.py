@@ -161,8 +161,12 @@ class VideoBatches:
         if pool is None:
             for i in todo:
                 features = self.cache.get(self.samples[i].video)
-                if features is None:  # failed while filling the cache
-                    yield i, DecodeResult(i, self.samples[i].video, None, "VideoError", "not in the feature cache")
+                if features is None:
+                    reason = (
+                        f"{self.samples[i].video}: no cached features (it failed to decode while the cache was "
+                        "filled, or VLMCAP_HOME is not shared storage across nodes)"
+                    )
+                    yield i, DecodeResult(i, self.samples[i].video, None, "VideoError", reason)
                 else:
                     yield i, features.float()
             return

@@ -114,6 +114,7 @@ class Trainer:
         self.val_sets = {Path(v).stem: load_manifest(v) for v in tc.val}
         if tc.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("train.tensorboard: needs the tensorboard package (pip install tensorboard)")
+        self.resume_requested = resume
         self.resume_from = latest_checkpoint(self.run_dir) if resume else None
         if not resume and self.run_dir.exists() and latest_checkpoint(self.run_dir):
             raise ConfigError(f"{self.run_dir}: already has checkpoints; pass --resume or choose another --out")
@@ -176,6 +177,7 @@ class Trainer:
             self.optimizer, math.ceil(tc.warmup_ratio * self.total_steps), self.total_steps
         )
         self.step = 0
+        self.step_seconds = 0.0  # optimizer steps only: no model loading, cache filling or evaluation
         self.position = DataPosition()
         self.dtype = compute_dtype(config.model.llm.dtype, self.device)
 
@@ -239,6 +241,8 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
         if self.resume_from is not None:
             self.load_checkpoint(self.resume_from)
+        elif self.resume_requested:
+            log.warning("%s: no checkpoint to resume from; starting at step 0", self.run_dir)
         if self.data.cache is not None:
             self.data.fill_cache(lambda px: self.model.vision(px.to(self.device)), self.position)
             self._barrier()
@@ -273,6 +277,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.step += 1
                 seconds = time.perf_counter() - t0
+                self.step_seconds += seconds
                 record = {
                     "step": self.step,
                     "epoch": self.position.epoch,
@@ -304,6 +309,7 @@ class Trainer:
             summary = {
                 "steps": self.step,
                 "seconds": round(result.seconds, 1),
+                "train_step_seconds": round(self.step_seconds, 1),
                 "trainable_parameters": sum(p.numel() for p in self.params),
                 "tokens_per_video": self.model.tokens_per_video,
                 "projector": self.config.model.projector.kind,
