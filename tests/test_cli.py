@@ -103,3 +103,42 @@ def test_bench_decode_writes_rows_per_decoder_and_worker_count(clips, tmp_path) 
         ("pyav", 1, 2, 0),
     ]
     assert all(r["frames_per_s"] > 0 for r in rows)
+
+
+def test_synth_writes_three_manifests(tmp_path) -> None:
+    result = CliRunner().invoke(cli, ["synth", str(tmp_path / "s"), "--num-videos", "20", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    for split, count in (("train", 16), ("val", 2), ("val_heldout_pairs", 2)):
+        assert f"{split}" in result.output
+        assert len((tmp_path / "s" / f"{split}.jsonl").read_text().splitlines()) == count
+
+
+def test_bench_train_measures_both_modes(small_synth, tmp_path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "train", str(small_synth["train"]), "--steps", "4", "--json", str(out), "train.batch_size=4"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["mode"] for r in rows] == ["decode every step", "feature cache"]
+    assert all(r["steps"] == 4 and r["samples_per_s"] > 0 for r in rows)
+
+
+def test_tensorboard_without_the_package_is_a_config_error(small_synth, tmp_path) -> None:
+    import importlib.util
+
+    args = [
+        "train",
+        "--preset",
+        "tiny",
+        "--data",
+        str(small_synth["train"]),
+        "--out",
+        str(tmp_path / "r"),
+        "train.tensorboard=true",
+        "train.max_steps=1",
+    ]
+    result = CliRunner().invoke(cli, args)
+    if importlib.util.find_spec("tensorboard") is None:
+        assert result.exit_code == 2 and "pip install tensorboard" in result.output
+    else:
+        assert result.exit_code == 0 and list((tmp_path / "r" / "tensorboard").iterdir())

@@ -105,16 +105,19 @@ def test_bad_manifest_fails_before_training_with_file_and_line(tmp_path) -> None
     assert not (tmp_path / "r").exists()
 
 
-def _train_cmd(small_synth, out: Path, *extra: str) -> list[str]:
+def _train_cmd(small_synth, out: Path, *extra: str, launcher: tuple[str, ...] = ()) -> list[str]:
+    """`python [-m launcher ...] -m vlmcap.cli train` on the small synthetic set with the tiny preset."""
+    data = str(small_synth["train"])
     return [
         sys.executable,
+        *launcher,
         "-m",
         "vlmcap.cli",
         "train",
         "--preset",
         "tiny",
         "--data",
-        str(small_synth["train"]),
+        data,
         "--out",
         str(out),
         *TINY_STEPS,
@@ -158,27 +161,10 @@ def test_kill_9_during_training_leaves_only_trustworthy_checkpoints(small_synth,
 
 def test_ddp_with_two_cpu_processes_on_gloo(small_synth, tmp_path) -> None:
     out = tmp_path / "ddp"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29533",
-        "-m",
-        "vlmcap.cli",
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        str(small_synth["train"]),
-        "--out",
-        str(out),
-        "train.batch_size=2",
-        "train.max_steps=3",
-        "train.save_every=3",
-    ]
+    torchrun = ("-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533")
+    cmd = _train_cmd(
+        small_synth, out, "train.batch_size=2", "train.max_steps=3", "train.save_every=3", launcher=torchrun
+    )
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     state = json.loads((latest_checkpoint(out) / "trainer_state.json").read_text())
