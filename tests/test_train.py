@@ -199,3 +199,11 @@ def test_tiny_vlm_learns_to_caption_synthetic_videos(tmp_path_factory) -> None:
     result = run_training(config, tmp_path_factory.mktemp("learn-run"))
     accuracy = result.eval["val"]["attribute_accuracy"]
     assert accuracy["all"] >= 0.95, accuracy
+
+
+def test_batch_larger_than_the_data_fails_before_training(small_synth, tmp_path) -> None:
+    from vlmcap.errors import ConfigError
+
+    config = tiny(small_synth, "train.batch_size=64")
+    with pytest.raises(ConfigError, match=r"train.batch_size=64: larger than the 48 samples"):
+        run_training(config, tmp_path / "r")

@@ -153,3 +153,7 @@ def test_interrupted_checkpoint_writes_are_never_trusted(tmp_path) -> None:
         write_checkpoint(tmp_path, step, contents, keep_last=2)
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-8"
     assert not (tmp_path / "checkpoint-6").exists() and not (tmp_path / ".checkpoint-10.tmp").exists()
+
+
+def test_metrics_of_an_empty_set_do_not_crash() -> None:
+    assert caption_metrics([], []) == {"n": 0}

@@ -62,7 +62,10 @@ def optimizer_from_files(optimizer: torch.optim.Optimizer, src: Path) -> None:
 
 
 def rng_to_files(out: Path) -> None:
-    save_file({"torch": torch.get_rng_state()}, out / "rng.safetensors")
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():  # LoRA dropout on GPU draws from the CUDA generator
+        tensors["cuda"] = torch.cuda.get_rng_state()
+    save_file(tensors, out / "rng.safetensors")
     np_state = np.random.get_state()
     (out / "rng.json").write_text(
         json.dumps(
@@ -75,7 +78,10 @@ def rng_to_files(out: Path) -> None:
 
 
 def rng_from_files(src: Path) -> None:
-    torch.set_rng_state(load_file(src / "rng.safetensors")["torch"])
+    tensors = load_file(src / "rng.safetensors")
+    torch.set_rng_state(tensors["torch"])
+    if "cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["cuda"])
     state = json.loads((src / "rng.json").read_text())
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))

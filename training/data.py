@@ -104,7 +104,7 @@ class VideoBatches:
         """Decode and encode every sample of this rank's shard that is not cached yet."""
         assert self.cache is not None
         mine = [s.video for i, s in enumerate(self.samples) if i % self.world == self.rank]
-        todo = [v for v in mine if self.cache.get(v) is None]
+        todo = [v for v in mine if not self.cache.contains(v)]
         if not todo:
             return
         log.info("feature cache: encoding %d of %d videos", len(todo), len(mine))
@@ -140,6 +140,7 @@ class VideoBatches:
                 slot = {i: n for n, i in enumerate(order)}
                 stream = self._read(pool, todo)
                 batch: list[tuple[Sample, torch.Tensor]] = []
+                produced = False
                 for index, item in stream:
                     if isinstance(item, DecodeResult):
                         self._record_failure(position, item)
@@ -151,7 +152,13 @@ class VideoBatches:
                         yield self._collate(batch), after
                         position = after
                         batch = []
+                        produced = True
                 # An incomplete last batch is dropped: every optimizer step sees the same batch size.
+                if not produced and position.cursor == 0:
+                    raise VlmcapError(
+                        f"no full batch of {self.batch_size} videos in an epoch: this process reads {len(order)} "
+                        f"samples ({len(failed)} failed to decode); lower train.batch_size or add data"
+                    )
                 position = DataPosition(position.epoch + 1, 0, list(position.failed))
         finally:
             if pool is not None:

@@ -44,19 +44,20 @@ def caption_samples(
             records.append({"video": sample.video, "reference": sample.caption, "caption": caption})
         pending.clear()
 
-    with DecodePool(decode, image_spec, num_workers, decode_timeout_s) as pool:
-        for result in pool.imap_unordered([s.video for s in samples]):
-            if not result.ok:
-                records.append(
-                    {"video": result.path, "reference": by_path[result.path].caption, "error": result.error_message}
-                )
-                continue
-            pending.append(result)
-            if len(pending) == batch_size:
+    try:
+        with DecodePool(decode, image_spec, num_workers, decode_timeout_s) as pool:
+            for result in pool.imap_unordered([s.video for s in samples]):
+                if not result.ok:
+                    sample = by_path[result.path]
+                    records.append({"video": result.path, "reference": sample.caption, "error": result.error_message})
+                    continue
+                pending.append(result)
+                if len(pending) == batch_size:
+                    flush()
+            if pending:
                 flush()
-        if pending:
-            flush()
-    model.train(was_training)
+    finally:
+        model.train(was_training)
     order = {s.video: i for i, s in enumerate(samples)}
     return sorted(records, key=lambda r: order[r["video"]])
 

@@ -44,17 +44,29 @@ class FeatureCache:
         key = hashlib.sha256(json.dumps(file_identity(video), sort_keys=True).encode()).hexdigest()[:40]
         return self.dir / key[:2] / f"{key}.safetensors"
 
+    def contains(self, video: str) -> bool:
+        try:
+            return self._entry(video).exists()
+        except OSError:
+            return False
+
     def get(self, video: str) -> torch.Tensor | None:
-        entry = self._entry(video)
-        if not entry.exists():
+        """The cached features, or None: not cached, the video vanished, or the entry is damaged."""
+        try:
+            entry = self._entry(video)
+            features = load_file(entry)["features"]
+        except Exception:  # OSError (vanished video, missing entry), or safetensors' error on a torn file
             self.misses += 1
             return None
         self.hits += 1
-        return load_file(entry)["features"]
+        return features
 
     def put(self, video: str, features: torch.Tensor) -> None:
         entry = self._entry(video)
         entry.parent.mkdir(exist_ok=True)
         tmp = entry.with_suffix(f".tmp-{os.getpid()}")
-        save_file({"features": features.detach().to("cpu", torch.float16).contiguous()}, tmp)
-        os.replace(tmp, entry)
+        try:
+            save_file({"features": features.detach().to("cpu", torch.float16).contiguous()}, tmp)
+            os.replace(tmp, entry)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -85,6 +85,8 @@ def attribute_accuracy(candidates: Sequence[str], references: Sequence[str]) -> 
 
 def caption_metrics(candidates: Sequence[str], references: Sequence[str]) -> dict:
     """All metrics for one evaluation set (one reference per video)."""
+    if not candidates:  # every video failed to decode: nothing to score
+        return {"n": 0}
     chrf = CHRF(word_order=2).corpus_score(list(candidates), [list(references)]).score
     metrics = {
         "n": len(candidates),

@@ -79,9 +79,12 @@ def _init_distributed() -> _Dist:
         return _Dist()
     import torch.distributed as dist
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)  # collectives use the current device: one GPU per process
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return _Dist(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return _Dist(dist.get_rank(), world, local_rank)
 
 
 def _seed_everything(seed: int) -> None:
@@ -112,6 +115,15 @@ class Trainer:
         # Fail on bad input before any model is built.
         self.train_samples = load_manifest(tc.data)
         self.val_sets = {Path(v).stem: load_manifest(v) for v in tc.val}
+        if len(self.val_sets) != len(tc.val):
+            raise ConfigError(f"train.val: manifests need distinct file names, got {tc.val}")
+        # Each process drops its incomplete last batch, so an epoch is this many micro-batches.
+        per_epoch = (len(self.train_samples) // self.dist.world) // tc.batch_size
+        if per_epoch == 0:
+            raise ConfigError(
+                f"train.batch_size={tc.batch_size}: larger than the {len(self.train_samples) // self.dist.world} "
+                f"samples each of {self.dist.world} process(es) reads from {tc.data}"
+            )
         if tc.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("train.tensorboard: needs the tensorboard package (pip install tensorboard)")
         self.resume_requested = resume
@@ -157,8 +169,7 @@ class Trainer:
             self.dist.world,
         )
 
-        per_step = tc.batch_size * tc.grad_accum * self.dist.world
-        self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * len(self.train_samples) / per_step))
+        self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * per_epoch / tc.grad_accum))
         groups = [
             {
                 "params": [p for p in self.model.projector.parameters() if p.requires_grad],
@@ -212,18 +223,33 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         state = json.loads((path / STATE_FILE).read_text())
+        if len(state["positions"]) != self.dist.world:
+            raise ConfigError(
+                f"{path}: saved by {len(state['positions'])} processes, resumed with {self.dist.world}; "
+                "resume with the same number of processes"
+            )
         load_weights(self.model, path)
         optimizer_from_files(self.optimizer, path)
         self.scheduler.load_state_dict(json.loads((path / "scheduler.json").read_text()))
         rng_from_files(path)
         self.step = state["step"]
         self.position = DataPosition(**state["positions"][self.dist.rank])
-        if self.dist.main:  # drop metric lines the resumed run will write again
-            metrics = self.run_dir / "metrics.jsonl"
-            if metrics.exists():
-                kept = [line for line in metrics.read_text().splitlines() if json.loads(line)["step"] <= self.step]
-                metrics.write_text("".join(line + "\n" for line in kept))
+        self._trim_metrics(self.step)
         log.info("resumed from %s at step %d", path, self.step)
+
+    def _trim_metrics(self, step: int) -> None:
+        """Keep metric lines up to `step`: the resumed (or restarted) run writes the rest again."""
+        metrics = self.run_dir / "metrics.jsonl"
+        if not self.dist.main or not metrics.exists():
+            return
+        kept = []
+        for line in metrics.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= step:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line torn by kill -9
+        metrics.write_text("".join(line + "\n" for line in kept))
 
     def _barrier(self) -> None:
         if self.dist.world > 1:
@@ -241,8 +267,10 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
         if self.resume_from is not None:
             self.load_checkpoint(self.resume_from)
-        elif self.resume_requested:
-            log.warning("%s: no checkpoint to resume from; starting at step 0", self.run_dir)
+        else:
+            if self.resume_requested:
+                log.warning("%s: no checkpoint to resume from; starting at step 0", self.run_dir)
+            self._trim_metrics(0)
         if self.data.cache is not None:
             self.data.fill_cache(lambda px: self.model.vision(px.to(self.device)), self.position)
             self._barrier()
