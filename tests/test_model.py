@@ -154,3 +154,11 @@ def test_backward_trains_projector_and_lora_only(quantize: str) -> None:
 def test_projector_stage_freezes_the_whole_llm(tiny_config) -> None:
     model = VideoLanguageModel.from_config(tiny_config)
     assert {n.split(".")[0] for n, _ in model.trainable_parameters()} == {"projector"}
+
+
+def test_system_prompt_with_placeholder_is_rejected(tiny_model) -> None:
+    from vlmcap.errors import ConfigError
+    from vlmcap.prompt import PromptBuilder
+
+    with pytest.raises(ConfigError, match="system_prompt must not contain <video>"):
+        PromptBuilder(tiny_model.tokenizer, system_prompt="설명: <video>")

@@ -53,6 +53,8 @@ class PromptBuilder:
     ) -> None:
         if not tokenizer.chat_template:
             raise ConfigError("the LLM tokenizer has no chat template; use an instruct/chat checkpoint")
+        if system_prompt and VIDEO_PLACEHOLDER in system_prompt:
+            raise ConfigError(f"prompt.system_prompt must not contain {VIDEO_PLACEHOLDER}; put it in the user prompt")
         self.tokenizer = tokenizer
         self.default_prompt = default_prompt
         self.system_prompt = system_prompt

@@ -41,12 +41,14 @@ class DecordDecoder:
         # seeking to them loops forever inside native code. The probe counted the real packets.
         if len(reader) > probe.num_frames:
             raise DecoderUnsuitable(f"container reports {len(reader)} frames, stream has {probe.num_frames}")
-        if len(reader) < probe.num_frames:
-            indices = np.minimum(indices, len(reader) - 1)
+        if len(reader) < probe.num_frames:  # its frame indices would not match the probe's timestamps
+            raise DecoderUnsuitable(f"decord sees {len(reader)} frames, the stream has {probe.num_frames}")
         try:
             frames = reader.get_batch(indices.tolist()).asnumpy()
-        except decord.DECORDError as e:
-            raise DecoderUnsuitable(f"decode failed: {str(e).splitlines()[0][:200]}") from None
+        except Exception as e:  # DECORDError, or anything else its native layer throws: let PyAV try
+            raise DecoderUnsuitable(
+                f"decode failed: {str(e).splitlines()[0][:200] if str(e) else type(e).__name__}"
+            ) from None
         if frames.shape[1:] != (height, width, 3):
             raise DecoderUnsuitable(f"unexpected frame shape {frames.shape[1:]}")
         return frames

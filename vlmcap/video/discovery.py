@@ -5,6 +5,7 @@ glob patterns, text files listing one path per line, or `-` for such a list on s
 is deterministic (inputs in order, directory entries sorted), duplicates are dropped (the same
 file reached twice, through symlinks too), symlink loops are walked once, and paths are yielded
 one at a time so a list of millions is never held in memory (only a compact set of seen ids).
+Glob matches are the exception: each pattern's matches are sorted, so collected in full first.
 """
 
 from __future__ import annotations

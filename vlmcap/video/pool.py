@@ -165,7 +165,9 @@ class DecodePool:
     def _idle_workers(self) -> list[_Worker]:
         idle = [w for w in self._workers if w.task is None]
         for worker in idle:
-            if worker.tasks_done >= self.max_tasks_per_worker:
+            if not worker.process.is_alive():  # died between tasks (OOM killer, ...): just replace it
+                self._stop_worker(worker, kill=True)
+            elif worker.tasks_done >= self.max_tasks_per_worker:
                 self._stop_worker(worker, kill=False)  # recycle: decord leaks memory
         idle = [w for w in self._workers if w.task is None]
         while len(self._workers) < self.num_workers:
