@@ -51,7 +51,7 @@ def epoch_order(num_samples: int, seed: int, epoch: int, rank: int = 0, world: i
 
 
 def _in_order(results: Iterator[DecodeResult]) -> Iterator[DecodeResult]:
-    """Put the pool's completion-ordered results back in submission order (small reorder buffer)."""
+    """Put the pool's completion-ordered results back in submission order."""
     waiting: dict[int, DecodeResult] = {}
     expected = 0
     for result in results:
@@ -177,9 +177,13 @@ class VideoBatches:
                 else:
                     yield i, features.float()
             return
-        for result in _in_order(pool.imap_unordered(self.samples[i].video for i in todo)):
-            index = todo[result.index]
-            yield index, (result.video.frames if result.ok else result)
+        # Chunks of a few videos per worker keep the reorder buffer small even when the video at
+        # the head of the order hangs until its timeout while the others finish.
+        chunk = 4 * self.num_workers
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            for result in _in_order(pool.imap_unordered(self.samples[i].video for i in part)):
+                yield part[result.index], (result.video.frames if result.ok else result)
 
     def _collate(self, batch: list[tuple[Sample, object]]) -> Batch:
         samples = [s for s, _ in batch]
