@@ -38,7 +38,6 @@ class FeatureCache:
     def __init__(self, root: str | Path, fingerprint: str) -> None:
         self.dir = Path(root) / fingerprint
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.hits = self.misses = 0
 
     def _entry(self, video: str) -> Path:
         key = hashlib.sha256(json.dumps(file_identity(video), sort_keys=True).encode()).hexdigest()[:40]
@@ -56,9 +55,7 @@ class FeatureCache:
             entry = self._entry(video)
             features = load_file(entry)["features"]
         except Exception:  # OSError (vanished video, missing entry), or safetensors' error on a torn file
-            self.misses += 1
             return None
-        self.hits += 1
         return features
 
     def put(self, video: str, features: torch.Tensor) -> None:

@@ -64,16 +64,16 @@ def rotate_frames(frames: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frames, k=k, axes=(1, 2))) if k else frames
 
 
-def load_decoder(name: str) -> FrameDecoder:
+def load_decoder(name: str, num_threads: int = 1) -> FrameDecoder:
     """`decord`, `pyav`, or `module:Class` for a custom decoder (tests use this to inject faults)."""
     if name == "decord":
         from vlmcap.video.decord_decoder import DecordDecoder
 
-        return DecordDecoder()
+        return DecordDecoder(num_threads)
     if name == "pyav":
         from vlmcap.video.pyav_decoder import PyAVDecoder
 
-        return PyAVDecoder()
+        return PyAVDecoder(num_threads)
     module, _, attr = name.partition(":")
     if not attr:
         raise ValueError(f"unknown decoder {name!r}: use decord, pyav or module:Class")
@@ -95,7 +95,7 @@ def decode_video(path: str, options: DecodeOptions | None = None) -> DecodedVide
     chain = available_decoders(options.decoders)
     reasons = []
     for name in chain:
-        decoder = load_decoder(name)
+        decoder = load_decoder(name, options.threads_per_decoder)
         try:
             frames = decoder.fetch(probe, indices, coded_size)
         except DecoderUnsuitable as e:

@@ -27,7 +27,6 @@ class VideoProbe:
     fps: float
     frame_times_s: np.ndarray  # sorted presentation time of every frame
     end_s: float  # end of the last frame
-    reported_frames: int  # what the container header claims (0 if unknown)
 
     @property
     def num_frames(self) -> int:
@@ -115,7 +114,6 @@ def probe_video(path: str) -> VideoProbe:
             fps=fps,
             frame_times_s=times,
             end_s=float(times[-1]) + frame_duration,
-            reported_frames=int(stream.frames or 0),
         )
 
 
