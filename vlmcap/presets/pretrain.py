@@ -29,25 +29,22 @@ from transformers import CLIPVisionModel, PreTrainedModel, PreTrainedTokenizerBa
 from vlmcap.presets.korean_text import korean_sentences
 from vlmcap.presets.synthetic import COLOURS, OBJECT_RADIUS, SHAPES, Scene, describe_frame, render_frame
 from vlmcap.prompt import PromptBuilder
+from vlmcap.video.preprocess import ImageSpec, normalize
 
 log = logging.getLogger(__name__)
 
 FEATURE_LAYER = -2  # what the VLM reads (VisionConfig.feature_layer default)
 
 
-def _clip_inputs(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) -> CLIP-normalised (B, 3, H, W); the images are rendered at the model size."""
-    from vlmcap.presets import CLIP_MEAN, CLIP_STD
-
-    x = frames.float().div(255).permute(0, 3, 1, 2)
-    return (x - torch.tensor(CLIP_MEAN)[:, None, None]) / torch.tensor(CLIP_STD)[:, None, None]
-
-
 def pretrain_vision(model: CLIPVisionModel, seed: int, steps: int = 800, batch: int = 48) -> None:
     """Teach patch features at FEATURE_LAYER to carry colour, shape and where the object is."""
+    from vlmcap.presets import clip_preprocessor_config
+
     rng = random.Random(seed)
     torch.manual_seed(seed)
     size, patch = model.config.image_size, model.config.patch_size
+    # Frames are rendered at the model's size, so the CLIP preprocessing reduces to normalisation.
+    image_spec = ImageSpec.from_dict(clip_preprocessor_config(size))
     grid = size // patch
     dim = model.config.hidden_size
     bins = 6  # where the object is, read from the whole frame: every patch learns the layout
@@ -77,7 +74,7 @@ def pretrain_vision(model: CLIPVisionModel, seed: int, steps: int = 800, batch: 
             labels["x"].append(min(int(x * bins), bins - 1))
             labels["y"].append(min(int(y * bins), bins - 1))
             labels["where"].append(int(y * size) // patch * grid + int(x * size) // patch)
-        pixels = _clip_inputs(torch.from_numpy(np.stack(frames)))
+        pixels = normalize(np.stack(frames), image_spec)
         hidden = model(pixel_values=pixels, output_hidden_states=True).hidden_states[FEATURE_LAYER][:, 1:]
         where = heads["where"](hidden).squeeze(-1)  # (B, N): which patch holds the object
         # Read the attributes through the object's own patches, so *those* features must carry
