@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from vlmcap.errors import ConfigError
+
 STATE_FILE = "trainer_state.json"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
@@ -122,6 +124,19 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     checkpoints = list_checkpoints(run_dir)
     return checkpoints[-1] if checkpoints else None
+
+
+def resolve_weights_dir(path: str | Path, what: str) -> Path:
+    """A run directory means its final/ (or latest checkpoint); a checkpoint directory means itself."""
+    p = Path(path)
+    if (p / "projector.safetensors").exists():
+        return p
+    if (p / "final" / "projector.safetensors").exists():
+        return p / "final"
+    latest = latest_checkpoint(p) if p.is_dir() else None
+    if latest is None:
+        raise ConfigError(f"{what}={str(path)!r}: no final/ or checkpoint with projector.safetensors there")
+    return latest
 
 
 def save_weights(model, out: Path) -> None:

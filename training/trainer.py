@@ -31,6 +31,7 @@ from training.checkpoint import (
     load_weights,
     optimizer_from_files,
     optimizer_to_files,
+    resolve_weights_dir,
     rng_from_files,
     rng_to_files,
     save_weights,
@@ -93,19 +94,6 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_init_dir(path: str) -> Path:
-    """A run directory means its final/ (or latest checkpoint); a checkpoint directory means itself."""
-    p = Path(path)
-    if (p / "projector.safetensors").exists():
-        return p
-    if (p / "final" / "projector.safetensors").exists():
-        return p / "final"
-    latest = latest_checkpoint(p) if p.is_dir() else None
-    if latest is None:
-        raise ConfigError(f"train.init_from={path!r}: no final/ or checkpoint with projector.safetensors there")
-    return latest
-
-
 class Trainer:
     def __init__(self, config: VlmcapConfig, run_dir: Path, resume: bool = False) -> None:
         tc = config.train
@@ -135,7 +123,9 @@ class Trainer:
         _seed_everything(config.seed)
         self.model = VideoLanguageModel.from_config(config, self.device, lora=tc.stage == "lora")
         if tc.init_from:
-            load_weights(self.model, resolve_init_dir(tc.init_from), with_adapter=tc.stage == "lora")
+            load_weights(
+                self.model, resolve_weights_dir(tc.init_from, "train.init_from"), with_adapter=tc.stage == "lora"
+            )
         if tc.gradient_checkpointing:
             self.model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         vision_source = resolve_model_source(config.model.vision.model, seed=config.seed)

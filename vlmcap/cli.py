@@ -246,6 +246,90 @@ def train(
         click.echo(f"eval {split}: {json.dumps(metrics, ensure_ascii=False)}")
 
 
+@cli.command("export")
+@click.argument("run", required=False, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Bundle directory (default: VLMCAP_HOME/engines/default).",
+)
+@click.option(
+    "--precision", type=click.Choice(["fp32", "fp16", "int8"]), help="vision.onnx precision [export.precision]."
+)
+@click.option("--opset", type=int, help="ONNX opset [export.opset].")
+@click.option("--merge-into", type=click.Choice(["dequantized", "original"]), help="4-bit runs [export.merge_into].")
+@click.option("--llm-dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), help="[export.llm_dtype].")
+@click.option("--optimize/--no-optimize", default=None, help="Fuse transformer ops in vision.onnx [export.optimize].")
+@click.option(
+    "--sample-video", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="Verify on this video."
+)
+@click.option("--device", help="Where the LLM is merged (default: cuda when available, else cpu).")
+@click.option("--json", "as_json", is_flag=True, help="Print the bundle manifest as JSON.")
+def export_cmd(
+    run: Path | None,
+    out: Path | None,
+    precision: str | None,
+    opset: int | None,
+    merge_into: str | None,
+    llm_dtype: str | None,
+    optimize: bool | None,
+    sample_video: tuple[Path, ...],
+    device: str | None,
+    as_json: bool,
+) -> None:
+    """Export a trained RUN (default: the latest run) as a verified engine bundle.
+
+    \b
+    Examples:
+      vlmcap export                                   # latest run -> VLMCAP_HOME/engines/default
+      vlmcap export runs/exp1 --out bundles/exp1-int8 --precision int8
+    """
+    from vlmcap.home import default_engine_dir
+
+    logging.getLogger("export").setLevel(logging.INFO)
+    if run is None:
+        run = _latest_run()
+        if run is None:
+            raise click.UsageError("no run found under VLMCAP_HOME/runs; train one first or pass RUN")
+    from export.exporter import ExportRequest, export_bundle, run_export_config
+
+    flags = {"precision": precision, "opset": opset, "merge_into": merge_into, "llm_dtype": llm_dtype}
+    flags["optimize"] = optimize
+    options = run_export_config(run, {k: v for k, v in flags.items() if v is not None})
+    out = out or default_engine_dir()
+    manifest = export_bundle(ExportRequest(run, out, options, list(sample_video), device))
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2, ensure_ascii=False))
+        return
+    from export.describe import describe_bundle
+
+    click.echo(describe_bundle(manifest, verified=True))
+    click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.argument("bundle", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help='Print the manifest as JSON (with "verified": true).')
+def inspect(bundle: Path | None, as_json: bool) -> None:
+    """Show an engine BUNDLE (default: VLMCAP_HOME/engines/default) and verify every file's sha256.
+
+    Exits 2 with the name of the first bad file if the bundle is incomplete, changed or unknown.
+    """
+    from export.bundle import load_bundle
+    from vlmcap.home import default_engine_dir
+
+    loaded = load_bundle(bundle or default_engine_dir())
+    if as_json:
+        click.echo(
+            json.dumps({**loaded.manifest, "path": str(loaded.root), "verified": True}, indent=2, ensure_ascii=False)
+        )
+        return
+    from export.describe import describe_bundle
+
+    click.echo(f"path       {loaded.root}")
+    click.echo(describe_bundle(loaded.manifest, verified=True))
+
+
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--frames", "num_frames", default=8, show_default=True, help="Frames sampled per video.")

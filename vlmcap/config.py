@@ -131,9 +131,19 @@ class TrainConfig(_Section):
 
 
 class ExportConfig(_Section):
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    opset: int = Field(17, ge=14)
-    merge_into: Literal["dequantized", "original"] = "dequantized"
+    precision: Literal["fp32", "fp16", "int8"] = Field(
+        "fp32", description="vision.onnx weights: fp32, fp16 (GPU) or int8 dynamic quantization (CPU edge boxes)."
+    )
+    opset: int = Field(17, ge=14, le=21)
+    optimize: bool = Field(True, description="Fuse attention/LayerNorm/GELU with ONNX Runtime's transformer optimizer.")
+    merge_into: Literal["dequantized", "original"] = Field(
+        "dequantized", description="4-bit runs: merge LoRA into the NF4 weights it was trained on, or the originals."
+    )
+    llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the merged LLM checkpoint; auto = what training computed in on this device."
+    )
+    max_new_tokens: int = Field(128, ge=1, description="Default caption length limit stored in the bundle.")
+    verify_videos: int = Field(2, ge=1, le=16, description="Sample videos run through both models to verify.")
 
 
 class VlmcapConfig(_Section):

@@ -21,6 +21,10 @@ class BundleError(VlmcapError):
     """An engine bundle is missing, incomplete, tampered with, or of an unknown format."""
 
 
+class ExportError(VlmcapError):
+    """An export did not meet its verification thresholds, or could not be written."""
+
+
 class VideoError(VlmcapError):
     """A video cannot be read or decoded."""
 

@@ -21,6 +21,24 @@ from vlmcap.vision_tower import VisionTower, load_vision_tower
 log = logging.getLogger(__name__)
 
 
+def build_vision_side(
+    config: VlmcapConfig, llm_hidden_size: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[VisionTower, FrameProjector]:
+    """The frozen vision tower and a freshly initialised projector (seeded), without loading the LLM."""
+    vision_source = resolve_model_source(config.model.vision.model, seed=config.seed)
+    if vision_source.random_init:
+        torch.manual_seed(vision_source.seed)  # random-weight presets are deterministic for a seed
+    vision = load_vision_tower(
+        vision_source.path, config.model.vision, dtype=dtype, random_init=vision_source.random_init
+    ).to(device)
+    geometry = ProjectorGeometry(
+        vision_hidden_size=vision.hidden_size, llm_hidden_size=llm_hidden_size, grid_size=vision.grid_size
+    )
+    torch.manual_seed(config.seed)  # projector init is reproducible for a seed
+    projector = build_projector(config.model.projector, geometry).to(device)
+    return vision, projector
+
+
 class VideoLanguageModel(nn.Module):
     """Vision tower (frozen) + projector (trainable) + LLM (frozen base, optional LoRA)."""
 
@@ -49,21 +67,12 @@ class VideoLanguageModel(nn.Module):
     ) -> VideoLanguageModel:
         """Build from config; `lora` defaults to True for the `lora` training stage."""
         device = torch.device(device)
-        dtype = compute_dtype(config.model.llm.dtype, device)
-        vision_source = resolve_model_source(config.model.vision.model, seed=config.seed)
         llm_source = resolve_model_source(config.model.llm.model, seed=config.seed)
-        vision = load_vision_tower(
-            vision_source.path, config.model.vision, dtype=dtype, random_init=vision_source.random_init
-        ).to(device)
         tokenizer = load_tokenizer(llm_source, config.model.llm)
         llm = load_llm(llm_source, config.model.llm, device)
-        geometry = ProjectorGeometry(
-            vision_hidden_size=vision.hidden_size,
-            llm_hidden_size=llm.get_input_embeddings().embedding_dim,
-            grid_size=vision.grid_size,
+        vision, projector = build_vision_side(
+            config, llm.get_input_embeddings().embedding_dim, device, compute_dtype(config.model.llm.dtype, device)
         )
-        torch.manual_seed(config.seed)  # projector init is reproducible for a seed
-        projector = build_projector(config.model.projector, geometry).to(device)
         if lora if lora is not None else config.train.stage == "lora":
             llm = add_lora(llm, config.model.lora)
         return cls(vision, projector, llm, tokenizer, config)

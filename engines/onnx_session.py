@@ -1,0 +1,67 @@
+"""ONNX Runtime sessions: which execution providers, how many threads.
+
+Export verification, the vision engine and the benchmarks all open sessions here, so a graph is
+checked with the same providers and settings it later runs with.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from vlmcap.errors import ConfigError
+
+# Best first. TensorRT builds an engine per input shape on first use (minutes): only on request.
+AUTO_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+PROVIDER_ALIASES = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (cgroup/affinity aware where the platform says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def pick_providers(requested: Sequence[str] | None = None) -> list[str]:
+    """Installed providers in preference order; `requested` (aliases or full names) narrows them."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    if not requested:
+        return [p for p in AUTO_PROVIDERS if p in available]
+    chosen = []
+    for name in requested:
+        full = PROVIDER_ALIASES.get(name.lower(), name)
+        if full not in available:
+            raise ConfigError(
+                f"ONNX Runtime provider {name!r} is not installed here (available: {', '.join(available)})"
+            )
+        chosen.append(full)
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")  # ops a GPU provider lacks fall back to CPU
+    return chosen
+
+
+def create_session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None):
+    """An InferenceSession on `path` with the picked providers.
+
+    On CPU, intra-op threads default to the CPUs this process may use and inter-op parallelism
+    is off: one large graph per call gains nothing from running branches concurrently, and more
+    threads than cores only adds contention with the decode workers.
+    """
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or usable_cpus()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
+    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=pick_providers(providers))

@@ -1,0 +1,154 @@
+"""Merge the trained LoRA adapter into the LLM and save a plain HF checkpoint vLLM can serve.
+
+With a 4-bit (QLoRA) base the adapter learned to correct the NF4 weights, not the original ones:
+by default it is merged into the dequantized base, which is exactly what training computed with.
+`merge_into=original` merges into the high-precision weights instead. Either way the merge itself
+runs in float32 and the result is cast once to the shipped dtype, and no quantization config is
+left in config.json.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from export.verify import Tolerance, check, compare
+from vlmcap.config import VlmcapConfig
+from vlmcap.embeddings import build_inputs_embeds
+from vlmcap.errors import ExportError
+from vlmcap.llm import compute_dtype, load_llm, load_tokenizer
+from vlmcap.presets import resolve_model_source
+from vlmcap.prompt import PromptBuilder
+
+log = logging.getLogger(__name__)
+
+# Merging in float32 only reorders the sums (W x + s B A x vs (W + s B A) x): the tiny preset
+# measures ~1e-6 scaled. A 16-bit checkpoint rounds every weight, so it is judged by agreement of
+# the greedy next token, which is what captions are made of.
+LLM_TOLERANCE = {
+    "float32": (Tolerance(max_abs_scaled=1e-3), 0.99),
+    "bfloat16": (Tolerance(), 0.90),
+    "float16": (Tolerance(), 0.90),
+}
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class MergedLLM:
+    dtype: str
+    hidden_size: int
+    vocab_size: int
+    embed_tokens_key: str  # tensor name of the input embedding table in the safetensors files
+    adapter_merged: bool
+    chat_template: str
+    stop_token_ids: list[int]
+    verification: dict
+
+
+def shipped_dtype(config: VlmcapConfig, requested: str, device: torch.device) -> str:
+    """`auto`: the dtype the LLM computed in during training on this kind of device."""
+    if requested != "auto":
+        return requested
+    dtype = compute_dtype(config.model.llm.dtype, device)
+    return {v: k for k, v in _DTYPES.items()}[dtype]
+
+
+def load_unmerged(
+    config: VlmcapConfig, weights_dir: Path, merge_into: Literal["dequantized", "original"], device: torch.device
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, bool]:
+    """The LLM as training saw it, in float32: (model with adapter or bare base, tokenizer, has adapter)."""
+    from peft import PeftModel
+
+    llm_config = config.model.llm
+    source = resolve_model_source(llm_config.model, seed=config.seed)
+    dequantize = llm_config.quantize == "4bit" and merge_into == "dequantized"
+    if not dequantize:
+        llm_config = llm_config.model_copy(update={"quantize": "none"})
+    model = load_llm(source, llm_config, device)
+    if dequantize:
+        # NF4 -> float32: the same rounded weights the adapter was trained against; drops the quant config.
+        model = model.dequantize(dtype=torch.float32)
+    model = model.float()
+    tokenizer = load_tokenizer(source, config.model.llm)
+    adapter = weights_dir / "adapter"
+    if adapter.is_dir():
+        return PeftModel.from_pretrained(model, adapter, is_trainable=False).eval(), tokenizer, True
+    return model.eval(), tokenizer, False
+
+
+@torch.no_grad()
+def _logits(model: PreTrainedModel, vision_rows: torch.Tensor, prompts: PromptBuilder, dtype: torch.dtype):
+    embed = model.get_input_embeddings()
+    batch = build_inputs_embeds(
+        vision_rows.to(embed.weight.device, dtype), [prompts.encode(None)] * vision_rows.shape[0], embed, "right"
+    )
+    out = model(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask)
+    return out.logits.float().cpu().numpy()
+
+
+def _embed_tokens_key(model: PreTrainedModel) -> str:
+    table = model.get_input_embeddings().weight
+    for name, param in model.named_parameters():
+        if param is table:
+            return name
+    raise RuntimeError("input embedding table not found among the model's parameters")
+
+
+def export_llm(
+    config: VlmcapConfig,
+    weights_dir: Path,
+    out: Path,
+    vision_rows: torch.Tensor,
+    merge_into: Literal["dequantized", "original"],
+    dtype: str,
+    device: torch.device,
+    max_new_tokens: int,
+) -> MergedLLM:
+    """Merge, save to `out` (safetensors + tokenizer + chat template + generation_config), reload, verify."""
+    model, tokenizer, has_adapter = load_unmerged(config, weights_dir, merge_into, device)
+    prompts = PromptBuilder(tokenizer, config.prompt.default_prompt, config.prompt.system_prompt)
+    reference = _logits(model, vision_rows, prompts, torch.float32)
+    if has_adapter:
+        model = model.merge_and_unload()
+    model = model.to(_DTYPES[dtype])
+    eos = [prompts.end_of_turn_id] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+    stop_ids = list(dict.fromkeys(eos))
+    model.generation_config = GenerationConfig(
+        do_sample=False,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=stop_ids,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.config.use_cache = True
+    model.save_pretrained(out, safe_serialization=True, max_shard_size="4GB")
+    tokenizer.save_pretrained(out)
+    embed_key = _embed_tokens_key(model)
+    hidden, vocab = model.config.hidden_size, model.config.vocab_size
+    del model
+    gc.collect()
+
+    # Verify what ships: the checkpoint as written to disk, loaded the way transformers users load it.
+    shipped = AutoModelForCausalLM.from_pretrained(out, dtype=_DTYPES[dtype], use_safetensors=True).to(device)
+    if getattr(shipped.config, "quantization_config", None) is not None:
+        raise RuntimeError("merged checkpoint still carries a quantization_config")
+    merged = _logits(shipped.eval(), vision_rows, prompts, _DTYPES[dtype])
+    del shipped
+    gc.collect()
+    stats = compare(reference, merged)
+    stats["top1_agreement"] = float((reference.argmax(-1) == merged.argmax(-1)).mean())
+    tolerance, min_top1 = LLM_TOLERANCE[dtype]
+    what = f"{out}: merged LLM logits vs the un-merged model"
+    record = check(stats, tolerance, what)
+    if stats["top1_agreement"] < min_top1:
+        raise ExportError(
+            f"{what}: verification failed: greedy token agreement {stats['top1_agreement']:.3f} < {min_top1}"
+        )
+    record["tolerance"]["min_top1_agreement"] = min_top1
+    record["positions"] = int(reference.shape[0] * reference.shape[1])
+    return MergedLLM(dtype, hidden, vocab, embed_key, has_adapter, tokenizer.chat_template, stop_ids, record)

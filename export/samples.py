@@ -1,0 +1,62 @@
+"""Frames to verify an export on: real videos when there are any, synthetic scenes otherwise.
+
+Real frames matter: the statistics of natural images (and of the user's own videos) are what
+fp16 overflow or int8 rounding would break, and random noise would not show it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vlmcap.config import VlmcapConfig
+from vlmcap.errors import VlmcapError
+from vlmcap.video.decoders import DecodeOptions, decode_video
+from vlmcap.video.preprocess import ImageSpec, preprocess_frames
+
+log = logging.getLogger(__name__)
+
+
+def manifest_videos(config: VlmcapConfig) -> list[str]:
+    """Videos of the run's validation and training manifests, in that order (missing files skipped)."""
+    from training.manifest import load_manifest
+
+    videos: list[str] = []
+    for manifest in [*config.train.val, *([config.train.data] if config.train.data else [])]:
+        try:
+            videos += [s.video for s in load_manifest(manifest)[:8]]
+        except VlmcapError as e:  # the data may live elsewhere now; synthetic frames still verify
+            log.info("not taking sample frames from %s: %s", manifest, e)
+    return videos
+
+
+def sample_pixels(
+    config: VlmcapConfig, spec: ImageSpec, candidates: Iterable[str | Path], count: int = 2
+) -> tuple[torch.Tensor, list[str]]:
+    """(count, T, 3, H, W) float32 pixel values and where each video came from."""
+    num_frames = config.video.num_frames
+    options = DecodeOptions(num_frames=num_frames)
+    videos, sources = [], []
+    for path in candidates:
+        if len(videos) == count:
+            break
+        try:
+            decoded = decode_video(str(path), options)
+        except VlmcapError as e:
+            log.warning("sample video %s skipped: %s", path, e)
+            continue
+        videos.append(preprocess_frames(decoded.frames, spec))
+        sources.append(str(path))
+    rng = random.Random(config.seed)
+    while len(videos) < count:
+        from vlmcap.presets.synthetic import Scene, render_video
+
+        frames = render_video(Scene.random(rng), num_frames, max(spec.output_hw), rng)
+        videos.append(preprocess_frames(np.ascontiguousarray(frames), spec))
+        sources.append("synthetic")
+    return torch.stack(videos), sources

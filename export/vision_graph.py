@@ -1,0 +1,91 @@
+"""vision.onnx: the frozen encoder and the trained projector as one ONNX graph.
+
+pixel_values (B, T, 3, H, W) float32 -> vision_embeds (B, T*M, Dl) float32, B dynamic. The graph
+is exported in float32 with eager attention (its MatMul/Softmax pattern is what ONNX Runtime's
+transformer optimizer fuses into one Attention op); lower precisions are derived from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from vlmcap.projectors import FrameProjector
+from vlmcap.vision_tower import VisionTower
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "pixel_values"
+OUTPUT_NAME = "vision_embeds"
+EXTERNAL_DATA_THRESHOLD = 2**31 - 2**24  # protobuf's 2 GiB limit, with room for the graph itself
+
+
+class VisionGraph(nn.Module):
+    """Encoder + projector: exactly `VideoLanguageModel.vision_rows`, as a standalone module."""
+
+    def __init__(self, vision: VisionTower, projector: FrameProjector) -> None:
+        super().__init__()
+        self.vision = vision
+        self.projector = projector
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.vision(pixel_values))
+
+
+def export_onnx(
+    graph: VisionGraph,
+    example: torch.Tensor,
+    path: Path,
+    opset: int,
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
+) -> None:
+    """Trace `graph` with `example` (B, T, 3, H, W) and write it to `path` (+ `path.data` if large)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_name(path.name + ".export")
+    raw.mkdir(exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        # Tracer warnings flag Python ints taken from shapes; B stays symbolic because of dynamic_axes.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(raw / "model.onnx"),
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    model = onnx.load(str(raw / "model.onnx"))
+    save_onnx(model, path, external_data_threshold)
+    shutil.rmtree(raw)
+
+
+def save_onnx(model: onnx.ModelProto, path: Path, external_data_threshold: int = EXTERNAL_DATA_THRESHOLD) -> None:
+    """Save as one file, or with all weights in `<name>.data` beside it when the graph is too big for one."""
+    for stale in (path, path.with_name(path.name + ".data")):
+        stale.unlink(missing_ok=True)
+    size = sum(t.ByteSize() for t in model.graph.initializer)
+    external = size > external_data_threshold
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=external,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=0 if external else 1024,
+    )
+    log.info("wrote %s (%.1f MB of weights%s)", path, size / 1e6, ", external data" if external else "")
+
+
+def onnx_files(path: Path) -> list[Path]:
+    """The graph file and its external-data file, if any."""
+    data = path.with_name(path.name + ".data")
+    return [path, data] if data.exists() else [path]
