@@ -23,6 +23,7 @@ FORMAT_VERSION = 1
 MANIFEST = "bundle.json"
 VISION_ONNX = "vision.onnx"
 LLM_DIR = "llm"
+REFERENCE_DIR = "reference"  # the run's projector weights + config, for the PyTorch vision engine
 _CHUNK = 1 << 20
 
 

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
-from export.bundle import LLM_DIR, VISION_ONNX, write_manifest
+from export.bundle import LLM_DIR, REFERENCE_DIR, VISION_ONNX, write_manifest
 from export.merge_llm import export_llm, shipped_dtype
 from export.precision import convert_precision, fuse_transformer_ops
 from export.publish import publish, staging_directory
@@ -33,7 +33,7 @@ from export.verify import VISION_TOLERANCE, check, compare
 from export.vision_graph import EXTERNAL_DATA_THRESHOLD, INPUT_NAME, OUTPUT_NAME, VisionGraph, export_onnx
 from training.checkpoint import STATE_FILE, resolve_weights_dir
 from vlmcap import __version__
-from vlmcap.config import ExportConfig, VlmcapConfig, load_config
+from vlmcap.config import ExportConfig, VlmcapConfig, dump_config, load_config
 from vlmcap.errors import ConfigError, ModelError
 from vlmcap.model import build_vision_side
 from vlmcap.presets import resolve_model_source
@@ -59,7 +59,7 @@ def _run_config(weights_dir: Path) -> VlmcapConfig:
     raise ConfigError(f"{weights_dir}: no config.yaml here or in the run directory above it")
 
 
-def _llm_hidden_size(config: VlmcapConfig) -> int:
+def llm_hidden_size(config: VlmcapConfig) -> int:
     source = resolve_model_source(config.model.llm.model, seed=config.seed)
     hf_config = AutoConfig.from_pretrained(source.path, revision=config.model.llm.revision)
     return int(getattr(hf_config, "text_config", hf_config).hidden_size)
@@ -74,15 +74,18 @@ def run_export_config(run: Path, overrides: dict[str, Any]) -> ExportConfig:
         raise ConfigError(f"export options: {e}") from None
 
 
-def build_trained_vision_graph(config: VlmcapConfig, weights_dir: Path) -> VisionGraph:
-    """The float32 CPU encoder + the run's trained projector (strict load: every key must match)."""
-    vision, projector = build_vision_side(config, _llm_hidden_size(config))
+def build_trained_vision_graph(config: VlmcapConfig, weights_dir: Path, attention: str = "eager") -> VisionGraph:
+    """The float32 CPU encoder + the run's trained projector (strict load: every key must match).
+
+    Eager attention is what gets exported: its MatMul/Softmax pattern is what ONNX Runtime fuses.
+    """
+    vision, projector = build_vision_side(config, llm_hidden_size(config))
     path = weights_dir / "projector.safetensors"
     try:
         projector.load_state_dict(load_file(path), strict=True)
     except RuntimeError as e:
         raise ModelError(f"{path}: does not fit the projector in config.yaml ({str(e).splitlines()[0]})") from None
-    vision.model.set_attn_implementation("eager")  # the pattern ONNX Runtime's optimizer fuses
+    vision.model.set_attn_implementation(attention)
     return VisionGraph(vision, projector.requires_grad_(False)).eval()
 
 
@@ -164,6 +167,10 @@ def export_bundle(request: ExportRequest) -> dict[str, Any]:
             device,
             options.max_new_tokens,
         )
+        reference = stage / REFERENCE_DIR  # lets the PyTorch vision engine rebuild the same graph
+        reference.mkdir()
+        shutil.copy2(weights_dir / "projector.safetensors", reference / "projector.safetensors")
+        (reference / "config.yaml").write_text(dump_config(config), encoding="utf-8")
         tokens_per_frame = graph.projector.tokens_per_frame
         state_file = weights_dir / STATE_FILE
         manifest = {

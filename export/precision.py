@@ -54,7 +54,13 @@ def convert_precision(src: Path, dst: Path, precision: Precision, threshold: int
         from onnxruntime.transformers.onnx_model import OnnxModel
 
         model = OnnxModel(onnx.load(str(src)))
-        model.convert_float_to_float16(keep_io_types=True, use_symbolic_shape_infer=True)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the converter warns on the root logger about every contrib-op tensor
+        try:
+            model.convert_float_to_float16(keep_io_types=True, use_symbolic_shape_infer=True)
+        finally:
+            root.setLevel(level)
         save_onnx(model.model, dst, threshold)
     elif precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic

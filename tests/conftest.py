@@ -87,3 +87,50 @@ def small_synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from training.synth import SynthSpec, write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("synth-small"), SynthSpec(num_videos=60, seed=5))
+
+
+def _train_tiny_run(small_synth, out: Path, *overrides: str) -> Path:
+    from training.trainer import run_training
+    from vlmcap.config import load_config
+
+    config = load_config(
+        preset="tiny",
+        overrides=[
+            f"train.data={small_synth['train']}",
+            f"train.val=[{small_synth['val']}]",
+            "train.stage=lora",
+            "train.batch_size=4",
+            "train.max_steps=6",
+            "train.eval_every=100",
+            # Steps large enough that the adapter changes the captions (a merge that dropped it would
+            # show) and small enough that they stay non-empty sentences.
+            "train.lr_projector=2e-3",
+            "train.lr_lora=1e-2",
+            *overrides,
+        ],
+    )
+    run_training(config, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(small_synth, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short LoRA run of the tiny preset (float32 base): something to export."""
+    return _train_tiny_run(small_synth, tmp_path_factory.mktemp("runs") / "tiny-lora")
+
+
+@pytest.fixture(scope="session")
+def tiny_run_4bit(small_synth, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same, trained QLoRA-style on a 4-bit NF4 base."""
+    return _train_tiny_run(small_synth, tmp_path_factory.mktemp("runs") / "tiny-qlora", "model.llm.quantize=4bit")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An fp32 bundle exported from `tiny_run` (treat as read-only; copy before tampering)."""
+    from export.exporter import ExportRequest, export_bundle
+    from vlmcap.config import ExportConfig
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny-fp32"
+    export_bundle(ExportRequest(tiny_run, out, ExportConfig()))
+    return out

@@ -332,6 +332,115 @@ def inspect(bundle: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Captions JSONL.")
+@click.option(
+    "--engine",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Engine bundle (default: VLMCAP_HOME/engines/default, what `vlmcap export` writes).",
+)
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Videos per engine call.")
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Decode worker processes.")
+@click.option("--decode-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--max-new-tokens", type=click.IntRange(1), help="Caption length limit (default: the bundle's).")
+@click.option("--prompt", help="Instruction for every video (default: the bundle's prompt).")
+@click.option("--temperature", type=click.FloatRange(min=0), help="0 = greedy (the bundle default).")
+@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), help="Nucleus sampling.")
+@click.option("--repetition-penalty", type=click.FloatRange(min=0, min_open=True), help="transformers engine only.")
+@click.option("--seed", type=int, help="Sampling seed.")
+@click.option("--limit", type=click.IntRange(1), help="Caption at most this many videos in this run.")
+@click.option("--shard", help="I/N: only the videos of shard I of N (job arrays); stable across runs.")
+@click.option("--dry-run", is_flag=True, help="Print the videos that would be captioned, and stop.")
+@click.option("--retry-errors", is_flag=True, help="Try again videos whose last line is an error.")
+@click.option("--overwrite", is_flag=True, help="Start the output over instead of resuming it.")
+@click.option("--wait-lock", default=0.0, type=click.FloatRange(min=0), help="Seconds to wait for another run's lock.")
+@click.option("--stats", "stats_path", type=click.Path(dir_okay=False, path_type=Path), help="Write run stats JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: when stderr is a terminal).")
+@click.option("--llm-backend", type=click.Choice(["auto", "vllm", "transformers"]), default="auto", show_default=True)
+@click.option("--vision-backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True)
+@click.option("--providers", help="ONNX Runtime providers, comma-separated (tensorrt,cuda,cpu); default: best.")
+@click.option("--device", help="Device for the torch engines (default: cuda when available).")
+@click.option("--tensor-parallel-size", default=1, show_default=True, type=click.IntRange(1), help="vLLM.")
+@click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), help="vLLM memory fraction.")
+@click.option("--max-model-len", type=click.IntRange(1), help="vLLM context length (default: just enough).")
+@click.option("--dtype", default="auto", show_default=True, help="LLM dtype (auto = the bundle's).")
+@click.option("--quantization", help="vLLM weight quantization at load time, e.g. fp8.")
+@click.option("--max-num-seqs", type=click.IntRange(1), help="vLLM: sequences scheduled together.")
+@click.option("--enforce-eager", is_flag=True, help="vLLM: no CUDA graphs (faster start).")
+@click.option("--kv-cache-gib", type=click.FloatRange(min=0, min_open=True), help="vLLM KV cache size (GiB).")
+def batch(inputs: tuple[str, ...], out: Path, engine: Path | None, **flags) -> None:
+    """Caption INPUTS (files, folders, globs, list files, - for stdin) into the JSONL --out.
+
+    Resumable (a re-run skips videos already captioned), crash-safe, and locked against a second
+    concurrent run. Exit codes: 0 all captioned, 1 some failed (error lines written), 2 bad usage,
+    75 another run holds the lock, 130/143 interrupted.
+
+    \b
+    Examples:
+      vlmcap batch ./videos --out captions.jsonl
+      find /data -name '*.mp4' | vlmcap batch - --out captions.jsonl --shard 0/4 --stats stats.json
+    """
+    from engines.batch import BatchRequest, caption_videos, list_selected
+    from engines.captioner import EngineOptions
+    from engines.llm_vllm import VllmOptions
+    from engines.pipeline import BatchOptions
+    from engines.progress import summary_lines
+    from engines.stages import Shard
+    from vlmcap.home import default_engine_dir
+
+    f = flags
+    options = BatchOptions(
+        out=out,
+        batch_size=f["batch_size"],
+        workers=f["workers"],
+        decode_timeout_s=f["decode_timeout"],
+        prompt=f["prompt"],
+        limit=f["limit"],
+        shard=Shard.parse(f["shard"]) if f["shard"] else None,
+        retry_errors=f["retry_errors"],
+        overwrite=f["overwrite"],
+        progress_bar=f["progress"],
+    )
+    vllm = VllmOptions(
+        tensor_parallel_size=f["tensor_parallel_size"],
+        gpu_memory_utilization=f["gpu_memory_utilization"],
+        max_model_len=f["max_model_len"],
+        dtype=f["dtype"],
+        quantization=f["quantization"],
+        max_num_seqs=f["max_num_seqs"],
+        enforce_eager=f["enforce_eager"],
+        kv_cache_gib=f["kv_cache_gib"],
+        seed=f["seed"] or 0,
+    )
+    engines = EngineOptions(
+        vision_backend=f["vision_backend"],
+        providers=f["providers"].split(",") if f["providers"] else None,
+        llm_backend=f["llm_backend"],
+        device=f["device"],
+        vllm=vllm,
+    )
+    generation = {k: f[k] for k in ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")}
+    request = BatchRequest(
+        list(inputs), engine or default_engine_dir(), options, engines, generation, f["wait_lock"], f["stats_path"]
+    )
+    if f["dry_run"]:
+        videos, selection = list_selected(request)
+        for video in videos:
+            click.echo(video)
+        counts = selection.counts
+        click.echo(
+            f"would caption {counts.selected}; skip {counts.skipped_ok} done, {counts.skipped_failed} failed before"
+            f", {counts.other_shard} in other shards" + (" (stopped at --limit)" if counts.over_limit else ""),
+            err=True,
+        )
+        return
+    stats = caption_videos(request)
+    for line in summary_lines({**stats.to_dict()}):
+        click.echo(line, err=True)
+    sys.exit(stats.exit_code)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
 @click.option("--frames", "num_frames", default=8, show_default=True, help="Frames sampled per video.")
 @click.option("--workers", default=2, show_default=True, help="Decode worker processes.")
 @click.option("--decode-timeout", default=60.0, show_default=True, help="Seconds before a hung decode is killed.")
@@ -430,6 +539,50 @@ def bench_train_cmd(data: Path, preset: str, steps: int, json_out: Path | None, 
         click.echo(f"{r['mode']:<36} {r['batch_size']:>5} {r['samples_per_s']:>10} {r['wall_s']:>7}")
     if json_out:
         json_out.write_text(json.dumps({"machine": machine_description(), "rows": rows}, indent=2))
+
+
+@bench.command("vision")
+@click.option("--preset", default="tiny", show_default=True, help="Config preset (tiny, reference-random, ...).")
+@click.option("--precisions", default="fp32,fp16,int8", show_default=True, help="ONNX precisions to time.")
+@click.option("--batch", "batch_videos", default=1, show_default=True, help="Videos per call (x frames each).")
+@click.option("--repeat", default=3, show_default=True, help="Timed calls per row (after one warm-up).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
+@click.argument("overrides", nargs=-1)
+def bench_vision_cmd(
+    preset: str,
+    precisions: str,
+    batch_videos: int,
+    repeat: int,
+    device: str,
+    json_out: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Vision encoder + projector frames/s: PyTorch vs ONNX Runtime fp32/fp16/int8.
+
+    Example: vlmcap bench vision --preset reference-random --batch 1 --repeat 2
+    """
+    from export.bench import bench_vision
+    from vlmcap.bench.decode import machine_description
+    from vlmcap.config import load_config
+
+    config = load_config(preset=preset, overrides=list(overrides))
+    rows = bench_vision(config, precisions.split(","), batch_videos, repeat, device)
+    click.echo(
+        f"preset {preset}: {config.model.vision.model} + {config.model.projector.kind}, {rows[0]['frames']} frames"
+    )
+    click.echo(
+        f"{'backend':<12} {'prec':<5} {'provider':<9} {'frames/s':>9} {'ms/video':>9} {'x torch':>7} {'min cos':>9}"
+    )
+    for r in rows:
+        cosine = f"{r['min_cosine']:.6f}" if "min_cosine" in r else "-"
+        click.echo(
+            f"{r['backend']:<12} {r['precision']:<5} {r['provider']:<9} {r['frames_per_s']:>9} "
+            f"{r['ms_per_video']:>9} {r['speedup_vs_torch_fp32']:>7} {cosine:>9}"
+        )
+    if json_out:
+        report = {"machine": machine_description(), "preset": preset, "overrides": list(overrides), "rows": rows}
+        json_out.write_text(json.dumps(report, indent=2))
 
 
 def main() -> None:

@@ -83,6 +83,20 @@ class ImageSpec:
         except FileNotFoundError:
             raise ConfigError(f"{path}: missing; the vision model needs its image processor config") from None
 
+    @classmethod
+    def from_fields(cls, fields: dict) -> ImageSpec:
+        """The inverse of `to_dict` (how bundle.json stores it); extra keys are ignored."""
+        hw = lambda v: tuple(v) if v else None  # noqa: E731
+        return cls(
+            shortest_edge=fields["shortest_edge"],
+            resize_hw=hw(fields["resize_hw"]),
+            crop_hw=hw(fields["crop_hw"]),
+            resample=fields["resample"],
+            rescale_factor=float(fields["rescale_factor"]),
+            mean=tuple(fields["mean"]),
+            std=tuple(fields["std"]),
+        )
+
     def to_dict(self) -> dict:
         return {
             "shortest_edge": self.shortest_edge,

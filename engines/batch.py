@@ -1,0 +1,99 @@
+"""`vlmcap batch` end to end: check everything up front, take the lock, run the pipeline, report.
+
+Every check that can fail on the user's input (bundle, flags, output location) runs before the
+lock is taken, engines start or a video is decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from engines.captioner import Captioner, EngineOptions
+from engines.llm import GenerationParams
+from engines.llm_vllm import check_params_safe
+from engines.lock import OutputLock
+from engines.output import read_resume_state
+from engines.pipeline import BatchOptions, RunStats, run_batch
+from engines.stages import TaskFilter
+from export.bundle import Bundle, load_bundle
+from vlmcap.errors import ConfigError
+from vlmcap.video.discovery import iter_video_paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchRequest:
+    inputs: list[str]
+    bundle: Path
+    options: BatchOptions
+    engines: EngineOptions = field(default_factory=EngineOptions)
+    generation: dict = field(default_factory=dict)  # GenerationParams overrides (None = bundle default)
+    wait_lock_s: float = 0.0
+    stats_path: Path | None = None
+
+
+def _check_output(out: Path) -> None:
+    if out.exists() and not out.is_file():
+        raise ConfigError(f"--out {out}: exists and is not a file")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True)
+        except OSError as e:
+            raise ConfigError(f"--out {out}: cannot create {parent} ({e.strerror})") from None
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ConfigError(f"--out {out}: not writable")
+
+
+def prepare(request: BatchRequest) -> tuple[Bundle, GenerationParams]:
+    """All up-front checks; raises ConfigError/BundleError (exit 2) before any work."""
+    _check_output(request.options.out)
+    if request.options.batch_size < 1 or request.options.workers < 1:
+        raise ConfigError("--batch-size and --workers must be >= 1")
+    bundle = load_bundle(request.bundle)
+    params = GenerationParams.from_bundle(bundle, **request.generation)
+    if request.engines.llm_backend == "vllm":
+        check_params_safe(params)
+    if request.options.prompt is not None:
+        from transformers import AutoTokenizer
+
+        from vlmcap.prompt import PromptBuilder
+
+        tokenizer = AutoTokenizer.from_pretrained(bundle.llm_dir)
+        PromptBuilder(tokenizer, bundle["prompt"]["default_prompt"], bundle["prompt"]["system_prompt"]).encode(
+            request.options.prompt
+        )  # a prompt with two <video> placeholders fails here, not on the first batch
+    return bundle, params
+
+
+def list_selected(request: BatchRequest, stdin: TextIO | None = None) -> tuple[Iterator[str], TaskFilter]:
+    """`--dry-run`: the videos a run would caption, after resume, shard and limit filtering."""
+    options = request.options
+    task_filter = TaskFilter(read_resume_state(options.out), options.retry_errors, options.shard, options.limit)
+    if options.overwrite:
+        task_filter.state = type(task_filter.state)()
+    tasks = task_filter(iter_video_paths(request.inputs, stdin))
+    return (task.video for task in tasks), task_filter
+
+
+def caption_videos(request: BatchRequest, stdin: TextIO | None = None) -> RunStats:
+    bundle, params = prepare(request)
+    with OutputLock(request.options.out, request.wait_lock_s):
+
+        def open_captioner() -> Captioner:
+            return Captioner.open(bundle, request.engines, params, request.options.prompt, request.options.batch_size)
+
+        paths: Iterable[str] = iter_video_paths(request.inputs, stdin if stdin is not None else sys.stdin)
+        stats = run_batch(paths, bundle, open_captioner, request.options)
+    if request.stats_path is not None:
+        report = {**stats.to_dict(), "bundle": bundle.id, "out": str(request.options.out)}
+        request.stats_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    return stats

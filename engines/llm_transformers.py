@@ -1,0 +1,64 @@
+"""The transformers engine: batched, left-padded `generate(inputs_embeds=...)` on the merged checkpoint.
+
+The fallback where vLLM is missing or cannot start, and the reference the vLLM engine is tested
+against.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from engines.llm import Generation, GenerationParams, finish_reason
+from export.bundle import Bundle
+from vlmcap.embeddings import EmbeddedBatch
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TransformersEngine:
+    def __init__(self, bundle: Bundle, device: str | None = None, dtype: str = "auto") -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        name = bundle["llm"]["dtype"] if dtype == "auto" else dtype
+        if self.device.type == "cpu" and name != "float32":
+            name = "float32"  # CPU matmuls in 16-bit are slow and lose precision; the weights are upcast once
+        self.dtype = _DTYPES[name]
+        self.model = AutoModelForCausalLM.from_pretrained(bundle.llm_dir, dtype=self.dtype, use_safetensors=True)
+        self.model.to(self.device).eval()
+        self.pad_token_id = self.model.generation_config.pad_token_id
+        self.name = f"transformers ({self.device.type}, {name})"
+
+    @torch.no_grad()
+    def generate(self, batch: EmbeddedBatch, params: GenerationParams) -> list[Generation]:
+        if batch.padding_side != "left":
+            raise ValueError("generation needs left-padded embeddings")
+        sampling = params.temperature > 0
+        kwargs = {"temperature": params.temperature, "top_p": params.top_p} if sampling else {}
+        if sampling and params.seed is not None:
+            torch.manual_seed(params.seed)
+        out = self.model.generate(
+            inputs_embeds=batch.inputs_embeds.to(self.device, self.dtype),
+            attention_mask=batch.attention_mask.to(self.device),
+            max_new_tokens=params.max_new_tokens,
+            do_sample=sampling,
+            repetition_penalty=params.repetition_penalty,
+            eos_token_id=params.stop_token_ids,
+            pad_token_id=self.pad_token_id,
+            **kwargs,
+        )
+        generations = []
+        for row in out.tolist():
+            ids = _until_stop(row, params.stop_token_ids)
+            generations.append(Generation(ids, finish_reason(ids, params)))
+        return generations
+
+    def close(self) -> None:
+        del self.model
+
+
+def _until_stop(ids: list[int], stop: list[int]) -> list[int]:
+    """Generated ids up to and including the first stop token (later positions are padding)."""
+    for i, token in enumerate(ids):
+        if token in stop:
+            return ids[: i + 1]
+    return ids

@@ -1,0 +1,137 @@
+"""The vLLM engine: the bundle's merged checkpoint, fed finished prompt embeddings.
+
+`LLM(model=<bundle>/llm, enable_prompt_embeds=True)` and one `generate` call per batch with
+`{"prompt_embeds": (seq, hidden)}` prompts (DESIGN.md section 4). vLLM schedules the batch with
+continuous batching and paged attention; we only hand it work.
+
+The tokenizer is not initialised inside vLLM (`skip_tokenizer_init`): prompts arrive as
+embeddings, stop tokens come from the bundle, and token ids are decoded with the bundle's
+tokenizer exactly as the transformers engine does, so the two cannot disagree on text.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from engines.llm import Generation, GenerationParams, finish_reason
+from export.bundle import Bundle
+from vlmcap.embeddings import EmbeddedBatch
+from vlmcap.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+PENALTY_CRASH = (
+    "vLLM's engine can crash on prompt_embeds batches of mixed lengths when a repetition, presence or "
+    "frequency penalty is set (vllm-project/vllm#57719, #28307)"
+)
+
+
+@dataclass
+class VllmOptions:
+    """The vLLM settings users tune (`vlmcap batch --help` lists them)."""
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None  # on vLLM's CPU build, a fraction of RAM for the KV cache
+    max_model_len: int | None = None  # default: video tokens + prompt + max_new_tokens, rounded up
+    dtype: str = "auto"  # auto = the bundle's checkpoint dtype
+    quantization: str | None = None  # e.g. "fp8": weights quantized at load time on GPUs that support it
+    max_num_seqs: int | None = None  # concurrent sequences per step
+    enforce_eager: bool = False  # skip CUDA graph capture (faster start, slower steps)
+    kv_cache_gib: float | None = None  # explicit KV cache size; default on CPU: what one batch needs
+    seed: int = 0
+
+
+def check_params_safe(params: GenerationParams) -> None:
+    """Refuse what is known to crash vLLM with prompt embeds, before the engine starts."""
+    if params.repetition_penalty != 1.0:
+        raise ConfigError(
+            f"--repetition-penalty {params.repetition_penalty} with --llm-backend vllm: {PENALTY_CRASH}; "
+            "leave it at 1.0 or use --llm-backend transformers"
+        )
+
+
+class VllmEngine:
+    def __init__(
+        self, bundle: Bundle, options: VllmOptions, max_prompt_len: int, max_new_tokens: int, batch_size: int
+    ) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise ModelError(f"--llm-backend vllm: vLLM cannot be imported ({e})") from None
+        kwargs: dict[str, Any] = {
+            "model": str(bundle.llm_dir),
+            "skip_tokenizer_init": True,
+            "enable_prompt_embeds": True,
+            "trust_remote_code": False,
+            "tensor_parallel_size": options.tensor_parallel_size,
+            "dtype": options.dtype if options.dtype != "auto" else bundle["llm"]["dtype"],
+            "max_model_len": options.max_model_len or _round_up(max_prompt_len + max_new_tokens, 256),
+            "enforce_eager": options.enforce_eager,
+            "seed": options.seed,
+        }
+        for key in ("gpu_memory_utilization", "quantization", "max_num_seqs"):
+            if getattr(options, key) is not None:
+                kwargs[key] = getattr(options, key)
+        if options.kv_cache_gib is not None:
+            kwargs["kv_cache_memory_bytes"] = int(options.kv_cache_gib * 2**30)
+        elif _on_cpu() and options.gpu_memory_utilization is None:
+            # vLLM's CPU build reserves gpu_memory_utilization (default 0.92) of all RAM up front and
+            # refuses to start when that much is not free; size the cache for our batches instead.
+            seqs = options.max_num_seqs or batch_size
+            kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(bundle, kwargs["max_model_len"], seqs)
+        log.info("starting vLLM: %s", kwargs)
+        self.llm = LLM(**kwargs)
+        self.max_model_len = kwargs["max_model_len"]
+        self.name = f"vllm ({kwargs['dtype']})"
+
+    def generate(self, batch: EmbeddedBatch, params: GenerationParams) -> list[Generation]:
+        from vllm import SamplingParams
+
+        check_params_safe(params)
+        sampling = SamplingParams(
+            max_tokens=params.max_new_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+            stop_token_ids=params.stop_token_ids,
+            detokenize=False,
+        )
+        prompts = [{"prompt_embeds": batch.unpadded(i)} for i in range(len(batch.lengths))]
+        outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
+        generations = []
+        for out in outputs:
+            ids = list(out.outputs[0].token_ids)
+            generations.append(Generation(ids, finish_reason(ids, params)))
+        return generations
+
+    def close(self) -> None:
+        engine = getattr(self.llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()  # stops the engine-core process now rather than at interpreter exit
+        del self.llm
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
+
+
+def kv_cache_bytes(bundle: Bundle, max_model_len: int, num_seqs: int) -> int:
+    """KV cache for `num_seqs` sequences of `max_model_len` tokens, +25% and at least 64 MiB."""
+    import json
+
+    cfg = json.loads((bundle.llm_dir / "config.json").read_text())
+    heads = cfg["num_attention_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    kv_heads = cfg.get("num_key_value_heads") or heads
+    width = {"float32": 4}.get(bundle["llm"]["dtype"], 2)
+    per_token = 2 * cfg["num_hidden_layers"] * kv_heads * head_dim * width
+    return max(64 << 20, int(1.25 * per_token * max_model_len * num_seqs))
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple

@@ -1,0 +1,187 @@
+"""The captions JSONL (DESIGN.md section 4): records, resume state, crash-safe appends.
+
+- One JSON object per line. Lines are appended a batch at a time with one write, then flushed
+  and fsynced, so `kill -9` loses at most the batch being written and can only tear the last line.
+- On open, a torn last line (no trailing newline) is cut off before anything is appended.
+- Resume key: the path as given + the file's identity (size, mtime in ns). A video that changed
+  since it was captioned is captioned again.
+- When a run re-captions a video that already has a line (`--retry-errors`, a changed file), the
+  file is compacted at the end of the run (written beside it, fsynced, renamed over it) so every
+  video keeps exactly one line: its latest.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vlmcap.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, int, int]
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    size: int
+    mtime_ns: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"size": self.size, "mtime_ns": self.mtime_ns}
+
+
+def file_identity(path: str) -> FileIdentity | None:
+    """Size and mtime of a regular file; None when it is missing or not a regular file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return FileIdentity(st.st_size, st.st_mtime_ns) if os.path.isfile(path) else None
+
+
+def record_key(record: dict[str, Any]) -> Key | None:
+    file = record.get("file") or {}
+    if not isinstance(record.get("video"), str) or "size" not in file or "mtime_ns" not in file:
+        return None
+    return record["video"], int(file["size"]), int(file["mtime_ns"])
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class ResumeState:
+    ok: set[Key] = field(default_factory=set)
+    failed: set[Key] = field(default_factory=set)
+    lines: int = 0
+    unreadable_lines: int = 0
+    torn_bytes: int = 0
+
+    def status(self, key: Key) -> str | None:
+        if key in self.ok:
+            return "ok"
+        return "error" if key in self.failed else None
+
+
+def read_resume_state(path: Path) -> ResumeState:
+    """What an existing output already holds; the latest line for a key wins."""
+    state = ResumeState()
+    if not path.exists():
+        return state
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.endswith("\n"):
+                break  # torn tail: repaired by CaptionWriter before it appends
+            state.lines += 1
+            try:
+                record = json.loads(line)
+                key = record_key(record)
+            except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+                record, key = None, None
+            if key is None:
+                if not (isinstance(record, dict) and "status" in record and "video" in record):
+                    state.unreadable_lines += 1
+                    log.warning("%s:%d: not a vlmcap caption record; left as it is", path, number)
+                continue  # a record for a file that had vanished: nothing to resume from
+            if record.get("status") == "ok":
+                state.ok.add(key)
+                state.failed.discard(key)
+            else:
+                state.failed.add(key)
+                state.ok.discard(key)
+    return state
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cut an incomplete last line (a crash mid-write); returns the number of bytes removed."""
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        block = 1 << 16
+        pos = size
+        while pos > 0:
+            start = max(0, pos - block)
+            f.seek(start)
+            chunk = f.read(pos - start)
+            if start + len(chunk) == size and chunk.endswith(b"\n"):
+                return 0
+            newline = chunk.rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                f.truncate(keep)
+                os.fsync(f.fileno())
+                return size - keep
+            pos = start
+        f.truncate(0)
+        os.fsync(f.fileno())
+        return size
+
+
+class CaptionWriter:
+    """Appends records to the output; call under the output's lock."""
+
+    def __init__(self, path: Path, overwrite: bool = False) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if overwrite:
+                path.unlink(missing_ok=True)
+            self.torn_bytes = repair_torn_tail(path)
+            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 -- lives as long as the run
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot write the output ({e.strerror})") from None
+        if self.torn_bytes:
+            log.warning("%s: removed a torn last line (%d bytes) left by an interrupted run", path, self.torn_bytes)
+        self.superseded = False  # a key written now already had a line: compact at the end
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        self._file.write(text)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def compact(self) -> int:
+        """Keep only the latest line per video (unreadable lines are kept as they are); atomic."""
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+        latest: dict[str, int] = {}
+        for i, line in enumerate(lines):
+            try:
+                key = record_key(json.loads(line))
+            except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+                key = None
+            if key is not None:
+                latest[key[0]] = i  # one line per video path: its latest
+        keep_index = set(latest.values())
+        kept = [line for i, line in enumerate(lines) if i in keep_index or _unkeyed(line)]
+        if len(kept) == len(lines):
+            return 0
+        tmp = self.path.with_name(f".{self.path.name}.compact-{os.getpid()}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        return len(lines) - len(kept)
+
+
+def _unkeyed(line: str) -> bool:
+    try:
+        return record_key(json.loads(line)) is None
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return True

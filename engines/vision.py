@@ -1,0 +1,68 @@
+"""Vision engines: pixel_values (B, T, 3, H, W) float32 -> vision rows (B, T*M, Dl) float32.
+
+`OnnxVisionEngine` runs the bundle's vision.onnx (what production uses); `TorchVisionEngine`
+rebuilds the encoder + trained projector in PyTorch from the bundle's reference/ copy of the run
+(for checking the ONNX path, or where ONNX Runtime is missing). Both are constructed once and
+then called per batch, like vLLM's `LLM`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from export.bundle import Bundle
+
+
+class VisionEngine(Protocol):
+    name: str
+
+    def encode(self, pixel_values: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxVisionEngine:
+    def __init__(self, bundle: Bundle, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+        from engines.onnx_session import create_session
+
+        vision = bundle["vision"]
+        self.session = create_session(bundle.root / vision["file"], providers, threads)
+        self.input_name = vision["input"]["name"]
+        self.output_name = vision["output"]["name"]
+        self.provider = self.session.get_providers()[0]
+        self.name = f"onnxruntime ({self.provider.replace('ExecutionProvider', '')}, {vision['precision']})"
+
+    def encode(self, pixel_values: np.ndarray) -> np.ndarray:
+        pixel_values = np.ascontiguousarray(pixel_values, dtype=np.float32)
+        if self.provider == "CPUExecutionProvider":
+            return self.session.run([self.output_name], {self.input_name: pixel_values})[0]
+        # GPU providers: bind the host buffer once and let ONNX Runtime copy it to the device itself,
+        # instead of the default path's extra staging copies; results come back to host memory.
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, pixel_values)
+        binding.bind_output(self.output_name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+
+class TorchVisionEngine:
+    def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
+        import torch
+
+        from export.exporter import build_trained_vision_graph
+        from vlmcap.config import load_config
+
+        reference = bundle.root / "reference"
+        config = load_config(reference / "config.yaml")
+        self.device = torch.device(device)
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.graph = build_trained_vision_graph(config, reference, "sdpa").to(self.device, self.dtype)
+        self.name = f"torch ({self.device.type}, {str(self.dtype).removeprefix('torch.')})"
+
+    def encode(self, pixel_values: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(pixel_values)).to(self.device, self.dtype)
+            return self.graph(x).float().cpu().numpy()
