@@ -58,6 +58,9 @@ def prepare(request: BatchRequest) -> tuple[Bundle, GenerationParams]:
     _check_output(request.options.out)
     if request.options.batch_size < 1 or request.options.workers < 1:
         raise ConfigError("--batch-size and --workers must be >= 1")
+    for name in request.options.decoders:
+        if name not in ("decord", "pyav") and ":" not in name:
+            raise ConfigError(f"--decoders: unknown decoder {name!r}; use decord, pyav or module:Class")
     bundle = load_bundle(request.bundle)
     params = GenerationParams.from_bundle(bundle, **request.generation)
     if request.engines.llm_backend == "vllm":

@@ -48,6 +48,7 @@ class BatchOptions:
     batch_size: int = 8
     workers: int = 2
     decode_timeout_s: float = 60.0
+    decoders: tuple[str, ...] = ("decord", "pyav")
     prompt: str | None = None
     limit: int | None = None
     shard: Shard | None = None
@@ -135,7 +136,7 @@ def run_batch(
     stats.torn_bytes_repaired = writer.torn_bytes
     task_filter = TaskFilter(read_resume_state(options.out), options.retry_errors, options.shard, options.limit)
     spec = ImageSpec.from_fields(bundle["image"])
-    decode_options = DecodeOptions(num_frames=int(bundle["video"]["num_frames"]))
+    decode_options = DecodeOptions(num_frames=int(bundle["video"]["num_frames"]), decoders=options.decoders)
     prompt_text = bundle["prompt"]["default_prompt"] if options.prompt is None else options.prompt
     decoded: queue.Queue = queue.Queue(maxsize=2 * options.batch_size)
     encoded: queue.Queue = queue.Queue(maxsize=2)

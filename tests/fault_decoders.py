@@ -23,3 +23,26 @@ class CrashingDecoder:
 
     def fetch(self, probe, indices, size):
         os.kill(os.getpid(), signal.SIGSEGV)
+
+
+class TrapDecoder:
+    """PyAV, except for files whose name says `hang` or `crash`: those hang or crash the worker.
+
+    Used alone in the chain (`--decoders fault_decoders:TrapDecoder`) it gives an end-to-end run a
+    hung and a crashed video among good ones, with no second decoder to rescue them.
+    """
+
+    name = "trap"
+
+    def __init__(self, num_threads: int = 1) -> None:
+        from vlmcap.video.pyav_decoder import PyAVDecoder
+
+        self.pyav = PyAVDecoder(num_threads)
+
+    def fetch(self, probe, indices, size):
+        name = os.path.basename(probe.path)
+        if "hang" in name:
+            HangingDecoder().fetch(probe, indices, size)
+        if "crash" in name:
+            CrashingDecoder().fetch(probe, indices, size)
+        return self.pyav.fetch(probe, indices, size)

@@ -341,6 +341,7 @@ def inspect(bundle: Path | None, as_json: bool) -> None:
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1), help="Videos per engine call.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1), help="Decode worker processes.")
 @click.option("--decode-timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--decoders", default="decord,pyav", show_default=True, help="Decoder chain, first that works wins.")
 @click.option("--max-new-tokens", type=click.IntRange(1), help="Caption length limit (default: the bundle's).")
 @click.option("--prompt", help="Instruction for every video (default: the bundle's prompt).")
 @click.option("--temperature", type=click.FloatRange(min=0), help="0 = greedy (the bundle default).")
@@ -393,6 +394,7 @@ def batch(inputs: tuple[str, ...], out: Path, engine: Path | None, **flags) -> N
         batch_size=f["batch_size"],
         workers=f["workers"],
         decode_timeout_s=f["decode_timeout"],
+        decoders=tuple(d.strip() for d in f["decoders"].split(",") if d.strip()),
         prompt=f["prompt"],
         limit=f["limit"],
         shard=Shard.parse(f["shard"]) if f["shard"] else None,

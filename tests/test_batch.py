@@ -1,0 +1,295 @@
+"""`vlmcap batch` end to end on a tiny bundle: real decoders, ONNX Runtime, transformers and vLLM's CPU engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engines.lock import EXIT_LOCKED, OutputLock
+from vlmcap.cli import cli
+
+TESTS = Path(__file__).resolve().parent
+GOOD = 9
+BROKEN_TYPES = {
+    "zero.mp4": "NotAVideo",
+    "truncated.mp4": "TruncatedVideo",
+    "random.mp4": "NotAVideo",
+    "notes.mp4": "NotAVideo",
+    "audio.mp4": "NoVideoStream",
+}
+DESIGN_OK_FIELDS = {"video", "status", "caption", "frames_s", "duration_s", "decoder", "bundle", "prompt"}
+DESIGN_OK_FIELDS |= {"timings_ms", "finished_at"}
+
+
+@pytest.fixture(scope="session")
+def batch_dir(small_synth, broken_inputs, real_clips, tmp_path_factory) -> Path:
+    """8 synthetic videos + 1 real clip (good) and 5 broken files, all named like videos."""
+    root = tmp_path_factory.mktemp("batch-videos")
+    synthetic = sorted((Path(small_synth["train"]).parent / "videos").glob("*.mp4"))[:8]
+    for src in synthetic:
+        shutil.copy(src, root / f"synth-{src.name}")
+    shutil.copy(real_clips["carphone_distorted"] if "carphone_distorted" in real_clips else real_clips["bikes"], root)
+    for name, key in (
+        ("zero.mp4", "zero_bytes"),
+        ("truncated.mp4", "truncated_mp4"),
+        ("random.mp4", "random_bytes"),
+        ("notes.mp4", "text_file"),
+        ("audio.mp4", "audio_only"),
+    ):
+        shutil.copy(broken_inputs[key], root / name)
+    return root
+
+
+def lines(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def batch(*args: str, input: str | None = None):
+    return CliRunner().invoke(cli, ["batch", *args], input=input, catch_exceptions=False)
+
+
+def base_args(bundle: Path, out: Path) -> list[str]:
+    return ["--out", str(out), "--engine", str(bundle), "--llm-backend", "transformers", "--max-new-tokens", "16"]
+
+
+def batch_subprocess(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    full_env = {**os.environ, "PYTHONPATH": str(TESTS), **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "vlmcap.cli", "batch", *args], env=full_env, **kwargs)
+
+
+def test_mixed_folder_captions_the_good_and_records_each_failure(tiny_bundle, batch_dir, tmp_path) -> None:
+    out = tmp_path / "captions.jsonl"
+    stats = tmp_path / "stats.json"
+    result = batch(str(batch_dir), *base_args(tiny_bundle, out), "--batch-size", "4", "--stats", str(stats))
+    assert result.exit_code == 1, result.output  # some failed, their lines written
+    records = lines(out)
+    assert len(records) == GOOD + len(BROKEN_TYPES)
+    assert len({r["video"] for r in records}) == len(records)  # one line per video
+    by_name = {Path(r["video"]).name: r for r in records}
+    for name, kind in BROKEN_TYPES.items():
+        assert by_name[name]["status"] == "error" and by_name[name]["error"]["type"] == kind, by_name[name]
+        assert name in by_name[name]["error"]["message"]
+    ok = [r for r in records if r["status"] == "ok"]
+    assert len(ok) == GOOD
+    bundle_id = json.loads((tiny_bundle / "bundle.json").read_text())["id"]
+    for r in ok:
+        assert set(r) >= DESIGN_OK_FIELDS and r["caption"]
+        assert len(r["frames_s"]) == 8 and r["frames_s"] == sorted(r["frames_s"])
+        assert r["decoder"] in ("decord", "pyav") and r["bundle"] == bundle_id
+        assert set(r["timings_ms"]) == {"decode", "vision", "llm"} and r["finished_at"].endswith("Z")
+    report = json.loads(stats.read_text())
+    assert report["captioned"] == GOOD and report["failed"] == len(BROKEN_TYPES)
+    assert report["videos_per_s"] > 0 and report["tokens_per_s"] > 0
+    assert "captioned 9, failed 5" in result.output
+
+    again = batch(str(batch_dir), *base_args(tiny_bundle, out))
+    assert again.exit_code == 0 and "skipped 9 already done + 5 failed before" in again.output
+    assert lines(out) == records
+
+
+def test_vllm_engine_writes_the_same_captions_as_transformers(tiny_bundle, batch_dir, tmp_path) -> None:
+    """The real vLLM CPU engine fed prompt embeds: greedy captions identical to transformers generate."""
+    reference = tmp_path / "transformers.jsonl"
+    batch(str(batch_dir), *base_args(tiny_bundle, reference), "--batch-size", "4")
+    out = tmp_path / "vllm.jsonl"
+    args = [str(batch_dir), "--out", str(out), "--engine", str(tiny_bundle), "--llm-backend", "vllm"]
+    proc = batch_subprocess(*args, "--max-new-tokens", "16", "--batch-size", "3", stderr=subprocess.PIPE, text=True)
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stderr[-3000:]
+    assert "llm vllm (float32)" in stderr
+    expected = {r["video"]: r.get("caption") or r["error"]["type"] for r in lines(reference)}
+    got = {r["video"]: r.get("caption") or r["error"]["type"] for r in lines(out)}
+    assert got == expected
+    assert sum(1 for r in lines(out) if r["status"] == "ok") == GOOD
+
+
+def test_penalties_are_refused_with_vllm_before_it_starts(tiny_bundle, batch_dir, tmp_path) -> None:
+    out = tmp_path / "c.jsonl"
+    args = ["--out", str(out), "--engine", str(tiny_bundle), "--llm-backend", "vllm", "--repetition-penalty", "1.2"]
+    result = batch(str(batch_dir), *args)
+    assert result.exit_code == 2 and "vllm-project/vllm#57719" in result.output
+    assert not out.exists()
+
+
+def test_kill_9_mid_run_then_resume_gives_each_video_exactly_once(tiny_bundle, small_synth, tmp_path) -> None:
+    videos = sorted((Path(small_synth["train"]).parent / "videos").glob("*.mp4"))
+    out = tmp_path / "captions.jsonl"
+    args = [*base_args(tiny_bundle, out), "--batch-size", "2", "--workers", "1"]
+    proc = batch_subprocess(str(videos[0].parent), *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while (not out.exists() or out.stat().st_size == 0) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.kill()
+    proc.wait()
+    partial = out.read_bytes()
+    assert 0 < partial.count(b"\n") < len(videos)
+    with open(out, "ab") as f:  # and as if the kill had torn a line mid-write
+        f.write(b'{"video": "/half/a/line", "sta')
+
+    result = batch(str(videos[0].parent), *args)
+    assert result.exit_code == 0, result.output
+    records = lines(out)
+    assert sorted(r["video"] for r in records) == sorted(map(str, videos))
+    assert all(r["status"] == "ok" for r in records)
+    assert out.read_bytes().startswith(partial)  # what was written before the kill is untouched
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signals_stop_cleanly_with_their_exit_code(tiny_bundle, small_synth, tmp_path, sig, code) -> None:
+    videos = Path(small_synth["train"]).parent / "videos"
+    out = tmp_path / "captions.jsonl"
+    args = [*base_args(tiny_bundle, out), "--batch-size", "2", "--workers", "1"]
+    proc = batch_subprocess(str(videos), *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while (not out.exists() or out.stat().st_size == 0) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr[-2000:]
+    assert "re-run the same command to continue" in stderr
+    done = lines(out)  # complete lines only: flushed, nothing torn
+    assert 0 < len(done) < 60
+    result = batch(str(videos), *args)
+    assert result.exit_code == 0
+    assert len(lines(out)) == 60 and len({r["video"] for r in lines(out)}) == 60
+
+
+def test_second_concurrent_run_exits_75_at_once_or_waits(tiny_bundle, batch_dir, tmp_path) -> None:
+    out = tmp_path / "captions.jsonl"
+    with OutputLock(out):
+        start = time.monotonic()
+        result = batch(str(batch_dir), *base_args(tiny_bundle, out))
+        assert result.exit_code == EXIT_LOCKED and time.monotonic() - start < 15
+        assert "another vlmcap batch" in result.output and str(os.getpid()) in result.output
+        start = time.monotonic()
+        waited = batch(str(batch_dir), *base_args(tiny_bundle, out), "--wait-lock", "1.5")
+        assert waited.exit_code == EXIT_LOCKED and time.monotonic() - start >= 1.5
+    assert not out.exists()  # nothing was written by the runs that did not get the lock
+    assert batch(str(batch_dir), *base_args(tiny_bundle, out), "--limit", "2").exit_code in (0, 1)
+
+
+def test_stdin_list_and_limit(tiny_bundle, batch_dir, tmp_path) -> None:
+    good = sorted(str(p) for p in batch_dir.glob("synth-*.mp4"))
+    out = tmp_path / "captions.jsonl"
+    result = batch("-", *base_args(tiny_bundle, out), "--limit", "3", input="\n".join(good) + "\n")
+    assert result.exit_code == 0, result.output
+    assert [r["video"] for r in sorted(lines(out), key=lambda r: r["video"])] == good[:3]
+
+
+def test_shards_cover_every_video_exactly_once(tiny_bundle, batch_dir, tmp_path) -> None:
+    everything = batch(str(batch_dir), *base_args(tiny_bundle, tmp_path / "x.jsonl"), "--dry-run")
+    assert everything.exit_code == 0
+    listed = [line for line in everything.stdout.splitlines() if line]
+    assert len(listed) == GOOD + len(BROKEN_TYPES)
+    shards = []
+    for i in range(3):
+        dry = batch(str(batch_dir), *base_args(tiny_bundle, tmp_path / "x.jsonl"), "--dry-run", "--shard", f"{i}/3")
+        shards.append([line for line in dry.stdout.splitlines() if line])
+    assert sorted(v for shard in shards for v in shard) == sorted(listed)
+    assert all(shards)  # 14 paths over 3 shards: none empty
+    assert not (tmp_path / "x.jsonl").exists()  # a dry run writes nothing
+
+    out = tmp_path / "sharded.jsonl"
+    for i in range(3):
+        batch(str(batch_dir), *base_args(tiny_bundle, out), "--shard", f"{i}/3")
+    assert sorted(r["video"] for r in lines(out)) == sorted(listed)
+
+
+def test_hung_and_crashing_decodes_cost_only_their_video(tiny_bundle, small_synth, tmp_path) -> None:
+    root = tmp_path / "videos"
+    root.mkdir()
+    videos = sorted((Path(small_synth["train"]).parent / "videos").glob("*.mp4"))
+    for i, src in enumerate(videos[:5]):
+        shutil.copy(src, root / f"good-{i}.mp4")
+    shutil.copy(videos[5], root / "hang.mp4")
+    shutil.copy(videos[6], root / "crash.mp4")
+    out = tmp_path / "captions.jsonl"
+    args = [*base_args(tiny_bundle, out), "--decoders", "fault_decoders:TrapDecoder", "--decode-timeout", "3"]
+    proc = batch_subprocess(str(root), *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1, stderr[-2000:]
+    by_name = {Path(r["video"]).name: r for r in lines(out)}
+    assert by_name["hang.mp4"]["error"]["type"] == "DecodeTimeout"
+    assert by_name["crash.mp4"]["error"]["type"] == "DecoderCrashed"
+    assert all(by_name[f"good-{i}.mp4"]["status"] == "ok" for i in range(5))
+
+
+def test_retry_errors_recaptions_and_keeps_one_line_per_video(tiny_bundle, small_synth, tmp_path) -> None:
+    root = tmp_path / "videos"
+    root.mkdir()
+    src = sorted((Path(small_synth["train"]).parent / "videos").glob("*.mp4"))
+    shutil.copy(src[0], root / "a.mp4")
+    (root / "b.mp4").write_bytes(b"not yet uploaded")
+    out = tmp_path / "captions.jsonl"
+    # A timeout no decode can meet: a.mp4 fails with DecodeTimeout (b.mp4, no video yet, fails either way).
+    assert batch(str(root), *base_args(tiny_bundle, out), "--decode-timeout", "0.001").exit_code == 1
+    assert {Path(r["video"]).name: r["error"]["type"] for r in lines(out)}["a.mp4"] == "DecodeTimeout"
+    plain = batch(str(root), *base_args(tiny_bundle, out))  # same files: errors are kept, not retried
+    assert plain.exit_code == 0 and "2 failed before (--retry-errors)" in plain.output
+    assert batch(str(root), *base_args(tiny_bundle, out), "--retry-errors").exit_code == 1  # b.mp4 still bad
+    records = lines(out)
+    assert len(records) == 2  # compacted: one line per video, the latest
+    assert {Path(r["video"]).name: r["status"] for r in records} == {"a.mp4": "ok", "b.mp4": "error"}
+    shutil.copy(src[1], root / "b.mp4")  # the upload finished: a new file identity, captioned next run
+    assert batch(str(root), *base_args(tiny_bundle, out)).exit_code == 0
+    records = lines(out)
+    assert len(records) == 2 and {r["status"] for r in records} == {"ok"}
+
+
+def test_overwrite_starts_over(tiny_bundle, small_synth, tmp_path) -> None:
+    root = Path(small_synth["train"]).parent / "videos"
+    out = tmp_path / "captions.jsonl"
+    assert batch(str(root / "00000.mp4"), *base_args(tiny_bundle, out)).exit_code == 0
+    first = lines(out)
+    assert batch(str(root / "00000.mp4"), *base_args(tiny_bundle, out), "--overwrite").exit_code == 0
+    second = lines(out)
+    assert len(second) == 1 and second[0]["finished_at"] > first[0]["finished_at"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--engine", "{tmp}/no-bundle"], "no engine bundle there"),
+        (["--out", "{tmp}"], "is a directory"),
+        (["--shard", "3/3"], "--shard '3/3': need 0 <= I < N"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--decoders", "ffmpeg"], "unknown decoder 'ffmpeg'"),
+        (["--prompt", "<video> <video>"], "2 <video> placeholders"),
+    ],
+)
+def test_bad_usage_fails_before_any_work(tiny_bundle, batch_dir, tmp_path, args, message) -> None:
+    out = tmp_path / "c.jsonl"
+    full = ["--out", str(out), "--engine", str(tiny_bundle), "--llm-backend", "transformers"]
+    full += [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = batch(str(batch_dir), *full)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not out.exists()
+
+
+def test_unwritable_output_exits_2(tiny_bundle, batch_dir, tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = batch(str(batch_dir), *base_args(tiny_bundle, blocker / "sub" / "c.jsonl"))
+    assert result.exit_code == 2 and "cannot create" in result.output, result.output
+
+
+def test_tampered_bundle_is_refused(tiny_bundle, batch_dir, tmp_path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    with open(bundle / "vision.onnx", "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    result = batch(str(batch_dir), *base_args(bundle, tmp_path / "c.jsonl"))
+    assert result.exit_code == 2 and "vision.onnx: sha256 does not match" in result.output
