@@ -293,3 +293,31 @@ def test_tampered_bundle_is_refused(tiny_bundle, batch_dir, tmp_path) -> None:
         f.write(b"\x00\x01\x02")
     result = batch(str(batch_dir), *base_args(bundle, tmp_path / "c.jsonl"))
     assert result.exit_code == 2 and "vision.onnx: sha256 does not match" in result.output
+
+
+def test_eval_scores_a_manifest_through_the_batch_path(tiny_bundle, small_synth, tmp_path) -> None:
+    records = tmp_path / "records.jsonl"
+    args = ["eval", "--engine", str(tiny_bundle), "--data", str(small_synth["val"]), "--llm-backend", "transformers"]
+    result = CliRunner().invoke(cli, [*args, "--json", "--records", str(records)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output)
+    assert metrics["n"] == 6 and metrics["failed"] == 0
+    assert 0 <= metrics["chrf++"] <= 100 and "characters" in metrics["cider_d_tokens"]
+    assert set(metrics["attribute_accuracy"]) == {"colour", "shape", "motion", "all"}
+    rows = lines(records)
+    assert len(rows) == 6 and all(r["caption"] and r["reference"] for r in rows)
+
+
+def test_demo_chains_to_the_default_engine(tmp_path, vlmcap_home, small_synth) -> None:
+    """A short demo: afterwards `vlmcap batch VIDEOS --out FILE` needs no other flag."""
+    args = ["demo", "--workdir", str(tmp_path / "demo"), "--num-videos", "100", "--steps", "8"]
+    result = CliRunner().invoke(cli, [*args, "--llm-backend", "transformers"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "colour+shape+motion all right" in result.output and "generated caption" in result.output
+    videos = Path(small_synth["val"]).parent / "videos"
+    out = tmp_path / "captions.jsonl"
+    after = CliRunner().invoke(
+        cli, ["batch", str(videos / "00000.mp4"), "--out", str(out), "--llm-backend", "transformers"]
+    )
+    assert after.exit_code == 0, after.output
+    assert lines(out)[0]["status"] == "ok"
