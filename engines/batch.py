@@ -21,6 +21,7 @@ from engines.llm_vllm import check_params_safe
 from engines.lock import OutputLock
 from engines.output import read_resume_state
 from engines.pipeline import BatchOptions, RunStats, run_batch
+from engines.ray_pipeline import RayOptions
 from engines.stages import TaskFilter
 from export.bundle import Bundle, load_bundle
 from vlmcap.errors import ConfigError
@@ -38,6 +39,7 @@ class BatchRequest:
     generation: dict = field(default_factory=dict)  # GenerationParams overrides (None = bundle default)
     wait_lock_s: float = 0.0
     stats_path: Path | None = None
+    ray: RayOptions | None = None  # set: run the stages as Ray Data operators (engines.ray_pipeline)
 
 
 def _check_output(out: Path) -> None:
@@ -95,7 +97,12 @@ def caption_videos(request: BatchRequest, stdin: TextIO | None = None) -> RunSta
             return Captioner.open(bundle, request.engines, params, request.options.prompt, request.options.batch_size)
 
         paths: Iterable[str] = iter_video_paths(request.inputs, stdin if stdin is not None else sys.stdin)
-        stats = run_batch(paths, bundle, open_captioner, request.options)
+        if request.ray is not None:
+            from engines.ray_pipeline import run_batch_ray
+
+            stats = run_batch_ray(paths, bundle.root, request.engines, params, request.options, request.ray)
+        else:
+            stats = run_batch(paths, bundle, open_captioner, request.options)
     if request.stats_path is not None:
         report = {**stats.to_dict(), "bundle": bundle.id, "out": str(request.options.out)}
         request.stats_path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")

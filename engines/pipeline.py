@@ -28,7 +28,16 @@ from typing import Any
 from engines.captioner import Captioner
 from engines.output import CaptionWriter, read_resume_state
 from engines.progress import Progress
-from engines.stages import BatchTimings, Shard, TaskFilter, VideoTask, error_record, ok_record, pixel_batch
+from engines.stages import (
+    BatchTimings,
+    Shard,
+    TaskFilter,
+    VideoTask,
+    decoded_fields,
+    error_record,
+    ok_record,
+    pixel_batch,
+)
 from export.bundle import Bundle
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.pool import DecodePool
@@ -92,7 +101,7 @@ class RunStats:
         return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
 
-class _Interrupt:
+class Interrupt:
     """First SIGINT/SIGTERM: stop intake and finish cleanly. Second: stop now."""
 
     def __init__(self) -> None:
@@ -101,7 +110,7 @@ class _Interrupt:
         self.signal: signal.Signals | None = None
         self._previous: dict[int, Any] = {}
 
-    def __enter__(self) -> _Interrupt:
+    def __enter__(self) -> Interrupt:
         if threading.current_thread() is threading.main_thread():
             for sig in SIGNAL_EXIT:
                 self._previous[sig] = signal.signal(sig, self._handle)
@@ -143,7 +152,7 @@ def run_batch(
     failures: list[BaseException] = []
     progress = Progress(options.progress_bar, options.log_every_s)
 
-    with _Interrupt() as interrupt:
+    with Interrupt() as interrupt:
         tasks: dict[str, VideoTask] = {}
         has_work = threading.Event()  # the engines start only once something is to be captioned
 
@@ -180,7 +189,7 @@ def run_batch(
                         _put(encoded, ("errors", errors, None, 0.0), interrupt, force=True)
                     if batch and not interrupt.stop.is_set() and captioner_box:
                         t0 = time.perf_counter()
-                        rows = captioner_box[0].encode(pixel_batch(batch, spec))
+                        rows = captioner_box[0].encode(pixel_batch([r.video.frames for r in batch], spec))
                         _put(encoded, ("batch", batch, rows, time.perf_counter() - t0), interrupt)
             except BaseException as e:
                 failures.append(e)
@@ -228,7 +237,9 @@ def run_batch(
                     llm_s = time.perf_counter() - t0
                     timings = BatchTimings(vision_s * 1e3, llm_s * 1e3)
                     records = [
-                        ok_record(tasks.pop(r.path), r, c, n, bundle.id, prompt_text, timings, len(results))
+                        ok_record(
+                            tasks.pop(r.path), decoded_fields(r), c, n, bundle.id, prompt_text, timings, len(results)
+                        )
                         for r, c, n in zip(results, captions, tokens, strict=True)
                     ]
                     stats.captioned += len(records)
@@ -272,7 +283,7 @@ def run_batch(
     return stats
 
 
-def _put(q: queue.Queue, item: Any, interrupt: _Interrupt, force: bool = False) -> None:
+def _put(q: queue.Queue, item: Any, interrupt: Interrupt, force: bool = False) -> None:
     """Put, checking for a stop: after the first signal only `force`d items (end markers, error
     records) still go through; after the second nothing waits, so no thread can block forever."""
     while True:

@@ -88,9 +88,9 @@ class TaskFilter:
             yield VideoTask(video, identity)
 
 
-def pixel_batch(results: Sequence[DecodeResult], spec: ImageSpec) -> np.ndarray:
-    """Decoded, already resized+cropped uint8 frames -> (B, T, 3, H, W) float32 for the vision engine."""
-    return normalize(np.stack([r.video.frames for r in results]), spec).numpy()
+def pixel_batch(frames: Sequence[np.ndarray] | np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """Decoded, already resized+cropped uint8 (T, H, W, 3) per video -> (B, T, 3, H, W) float32."""
+    return normalize(np.stack(list(frames)), spec).numpy()
 
 
 @dataclass
@@ -99,9 +99,20 @@ class BatchTimings:
     llm_ms: float
 
 
+def decoded_fields(result: DecodeResult) -> dict[str, Any]:
+    """What an ok record keeps of a decoded video (plain values: they also travel as Ray columns)."""
+    video = result.video
+    return {
+        "frames_s": [round(t, 3) for t in video.timestamps_s],
+        "duration_s": round(video.meta.duration_s, 3),
+        "decoder": video.meta.decoder,
+        "decode_ms": result.decode_ms,
+    }
+
+
 def ok_record(
     task: VideoTask,
-    result: DecodeResult,
+    decoded: dict[str, Any],
     caption: str,
     num_tokens: int,
     bundle_id: str,
@@ -109,20 +120,19 @@ def ok_record(
     timings: BatchTimings,
     batch_size: int,
 ) -> dict[str, Any]:
-    video = result.video
     return {
         "video": task.video,
         "status": "ok",
         "caption": caption,
-        "frames_s": [round(t, 3) for t in video.timestamps_s],
-        "duration_s": round(video.meta.duration_s, 3),
-        "decoder": video.meta.decoder,
+        "frames_s": [float(t) for t in decoded["frames_s"]],
+        "duration_s": float(decoded["duration_s"]),
+        "decoder": str(decoded["decoder"]),
         "bundle": bundle_id,
         "prompt": prompt,
-        "num_tokens": num_tokens,
+        "num_tokens": int(num_tokens),
         # vision and LLM run per batch: each video is charged its share of the batch's time.
         "timings_ms": {
-            "decode": round(result.decode_ms, 1),
+            "decode": round(float(decoded["decode_ms"]), 1),
             "vision": round(timings.vision_ms / batch_size, 1),
             "llm": round(timings.llm_ms / batch_size, 1),
         },

@@ -10,7 +10,9 @@ whatever the bundle holds:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +23,19 @@ from export.vision_graph import EXTERNAL_DATA_THRESHOLD, save_onnx
 log = logging.getLogger(__name__)
 
 Precision = Literal["fp32", "fp16", "int8"]
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """ONNX Runtime's converters warn on the root logger about every tensor of a contrib op (whose
+    type ONNX shape inference cannot know); those are expected here and drown real messages."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def fuse_transformer_ops(src: Path, dst: Path, num_heads: int, hidden_size: int, threshold: int) -> dict[str, int]:
@@ -54,27 +69,23 @@ def convert_precision(src: Path, dst: Path, precision: Precision, threshold: int
         from onnxruntime.transformers.onnx_model import OnnxModel
 
         model = OnnxModel(onnx.load(str(src)))
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the converter warns on the root logger about every contrib-op tensor
-        try:
+        with _quiet_root_logger():
             model.convert_float_to_float16(keep_io_types=True, use_symbolic_shape_infer=True)
-        finally:
-            root.setLevel(level)
         save_onnx(model.model, dst, threshold)
     elif precision == "int8":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         tmp = dst.with_name(dst.name + ".int8")
-        quantize_dynamic(
-            str(src),
-            str(tmp),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            use_external_data_format=src.with_name(src.name + ".data").exists(),
-            # Fused contrib ops (com.microsoft Attention) have no ONNX shape inference; their outputs are float.
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        with _quiet_root_logger():
+            quantize_dynamic(
+                str(src),
+                str(tmp),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                use_external_data_format=src.with_name(src.name + ".data").exists(),
+                # Fused contrib ops (com.microsoft Attention) have no ONNX shape inference; their outputs are float.
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
         save_onnx(onnx.load(str(tmp)), dst, threshold)
         for leftover in tmp.parent.glob(tmp.name + "*"):
             leftover.unlink()

@@ -49,6 +49,7 @@ def cli(verbose: int) -> None:
         # Library chatter (weight-loading bars, bitsandbytes' optional-kernel notice) is not ours to show;
         # the env var is read when transformers/huggingface_hub are first imported, which happens later.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM logs every engine detail at INFO
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
@@ -426,6 +427,19 @@ def eval_cmd(
 @click.option("--max-num-seqs", type=click.IntRange(1), help="vLLM: sequences scheduled together.")
 @click.option("--enforce-eager", is_flag=True, help="vLLM: no CUDA graphs (faster start).")
 @click.option("--kv-cache-gib", type=click.FloatRange(min=0, min_open=True), help="vLLM KV cache size (GiB).")
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="auto",
+    help="Run on Ray Data: --ray (a running cluster or a local one) or --ray ADDRESS (docs/RAY.md).",
+)
+@click.option("--ray-decode-actors", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--ray-vision-actors", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--ray-llm-actors", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--ray-gpus-per-vision-actor", default=0.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--ray-gpus-per-llm-actor", default=0.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--ray-num-cpus", type=click.IntRange(1), help="CPUs of a local Ray cluster this run starts.")
 def batch(inputs: tuple[str, ...], out: Path, engine: Path | None, **flags) -> None:
     """Caption INPUTS (files, folders, globs, list files, - for stdin) into the JSONL --out.
 
@@ -479,8 +493,21 @@ def batch(inputs: tuple[str, ...], out: Path, engine: Path | None, **flags) -> N
         vllm=vllm,
     )
     generation = {k: f[k] for k in ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")}
+    ray = None
+    if f["ray_address"]:
+        from engines.ray_pipeline import RayOptions
+
+        ray = RayOptions(
+            address=f["ray_address"],
+            decode_actors=f["ray_decode_actors"],
+            vision_actors=f["ray_vision_actors"],
+            llm_actors=f["ray_llm_actors"],
+            gpus_per_vision_actor=f["ray_gpus_per_vision_actor"],
+            gpus_per_llm_actor=f["ray_gpus_per_llm_actor"],
+            num_cpus=f["ray_num_cpus"],
+        )
     request = BatchRequest(
-        list(inputs), engine or default_engine_dir(), options, engines, generation, f["wait_lock"], f["stats_path"]
+        list(inputs), engine or default_engine_dir(), options, engines, generation, f["wait_lock"], f["stats_path"], ray
     )
     if f["dry_run"]:
         videos, selection = list_selected(request)
