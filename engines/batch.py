@@ -63,6 +63,10 @@ def prepare(request: BatchRequest) -> tuple[Bundle, GenerationParams]:
     for name in request.options.decoders:
         if name not in ("decord", "pyav") and ":" not in name:
             raise ConfigError(f"--decoders: unknown decoder {name!r}; use decord, pyav or module:Class")
+    if request.engines.providers:
+        from engines.onnx_session import pick_providers
+
+        pick_providers(request.engines.providers)  # an uninstalled provider fails here, not mid-run
     bundle = load_bundle(request.bundle)
     params = GenerationParams.from_bundle(bundle, **request.generation)
     if request.engines.llm_backend == "vllm":
@@ -100,7 +104,7 @@ def caption_videos(request: BatchRequest, stdin: TextIO | None = None) -> RunSta
         if request.ray is not None:
             from engines.ray_pipeline import run_batch_ray
 
-            stats = run_batch_ray(paths, bundle.root, request.engines, params, request.options, request.ray)
+            stats = run_batch_ray(paths, bundle, request.engines, params, request.options, request.ray)
         else:
             stats = run_batch(paths, bundle, open_captioner, request.options)
     if request.stats_path is not None:

@@ -32,7 +32,11 @@ def evaluate_bundle(
     open_captioner: Callable[[], Captioner] | None = None,
 ) -> dict[str, Any]:
     """Metrics over the manifest (+ per-video records); failed videos are counted, not scored."""
-    samples = load_manifest(manifest)
+    samples, seen = [], set()
+    for sample in load_manifest(manifest):  # a video listed twice (two references) is captioned once
+        if sample.video not in seen:
+            seen.add(sample.video)
+            samples.append(sample)
     prompts = {s.prompt for s in samples}
     if len(prompts) > 1:
         raise ConfigError(f"{manifest}: samples carry different prompts; evaluate one prompt per manifest")

@@ -102,7 +102,12 @@ class VllmEngine:
         outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
         generations = []
         for out in outputs:
-            ids = list(out.outputs[0].token_ids)
+            completion = out.outputs[0]
+            if completion.finish_reason not in ("stop", "length"):
+                # "abort": the engine was stopped (a signal to the process group) mid-request; the
+                # partial text must not be written as a caption.
+                raise ModelError(f"vLLM ended a request with finish_reason={completion.finish_reason!r}")
+            ids = list(completion.token_ids)
             generations.append(Generation(ids, finish_reason(ids, params)))
         return generations
 

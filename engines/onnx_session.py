@@ -49,8 +49,11 @@ def pick_providers(requested: Sequence[str] | None = None) -> list[str]:
     return chosen
 
 
-def create_session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None):
+def create_session(path: Path, providers: Sequence[str] | None = None, threads: int | None = None, exact: bool = False):
     """An InferenceSession on `path` with the picked providers.
+
+    `exact` turns off TF32 in the CUDA provider (on by default on Ampere and newer), so float32
+    graphs compute in float32: export verification compares them with PyTorch at 1e-4.
 
     On CPU, intra-op threads default to the CPUs this process may use and inter-op parallelism
     is off: one large graph per call gains nothing from running branches concurrently, and more
@@ -64,4 +67,7 @@ def create_session(path: Path, providers: Sequence[str] | None = None, threads: 
     options.intra_op_num_threads = threads or usable_cpus()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # warnings about unused initializers etc. are not the user's business
-    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=pick_providers(providers))
+    chosen: list = pick_providers(providers)
+    if exact:
+        chosen = [(p, {"use_tf32": 0}) if p == "CUDAExecutionProvider" else p for p in chosen]
+    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=chosen)

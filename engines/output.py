@@ -60,6 +60,7 @@ def utc_now() -> str:
 class ResumeState:
     ok: set[Key] = field(default_factory=set)
     failed: set[Key] = field(default_factory=set)
+    videos: set[str] = field(default_factory=set)  # every video with a line: re-captioning one supersedes it
     lines: int = 0
     unreadable_lines: int = 0
     torn_bytes: int = 0
@@ -85,8 +86,11 @@ def read_resume_state(path: Path) -> ResumeState:
                 key = record_key(record)
             except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
                 record, key = None, None
+            is_record = isinstance(record, dict) and isinstance(record.get("video"), str) and "status" in record
+            if is_record:
+                state.videos.add(record["video"])
             if key is None:
-                if not (isinstance(record, dict) and "status" in record and "video" in record):
+                if not is_record:
                     state.unreadable_lines += 1
                     log.warning("%s:%d: not a vlmcap caption record; left as it is", path, number)
                 continue  # a record for a file that had vanished: nothing to resume from
@@ -142,12 +146,11 @@ class CaptionWriter:
             raise ConfigError(f"{path}: cannot write the output ({e.strerror})") from None
         if self.torn_bytes:
             log.warning("%s: removed a torn last line (%d bytes) left by an interrupted run", path, self.torn_bytes)
-        self.superseded = False  # a key written now already had a line: compact at the end
 
     def append(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        text = "".join(_json_line(r) for r in records)
         self._file.write(text)
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -156,32 +159,53 @@ class CaptionWriter:
         self._file.close()
 
     def compact(self) -> int:
-        """Keep only the latest line per video (unreadable lines are kept as they are); atomic."""
-        with open(self.path, encoding="utf-8", errors="replace") as f:
-            lines = f.readlines()
+        """Keep only the latest line per video; lines that are no caption record stay. Atomic.
+
+        Streams the file twice (find the latest line of each video, then copy), so memory grows
+        with the number of videos, not the file's size.
+        """
         latest: dict[str, int] = {}
-        for i, line in enumerate(lines):
-            try:
-                key = record_key(json.loads(line))
-            except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-                key = None
-            if key is not None:
-                latest[key[0]] = i  # one line per video path: its latest
-        keep_index = set(latest.values())
-        kept = [line for i, line in enumerate(lines) if i in keep_index or _unkeyed(line)]
-        if len(kept) == len(lines):
-            return 0
+        with open(self.path, "rb") as f:
+            for i, line in enumerate(f):
+                video = _video_of(line)
+                if video is not None:
+                    latest[video] = i
+        keep = set(latest.values())
         tmp = self.path.with_name(f".{self.path.name}.compact-{os.getpid()}")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(kept)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        return len(lines) - len(kept)
+        dropped = 0
+        with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+            for i, line in enumerate(src):
+                if i in keep or _video_of(line) is None:
+                    dst.write(line)
+                else:
+                    dropped += 1
+            dst.flush()
+            os.fsync(dst.fileno())
+        if dropped:
+            os.replace(tmp, self.path)
+        else:
+            tmp.unlink()
+        return dropped
 
 
-def _unkeyed(line: str) -> bool:
+def _video_of(line: bytes) -> str | None:
+    """The "video" of a caption record line (ok or error, with or without file identity), else None."""
     try:
-        return record_key(json.loads(line)) is None
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return True
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if isinstance(record, dict) and isinstance(record.get("video"), str) and "status" in record:
+        return record["video"]
+    return None
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    """One JSONL line. Paths from the file system can hold undecodable bytes (surrogate escapes,
+    e.g. a Latin-1 name on a UTF-8 system); those records are written with ASCII escapes, which
+    read back to the same string, so resume keys still match."""
+    text = json.dumps(record, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(record, ensure_ascii=True)
+    return text + "\n"

@@ -160,6 +160,8 @@ def run_batch(
             for task in task_filter(paths):
                 if interrupt.stop.is_set():
                     return
+                if task.video in tasks:
+                    continue  # named twice while the first is still in flight
                 tasks[task.video] = task
                 has_work.set()
                 yield task.video
@@ -168,11 +170,12 @@ def run_batch(
             try:
                 with DecodePool(decode_options, spec, options.workers, options.decode_timeout_s) as pool:
                     for result in pool.imap_unordered(intake()):
-                        if interrupt.hard.is_set():
-                            break
+                        if interrupt.stop.is_set():
+                            break  # interrupted: in-flight decodes are dropped (a re-run does them)
                         _put(decoded, result, interrupt)
-            except BaseException as e:  # surfaces in the main thread
-                failures.append(e)
+            except BaseException as e:  # surfaces in the main thread, unless we are stopping anyway
+                if not interrupt.stop.is_set():
+                    failures.append(e)
             finally:
                 _put(decoded, _DONE, interrupt, force=True)
 
@@ -233,7 +236,12 @@ def run_batch(
                     if interrupt.stop.is_set():
                         continue  # interrupted: drop encoded batches that have not started; a re-run does them
                     t0 = time.perf_counter()
-                    captions, tokens = captioner.caption(rows, [options.prompt] * len(results))
+                    try:
+                        captions, tokens = captioner.caption(rows, [options.prompt] * len(results))
+                    except Exception:
+                        if interrupt.stop.is_set():
+                            break  # the signal reached the LLM engine's processes too: drop this batch
+                        raise
                     llm_s = time.perf_counter() - t0
                     timings = BatchTimings(vision_s * 1e3, llm_s * 1e3)
                     records = [
@@ -253,7 +261,11 @@ def run_batch(
                 progress.update(stats)
         except KeyboardInterrupt:
             if not interrupt.hard.is_set():
+                interrupt.hard.set()
                 raise
+        except BaseException:
+            interrupt.hard.set()  # nobody reads the queues any more: no thread may wait on them
+            raise
         finally:
             interrupt.stop.set()  # whatever ended the loop, stop intake
             _drain(decoded)
@@ -277,7 +289,7 @@ def run_batch(
         counts.skipped_failed,
         counts.other_shard,
     )
-    if not stats.interrupted_by:
+    if not stats.interrupted_by and counts.superseding:
         stats.compacted_lines = writer.compact()
     stats.wall_s = time.perf_counter() - start
     return stats

@@ -22,7 +22,6 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ from engines.output import CaptionWriter, read_resume_state
 from engines.pipeline import BatchOptions, Interrupt, RunStats
 from engines.progress import Progress
 from engines.stages import BatchTimings, TaskFilter, VideoTask, decoded_fields, error_record, ok_record, pixel_batch
-from export.bundle import load_bundle
+from export.bundle import Bundle, load_bundle
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.preprocess import ImageSpec
 
@@ -163,15 +162,15 @@ def _init_ray(options: RayOptions) -> bool:
 
 def run_batch_ray(
     paths: Iterable[str],
-    bundle_path: Path,
+    bundle: Bundle,
     engines: EngineOptions,
     params: GenerationParams,
     options: BatchOptions,
     ray_options: RayOptions,
 ) -> RunStats:
+    """The driver: `bundle` is already verified here; each actor verifies its own node's copy."""
     import ray
 
-    bundle = load_bundle(bundle_path)
     stats = RunStats()
     start = time.perf_counter()
     writer = CaptionWriter(options.out, overwrite=options.overwrite)
@@ -237,7 +236,7 @@ def run_batch_ray(
         progress.close()
         if started:
             ray.shutdown()
-    if not stats.interrupted_by:
+    if not stats.interrupted_by and counts.superseding:
         stats.compacted_lines = writer.compact()
     stats.wall_s = time.perf_counter() - start
     return stats
@@ -253,7 +252,7 @@ def _records(
             records.append(
                 error_record(
                     task,
-                    str(batch["error_type"][i]),
+                    str(batch["error_type"][i]) or "VideoError",
                     str(batch["error_message"][i]),
                     bundle_id,
                     prompt,
@@ -261,6 +260,7 @@ def _records(
                 )
             )
             stats.failed += 1
+            stats.stage_s["decode"] += float(batch["decode_ms"][i]) / 1e3
             continue
         decoded = {k: batch[k][i] for k in ("frames_s", "duration_s", "decoder", "decode_ms")}
         timings = BatchTimings(float(batch["vision_ms"][i]), float(batch["llm_ms"][i]))

@@ -53,6 +53,7 @@ class Selection:
     """Counts of what the resume/shard/limit filter let through or held back."""
 
     selected: int = 0
+    superseding: int = 0  # selected videos that already have a line (retried, changed): compact at the end
     skipped_ok: int = 0
     skipped_failed: int = 0
     other_shard: int = 0
@@ -85,6 +86,8 @@ class TaskFilter:
                 self.counts.over_limit = True
                 return
             self.counts.selected += 1
+            if video in self.state.videos:
+                self.counts.superseding += 1
             yield VideoTask(video, identity)
 
 

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
-from export.bundle import LLM_DIR, REFERENCE_DIR, VISION_ONNX, write_manifest
+from export.bundle import LLM_DIR, MANIFEST, REFERENCE_DIR, VISION_ONNX, write_manifest
 from export.merge_llm import export_llm, shipped_dtype
 from export.precision import convert_precision, fuse_transformer_ops
 from export.publish import publish, staging_directory
@@ -65,6 +65,18 @@ def llm_hidden_size(config: VlmcapConfig) -> int:
     return int(getattr(hf_config, "text_config", hf_config).hidden_size)
 
 
+def _check_destination(out: Path, weights_dir: Path) -> None:
+    """Publishing replaces `out` wholesale: only ever replace nothing, an empty folder or a bundle."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a directory")
+    if weights_dir.resolve().is_relative_to(out):
+        raise ConfigError(f"--out {out}: contains the run being exported; choose another directory")
+    if any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise ConfigError(f"--out {out}: exists and is not an engine bundle (no {MANIFEST}); refusing to replace it")
+
+
 def run_export_config(run: Path, overrides: dict[str, Any]) -> ExportConfig:
     """The run's `export:` section with command-line values on top, validated."""
     config = _run_config(resolve_weights_dir(run, "run"))
@@ -100,7 +112,7 @@ def _export_vision(graph: VisionGraph, pixels: torch.Tensor, request: ExportRequ
         reference_b1 = reference[:1]
 
     def verify(path: Path, precision: str, what: str) -> dict[str, Any]:
-        session = create_session(path)
+        session = create_session(path, exact=True)
         out = session.run([OUTPUT_NAME], {INPUT_NAME: pixels.numpy()})[0]
         out_b1 = session.run([OUTPUT_NAME], {INPUT_NAME: pixels[:1].numpy()})[0]
         record = check(
@@ -152,6 +164,7 @@ def export_bundle(request: ExportRequest) -> dict[str, Any]:
     llm_dtype = shipped_dtype(config, options.llm_dtype, device)
 
     out = request.out.expanduser().resolve()  # a symlinked destination is replaced where it points
+    _check_destination(out, weights_dir)
     with staging_directory(out) as stage:
         log.info("exporting the vision graph (%s)", options.precision)
         vision = _export_vision(graph, pixels, request, stage)

@@ -146,16 +146,25 @@ def test_kill_9_mid_run_then_resume_gives_each_video_exactly_once(tiny_bundle, s
     assert out.read_bytes().startswith(partial)  # what was written before the kill is untouched
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_signals_stop_cleanly_with_their_exit_code(tiny_bundle, small_synth, tmp_path, sig, code) -> None:
+@pytest.mark.parametrize(
+    "sig, code, group",
+    [(signal.SIGTERM, 143, False), (signal.SIGINT, 130, False), (signal.SIGINT, 130, True)],
+    ids=["sigterm", "sigint", "ctrl-c-to-the-process-group"],
+)
+def test_signals_stop_cleanly_with_their_exit_code(tiny_bundle, small_synth, tmp_path, sig, code, group) -> None:
     videos = Path(small_synth["train"]).parent / "videos"
     out = tmp_path / "captions.jsonl"
     args = [*base_args(tiny_bundle, out), "--batch-size", "2", "--workers", "1"]
-    proc = batch_subprocess(str(videos), *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = batch_subprocess(
+        str(videos), *args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 180
     while (not out.exists() or out.stat().st_size == 0) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    proc.send_signal(sig)
+    if group:  # what a terminal does: every process of the job gets it, decode workers included
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == code, stderr[-2000:]
     assert "re-run the same command to continue" in stderr
@@ -230,18 +239,22 @@ def test_retry_errors_recaptions_and_keeps_one_line_per_video(tiny_bundle, small
     root = tmp_path / "videos"
     root.mkdir()
     src = sorted((Path(small_synth["train"]).parent / "videos").glob("*.mp4"))
-    shutil.copy(src[0], root / "a.mp4")
+    shutil.copy(src[0], root / "hang-once.mp4")
     (root / "b.mp4").write_bytes(b"not yet uploaded")
     out = tmp_path / "captions.jsonl"
-    # A timeout no decode can meet: a.mp4 fails with DecodeTimeout (b.mp4, no video yet, fails either way).
-    assert batch(str(root), *base_args(tiny_bundle, out), "--decode-timeout", "0.001").exit_code == 1
-    assert {Path(r["video"]).name: r["error"]["type"] for r in lines(out)}["a.mp4"] == "DecodeTimeout"
+    # First night: the decoder hangs on hang-once.mp4 (DecodeTimeout); b.mp4 is no video yet.
+    trap = ["--decoders", "fault_decoders:TrapDecoder", "--decode-timeout", "2"]
+    assert batch(str(root), *base_args(tiny_bundle, out), *trap).exit_code == 1
+    assert {Path(r["video"]).name: r["error"]["type"] for r in lines(out)} == {
+        "hang-once.mp4": "DecodeTimeout",
+        "b.mp4": "NotAVideo",
+    }
     plain = batch(str(root), *base_args(tiny_bundle, out))  # same files: errors are kept, not retried
     assert plain.exit_code == 0 and "2 failed before (--retry-errors)" in plain.output
     assert batch(str(root), *base_args(tiny_bundle, out), "--retry-errors").exit_code == 1  # b.mp4 still bad
     records = lines(out)
     assert len(records) == 2  # compacted: one line per video, the latest
-    assert {Path(r["video"]).name: r["status"] for r in records} == {"a.mp4": "ok", "b.mp4": "error"}
+    assert {Path(r["video"]).name: r["status"] for r in records} == {"hang-once.mp4": "ok", "b.mp4": "error"}
     shutil.copy(src[1], root / "b.mp4")  # the upload finished: a new file identity, captioned next run
     assert batch(str(root), *base_args(tiny_bundle, out)).exit_code == 0
     records = lines(out)
@@ -300,7 +313,7 @@ def test_eval_scores_a_manifest_through_the_batch_path(tiny_bundle, small_synth,
     args = ["eval", "--engine", str(tiny_bundle), "--data", str(small_synth["val"]), "--llm-backend", "transformers"]
     result = CliRunner().invoke(cli, [*args, "--json", "--records", str(records)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    metrics = json.loads(result.output)
+    metrics = json.loads(result.stdout)
     assert metrics["n"] == 6 and metrics["failed"] == 0
     assert 0 <= metrics["chrf++"] <= 100 and "characters" in metrics["cider_d_tokens"]
     assert set(metrics["attribute_accuracy"]) == {"colour", "shape", "motion", "all"}
@@ -321,3 +334,22 @@ def test_demo_chains_to_the_default_engine(tmp_path, vlmcap_home, small_synth) -
     )
     assert after.exit_code == 0, after.output
     assert lines(out)[0]["status"] == "ok"
+
+
+def test_undecodable_names_and_vanished_files_keep_one_line_each(tiny_bundle, small_synth, tmp_path) -> None:
+    root = tmp_path / "videos"
+    root.mkdir()
+    src = sorted((Path(small_synth["train"]).parent / "videos").glob("*.mp4"))
+    latin1 = os.fsdecode(b"caf\xe9.mp4")  # a Latin-1 name: not valid UTF-8, a surrogate escape in Python
+    shutil.copy(src[0], root / latin1)
+    gone = str(tmp_path / "gone.mp4")
+    out = tmp_path / "captions.jsonl"
+    assert batch(str(root), gone, *base_args(tiny_bundle, out)).exit_code == 1
+    first = lines(out)
+    assert {r["video"]: r["status"] for r in first} == {str(root / latin1): "ok", gone: "error"}
+    again = batch(str(root), gone, *base_args(tiny_bundle, out))  # the vanished file is tried again...
+    assert again.exit_code == 1 and "skipped 1 already done" in again.output
+    records = lines(out)  # ... and its new error line replaces the old one
+    assert len(records) == 2
+    assert [r for r in records if r["status"] == "ok"] == [r for r in first if r["status"] == "ok"]
+    assert [r for r in records if r["status"] == "error"] != [r for r in first if r["status"] == "error"]

@@ -21,7 +21,7 @@ from export.bundle import FORMAT_VERSION, load_bundle
 from export.exporter import ExportRequest, export_bundle
 from vlmcap.cli import cli
 from vlmcap.config import ExportConfig, load_config
-from vlmcap.errors import BundleError, ExportError
+from vlmcap.errors import BundleError, ConfigError, ExportError
 
 
 def sha256(path: Path) -> str:
@@ -290,3 +290,14 @@ def test_cli_export_rejects_bad_options_before_any_work(tiny_run, tmp_path) -> N
     missing = CliRunner().invoke(cli, ["export", str(tmp_path / "no-run"), "--out", str(tmp_path / "b")])
     assert missing.exit_code == 2 and "no final/ or checkpoint" in missing.output
     assert not (tmp_path / "b").exists()
+
+
+def test_export_never_replaces_a_directory_that_is_not_a_bundle(tiny_run, tmp_path) -> None:
+    precious = tmp_path / "my-data"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="is not an engine bundle"):
+        export(tiny_run, precious)
+    with pytest.raises(ConfigError, match="contains the run being exported"):
+        export(tiny_run, tiny_run)
+    assert (precious / "notes.txt").read_text() == "keep me" and (tiny_run / "final").is_dir()

@@ -422,7 +422,13 @@ def eval_cmd(
 @click.option("--tensor-parallel-size", default=1, show_default=True, type=click.IntRange(1), help="vLLM.")
 @click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), help="vLLM memory fraction.")
 @click.option("--max-model-len", type=click.IntRange(1), help="vLLM context length (default: just enough).")
-@click.option("--dtype", default="auto", show_default=True, help="LLM dtype (auto = the bundle's).")
+@click.option(
+    "--dtype",
+    type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+    default="auto",
+    show_default=True,
+    help="LLM dtype (auto = the bundle's).",
+)
 @click.option("--quantization", help="vLLM weight quantization at load time, e.g. fp8.")
 @click.option("--max-num-seqs", type=click.IntRange(1), help="vLLM: sequences scheduled together.")
 @click.option("--enforce-eager", is_flag=True, help="vLLM: no CUDA graphs (faster start).")

@@ -12,7 +12,7 @@ import decord
 
 # isort: on
 from vlmcap.video.decoders import DecoderUnsuitable
-from vlmcap.video.probe import VideoProbe
+from vlmcap.video.probe import VideoProbe, is_utf8_path
 
 # decord 0.6.0 bundles an FFmpeg without these decoders (it mis-decodes or fails on them).
 _UNSUPPORTED_CODECS = {"av1", "libdav1d", "libaom-av1"}
@@ -27,6 +27,8 @@ class DecordDecoder:
     def fetch(self, probe: VideoProbe, indices: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         if probe.codec in _UNSUPPORTED_CODECS:
             raise DecoderUnsuitable(f"decord cannot decode {probe.codec}")
+        if not is_utf8_path(probe.path):
+            raise DecoderUnsuitable("file name is not valid UTF-8")  # decord passes it to FFmpeg as UTF-8
         if probe.rotation:
             # decord applies the display matrix to the frame shape but not to the pixel copy: garbage.
             raise DecoderUnsuitable(f"rotated stream ({probe.rotation} degrees)")

@@ -7,6 +7,7 @@ the container header claims), and reads the display rotation off the first decod
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -77,11 +78,31 @@ def _rate(stream: av.video.stream.VideoStream) -> float:
     return 0.0
 
 
+def is_utf8_path(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes: bytes that are not UTF-8 (e.g. a Latin-1 file name)
+        return False
+    return True
+
+
+def open_container(path: str, stack: contextlib.ExitStack):
+    """`av.open` for any file name: FFmpeg takes names as UTF-8, so a name that is not valid UTF-8
+    goes in as a Python file object instead. Both are closed with `stack`."""
+    source = path if is_utf8_path(path) else stack.enter_context(open(path, "rb"))  # noqa: SIM115
+    return stack.enter_context(av.open(source))
+
+
 def probe_video(path: str) -> VideoProbe:
     """Probe `path`; raises a VideoError subclass that names the file and the cause."""
     check_file(path)
+    with contextlib.ExitStack() as stack:
+        return _probe(path, stack)
+
+
+def _probe(path: str, stack: contextlib.ExitStack) -> VideoProbe:
     try:
-        container = av.open(path)
+        container = open_container(path, stack)
     except av.error.FFmpegError as e:
         container_name = _sniff_container(path)
         if container_name:
@@ -90,31 +111,30 @@ def probe_video(path: str) -> VideoProbe:
                 f"({e.strerror or e}): truncated or corrupt"
             ) from None
         raise NotAVideo(f"{path}: not a video container FFmpeg recognises") from None
-    with container:
-        if not container.streams.video:
-            raise NoVideoStream(f"{path}: has no video stream")
-        stream = container.streams.video[0]
-        codec = stream.codec_context.name
-        if stream.codec_context.codec is None or not stream.codec_context.codec.is_decoder:
-            raise UnsupportedCodec(f"{path}: no decoder for codec {codec!r}")
-        rotation, time_base = _first_frame_rotation(path, container, stream)
-        container.seek(0)
-        pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
-        fps = _rate(stream)
-        if not pts:
-            raise TruncatedVideo(f"{path}: the video stream has no frames")
-        times = np.sort(np.asarray(pts, dtype=np.float64)) * float(time_base)
-        frame_duration = 1.0 / fps if fps > 0 else (float(np.median(np.diff(times))) if len(times) > 1 else 0.0)
-        return VideoProbe(
-            path=path,
-            codec=codec,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
-            rotation=rotation,
-            fps=fps,
-            frame_times_s=times,
-            end_s=float(times[-1]) + frame_duration,
-        )
+    if not container.streams.video:
+        raise NoVideoStream(f"{path}: has no video stream")
+    stream = container.streams.video[0]
+    codec = stream.codec_context.name
+    if stream.codec_context.codec is None or not stream.codec_context.codec.is_decoder:
+        raise UnsupportedCodec(f"{path}: no decoder for codec {codec!r}")
+    rotation, time_base = _first_frame_rotation(path, container, stream)
+    container.seek(0)
+    pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
+    fps = _rate(stream)
+    if not pts:
+        raise TruncatedVideo(f"{path}: the video stream has no frames")
+    times = np.sort(np.asarray(pts, dtype=np.float64)) * float(time_base)
+    frame_duration = 1.0 / fps if fps > 0 else (float(np.median(np.diff(times))) if len(times) > 1 else 0.0)
+    return VideoProbe(
+        path=path,
+        codec=codec,
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        rotation=rotation,
+        fps=fps,
+        frame_times_s=times,
+        end_s=float(times[-1]) + frame_duration,
+    )
 
 
 def _first_frame_rotation(path: str, container, stream) -> tuple[int, Fraction]:

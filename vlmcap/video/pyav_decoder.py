@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import av
 import numpy as np
 
 from vlmcap.errors import TruncatedVideo
-from vlmcap.video.probe import VideoProbe
+from vlmcap.video.probe import VideoProbe, open_container
 
 # Decode forward instead of seeking when the next wanted frame is at most this far ahead.
 _SEEK_AHEAD_S = 2.0
@@ -41,7 +42,8 @@ class PyAVDecoder:
     def _collect(self, probe: VideoProbe, wanted: list[int], size: tuple[int, int], seek: bool) -> dict:
         width, height = size
         got: dict[int, np.ndarray] = {}
-        with av.open(probe.path) as container:
+        with contextlib.ExitStack() as stack:
+            container = open_container(probe.path, stack)
             stream = container.streams.video[0]
             stream.thread_count = self.num_threads
             tb = float(stream.time_base)

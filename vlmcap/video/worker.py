@@ -58,8 +58,13 @@ def decode_one(index: int, path: str, options: DecodeOptions, image_spec: ImageS
 
 
 def worker_main(conn: Connection, options: DecodeOptions, image_spec: ImageSpec | None) -> None:
-    """Serve tasks `(index, path, decoders)` until `None`; the parent owns interrupts and timeouts."""
+    """Serve tasks `(index, path, decoders)` until `None`; the parent owns interrupts and timeouts.
+
+    Ctrl-C on a terminal and `systemctl stop` signal the whole process group: the worker ignores
+    both, so the parent decides how to stop (it ends workers with a message or SIGKILL).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
     while True:
         task = conn.recv()
