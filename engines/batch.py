@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from engines.captioner import Captioner, EngineOptions
+from engines.captioner import Captioner, EngineOptions, cpu_threads_per_engine
 from engines.llm import GenerationParams
 from engines.llm_vllm import check_params_safe
 from engines.lock import OutputLock
@@ -67,6 +67,8 @@ def prepare(request: BatchRequest) -> tuple[Bundle, GenerationParams]:
         from engines.onnx_session import pick_providers
 
         pick_providers(request.engines.providers)  # an uninstalled provider fails here, not mid-run
+    if request.engines.cpu_threads is None:
+        request.engines.cpu_threads = cpu_threads_per_engine(request.options.workers)
     bundle = load_bundle(request.bundle)
     params = GenerationParams.from_bundle(bundle, **request.generation)
     if request.engines.llm_backend == "vllm":

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engines.captioner import Captioner, EngineOptions
+from engines.captioner import Captioner, EngineOptions, cpu_threads_per_engine
 from engines.llm import GenerationParams
 from engines.pipeline import BatchOptions, run_batch
 from export.bundle import Bundle
@@ -42,6 +42,8 @@ def evaluate_bundle(
         raise ConfigError(f"{manifest}: samples carry different prompts; evaluate one prompt per manifest")
     prompt = prompts.pop()
     params = GenerationParams.from_bundle(bundle, max_new_tokens=max_new_tokens)
+    if engines.cpu_threads is None:
+        engines.cpu_threads = cpu_threads_per_engine(workers)
     with tempfile.TemporaryDirectory(prefix="vlmcap-eval-") as tmp:
         options = BatchOptions(
             Path(tmp) / "captions.jsonl", batch_size=batch_size, workers=workers, prompt=prompt, progress_bar=False

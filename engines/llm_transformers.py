@@ -17,8 +17,12 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 class TransformersEngine:
-    def __init__(self, bundle: Bundle, device: str | None = None, dtype: str = "auto") -> None:
+    def __init__(
+        self, bundle: Bundle, device: str | None = None, dtype: str = "auto", threads: int | None = None
+    ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cpu" and threads:
+            torch.set_num_threads(threads)  # process-wide: the vision engine in torch shares it
         name = bundle["llm"]["dtype"] if dtype == "auto" else dtype
         if self.device.type == "cpu" and name != "float32":
             name = "float32"  # CPU matmuls in 16-bit are slow and lose precision; the weights are upcast once

@@ -137,8 +137,11 @@ def run_batch(
     bundle: Bundle,
     open_captioner: Callable[[], Captioner],
     options: BatchOptions,
+    keep_engines: bool = False,
 ) -> RunStats:
-    """Caption every selected path into `options.out`; the caller holds the output lock."""
+    """Caption every selected path into `options.out`; the caller holds the output lock.
+
+    The engines are closed at the end unless `keep_engines` (a caller that reuses them)."""
     stats = RunStats()
     start = time.perf_counter()
     writer = CaptionWriter(options.out, overwrite=options.overwrite)
@@ -275,7 +278,7 @@ def run_batch(
             patience = 1.0 if interrupt.hard.is_set() else 30.0
             encoder.join(timeout=patience)
             decoder.join(timeout=1.0 if interrupt.hard.is_set() else options.decode_timeout_s + 10)
-            if captioner_box:
+            if captioner_box and not keep_engines:
                 captioner_box[0].close()
             writer.close()
             progress.close()

@@ -47,7 +47,7 @@ class OnnxVisionEngine:
 
 
 class TorchVisionEngine:
-    def __init__(self, bundle: Bundle, device: str = "cpu") -> None:
+    def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None) -> None:
         import torch
 
         from export.exporter import build_trained_vision_graph
@@ -56,6 +56,8 @@ class TorchVisionEngine:
         reference = bundle.root / "reference"
         config = load_config(reference / "config.yaml")
         self.device = torch.device(device)
+        if self.device.type == "cpu" and threads:
+            torch.set_num_threads(threads)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.graph = build_trained_vision_graph(config, reference, "sdpa").to(self.device, self.dtype)
         self.name = f"torch ({self.device.type}, {str(self.dtype).removeprefix('torch.')})"

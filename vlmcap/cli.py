@@ -419,6 +419,7 @@ def eval_cmd(
 @click.option("--vision-backend", type=click.Choice(["onnx", "torch"]), default="onnx", show_default=True)
 @click.option("--providers", help="ONNX Runtime providers, comma-separated (tensorrt,cuda,cpu); default: best.")
 @click.option("--device", help="Device for the torch engines (default: cuda when available).")
+@click.option("--cpu-threads", type=click.IntRange(1), help="Threads per model engine on CPU (default: shared fairly).")
 @click.option("--tensor-parallel-size", default=1, show_default=True, type=click.IntRange(1), help="vLLM.")
 @click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), help="vLLM memory fraction.")
 @click.option("--max-model-len", type=click.IntRange(1), help="vLLM context length (default: just enough).")
@@ -496,6 +497,7 @@ def batch(inputs: tuple[str, ...], out: Path, engine: Path | None, **flags) -> N
         providers=f["providers"].split(",") if f["providers"] else None,
         llm_backend=f["llm_backend"],
         device=f["device"],
+        cpu_threads=f["cpu_threads"],
         vllm=vllm,
     )
     generation = {k: f[k] for k in ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")}
@@ -729,6 +731,46 @@ def bench_batch_cmd(
     click.echo(f"pipeline engines: {report['pipeline']['engines']}")
     if json_out:
         json_out.write_text(json.dumps({"machine": machine_description(), **report}, indent=2, ensure_ascii=False))
+
+
+@bench.command("stages")
+@click.option("--preset", default="tiny", show_default=True, help="Config preset (tiny, reference-random, ...).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--batch", "batch_videos", default=1, show_default=True, type=click.IntRange(1), help="Videos.")
+@click.option("--prompt-tokens", default=40, show_default=True, type=click.IntRange(1))
+@click.option("--new-tokens", default=16, show_default=True, type=click.IntRange(2))
+@click.option("--repeat", default=2, show_default=True, type=click.IntRange(1))
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
+@click.argument("overrides", nargs=-1)
+def bench_stages_cmd(
+    preset: str,
+    device: str,
+    batch_videos: int,
+    prompt_tokens: int,
+    new_tokens: int,
+    repeat: int,
+    json_out: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Vision frames/s, LLM prefill and decode tokens/s of a preset (random weights), vs the GPU's peak.
+
+    Example (GPU): vlmcap bench stages --preset reference-random --device cuda --batch 8
+    """
+    from engines.bench_stages import bench_stages
+    from vlmcap.bench.decode import machine_description
+    from vlmcap.config import load_config
+
+    config = load_config(preset=preset, overrides=list(overrides))
+    report = bench_stages(config, device, batch_videos, prompt_tokens, new_tokens, repeat)
+    click.echo(
+        f"{report['device']} ({report['dtype']}): {report['vision_model']} + {report['projector']} -> "
+        f"{report['llm']}, {report['tokens_per_video']} video tokens + {prompt_tokens} prompt tokens"
+    )
+    for name, row in report["stages"].items():
+        extra = {k: v for k, v in row.items() if k not in ("rate", "unit")}
+        click.echo(f"{name:<12} {row['rate']:>10} {row['unit']:<9} {json.dumps(extra)}")
+    if json_out:
+        json_out.write_text(json.dumps({"machine": machine_description(), **report}, indent=2))
 
 
 def main() -> None:
