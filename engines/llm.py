@@ -7,7 +7,7 @@ text cannot differ either. Greedy decoding gives identical captions (tested).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from export.bundle import Bundle
@@ -53,8 +53,6 @@ class GenerationParams:
 class Generation:
     token_ids: list[int]
     finish_reason: str  # "stop" (a stop token) or "length" (max_new_tokens reached)
-    text: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class LLMEngine(Protocol):

@@ -247,17 +247,3 @@ def export_bundle(request: ExportRequest) -> dict[str, Any]:
         publish(stage, out)
     log.info("bundle %s written to %s", manifest["id"], out)
     return manifest
-
-
-def export_summary(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers a person wants after an export."""
-    final = manifest["vision"]["verification"]["final"]
-    llm = manifest["llm"]["verification"]
-    return {
-        "id": manifest["id"],
-        "precision": manifest["vision"]["precision"],
-        "vision_min_cosine": round(final["min_cosine"], 6),
-        "vision_max_abs": final["max_abs"],
-        "llm_top1_agreement": llm["top1_agreement"],
-        "llm_max_abs": llm["max_abs"],
-    }

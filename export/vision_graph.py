@@ -83,9 +83,3 @@ def save_onnx(model: onnx.ModelProto, path: Path, external_data_threshold: int =
         size_threshold=0 if external else 1024,
     )
     log.info("wrote %s (%.1f MB of weights%s)", path, size / 1e6, ", external data" if external else "")
-
-
-def onnx_files(path: Path) -> list[Path]:
-    """The graph file and its external-data file, if any."""
-    data = path.with_name(path.name + ".data")
-    return [path, data] if data.exists() else [path]
