@@ -19,7 +19,7 @@ from engines.captioner import Captioner, EngineOptions, cpu_threads_per_engine
 from engines.llm import GenerationParams
 from engines.llm_vllm import check_params_safe
 from engines.lock import OutputLock
-from engines.output import read_resume_state
+from engines.output import ResumeState, read_resume_state
 from engines.pipeline import BatchOptions, RunStats, run_batch
 from engines.ray_pipeline import RayOptions
 from engines.stages import TaskFilter
@@ -88,9 +88,8 @@ def prepare(request: BatchRequest) -> tuple[Bundle, GenerationParams]:
 def list_selected(request: BatchRequest, stdin: TextIO | None = None) -> tuple[Iterator[str], TaskFilter]:
     """`--dry-run`: the videos a run would caption, after resume, shard and limit filtering."""
     options = request.options
-    task_filter = TaskFilter(read_resume_state(options.out), options.retry_errors, options.shard, options.limit)
-    if options.overwrite:
-        task_filter.state = type(task_filter.state)()
+    state = ResumeState() if options.overwrite else read_resume_state(options.out)
+    task_filter = TaskFilter(state, options.retry_errors, options.shard, options.limit)
     tasks = task_filter(iter_video_paths(request.inputs, stdin))
     return (task.video for task in tasks), task_filter
 

@@ -69,9 +69,7 @@ def bench_stages(
 ) -> dict[str, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from export.exporter import llm_hidden_size
-    from export.vision_graph import VisionGraph
-    from vlmcap.model import build_vision_side
+    from export.exporter import build_vision_graph
     from vlmcap.presets import resolve_model_source
 
     dev = torch.device(device)
@@ -82,15 +80,14 @@ def bench_stages(
     rows: dict[str, Any] = {}
 
     with torch.no_grad():
-        vision, projector = build_vision_side(config, llm_hidden_size(config))
-        graph = VisionGraph(vision, projector.requires_grad_(False)).eval().to(dev, dtype)
-        size = vision.image_size
+        graph = build_vision_graph(config, attention="sdpa").to(dev, dtype)
+        size = graph.vision.image_size
         frames = batch_videos * config.video.num_frames
         pixels = torch.randn(batch_videos, config.video.num_frames, 3, size, size, device=dev, dtype=dtype)
         flops = _flops(lambda: graph(pixels))
         seconds = _timed(lambda: graph(pixels), dev, repeat)
         rows["vision"] = _row(frames / seconds, "frames/s", flops / seconds, None, peaks, frames=frames)
-        tokens_per_video = projector.tokens_per_frame * config.video.num_frames
+        tokens_per_video = graph.projector.tokens_per_frame * config.video.num_frames
         graph.cpu()  # free accelerator memory for the LLM
 
         source = resolve_model_source(config.model.llm.model, seed=config.seed)

@@ -48,8 +48,8 @@ def cpu_threads_per_engine(decode_workers: int) -> int:
     """Threads for each of the two model engines when they share the CPUs with the decode workers.
 
     Every stage runs at once (that is the point of the pipeline), so threads beyond the cores only
-    contend: on 2 cores, one thread each for ONNX Runtime and torch instead of their default of
-    all cores took the tiny-preset pipeline from 35 to 71 videos/s (docs/PERFORMANCE.md).
+    contend: on 2 cores, one thread each for ONNX Runtime and torch instead of two took the
+    tiny-preset pipeline from 64 to 77-84 videos/s (docs/PERFORMANCE.md).
     """
     return max(1, (usable_cpus() - decode_workers) // 2)
 
@@ -113,13 +113,16 @@ class Captioner:
     ) -> Captioner:
         """Start both engines; vLLM's context length is sized for the video tokens + `prompt` + output."""
         captioner = cls(bundle, open_vision_engine(bundle, options), None, params)
-        max_prompt_len = bundle["tokens_per_video"] + captioner._prompt_tokens(prompt).num_text_tokens
-        captioner.llm = open_llm_engine(bundle, options, params, max_prompt_len, batch_size)
+        captioner.llm = open_llm_engine(bundle, options, params, captioner.max_prompt_len(prompt), batch_size)
         return captioner
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 -- one captioner per run; a handful of distinct prompts
-    def _prompt_tokens(self, prompt: str | None) -> PromptTokens:
+    def prompt_tokens(self, prompt: str | None) -> PromptTokens:
         return self.prompts.encode(prompt)
+
+    def max_prompt_len(self, prompt: str | None) -> int:
+        """Video rows + the text tokens around them: what an LLM engine's context must hold."""
+        return int(self.bundle["tokens_per_video"]) + self.prompt_tokens(prompt).num_text_tokens
 
     def prompt_text(self, prompt: str | None) -> str:
         return self.prompts.default_prompt if prompt is None else prompt
@@ -133,7 +136,7 @@ class Captioner:
     def caption(self, vision_rows: np.ndarray, prompts: Sequence[str | None]) -> tuple[list[str], list[int]]:
         """LLM stage: captions and generated-token counts, in input order."""
         batch = build_inputs_embeds(
-            torch.from_numpy(vision_rows), [self._prompt_tokens(p) for p in prompts], self.table, "left"
+            torch.from_numpy(vision_rows), [self.prompt_tokens(p) for p in prompts], self.table, "left"
         )
         generations = self.llm.generate(batch, self.params)
         texts = self.tokenizer.batch_decode([g.token_ids for g in generations], skip_special_tokens=True)

@@ -12,8 +12,7 @@ from transformers import AutoModelForCausalLM
 from engines.llm import Generation, GenerationParams, finish_reason
 from export.bundle import Bundle
 from vlmcap.embeddings import EmbeddedBatch
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from vlmcap.llm import DTYPES
 
 
 class TransformersEngine:
@@ -26,7 +25,7 @@ class TransformersEngine:
         name = bundle["llm"]["dtype"] if dtype == "auto" else dtype
         if self.device.type == "cpu" and name != "float32":
             name = "float32"  # CPU matmuls in 16-bit are slow and lose precision; the weights are upcast once
-        self.dtype = _DTYPES[name]
+        self.dtype = DTYPES[name]
         self.model = AutoModelForCausalLM.from_pretrained(bundle.llm_dir, dtype=self.dtype, use_safetensors=True)
         self.model.to(self.device).eval()
         self.pad_token_id = self.model.generation_config.pad_token_id

@@ -118,7 +118,7 @@ class LLMStage:
         self.bundle = load_bundle(bundle_path)
         self.prompt = prompt
         self.captioner = Captioner(self.bundle, None, None, params)
-        max_prompt_len = self.bundle["tokens_per_video"] + self.captioner._prompt_tokens(prompt).num_text_tokens
+        max_prompt_len = self.captioner.max_prompt_len(prompt)
         self.captioner.llm = open_llm_engine(self.bundle, engines, params, max_prompt_len, batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

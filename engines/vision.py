@@ -50,7 +50,7 @@ class TorchVisionEngine:
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None) -> None:
         import torch
 
-        from export.exporter import build_trained_vision_graph
+        from export.exporter import build_vision_graph
         from vlmcap.config import load_config
 
         reference = bundle.root / "reference"
@@ -59,7 +59,7 @@ class TorchVisionEngine:
         if self.device.type == "cpu" and threads:
             torch.set_num_threads(threads)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.graph = build_trained_vision_graph(config, reference, "sdpa").to(self.device, self.dtype)
+        self.graph = build_vision_graph(config, reference, "sdpa").to(self.device, self.dtype)
         self.name = f"torch ({self.device.type}, {str(self.dtype).removeprefix('torch.')})"
 
     def encode(self, pixel_values: np.ndarray) -> np.ndarray:

@@ -16,13 +16,12 @@ from typing import Any
 import torch
 
 from engines.onnx_session import create_session, usable_cpus
-from export.exporter import llm_hidden_size
+from export.exporter import build_vision_graph
 from export.precision import convert_precision, fuse_transformer_ops
 from export.samples import sample_pixels
 from export.verify import compare
-from export.vision_graph import INPUT_NAME, VisionGraph, export_onnx
+from export.vision_graph import INPUT_NAME, export_onnx
 from vlmcap.config import VlmcapConfig
-from vlmcap.model import build_vision_side
 from vlmcap.presets import resolve_model_source
 from vlmcap.video.preprocess import ImageSpec
 
@@ -44,9 +43,8 @@ def bench_vision(
     providers: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     torch.set_num_threads(usable_cpus())
-    vision, projector = build_vision_side(config, llm_hidden_size(config))
-    vision.model.set_attn_implementation("eager")
-    graph = VisionGraph(vision, projector.requires_grad_(False)).eval()
+    graph = build_vision_graph(config)
+    vision = graph.vision
     spec = ImageSpec.from_pretrained(resolve_model_source(config.model.vision.model, config.seed).path)
     pixels, _ = sample_pixels(config, spec, [], batch_videos)
     frames = pixels.shape[0] * pixels.shape[1]

@@ -86,17 +86,19 @@ def run_export_config(run: Path, overrides: dict[str, Any]) -> ExportConfig:
         raise ConfigError(f"export options: {e}") from None
 
 
-def build_trained_vision_graph(config: VlmcapConfig, weights_dir: Path, attention: str = "eager") -> VisionGraph:
-    """The float32 CPU encoder + the run's trained projector (strict load: every key must match).
+def build_vision_graph(config: VlmcapConfig, weights_dir: Path | None = None, attention: str = "eager") -> VisionGraph:
+    """The float32 CPU encoder + projector: the run's trained one from `weights_dir` (strict load:
+    every key must match), or the config's seeded random one (benchmarks).
 
     Eager attention is what gets exported: its MatMul/Softmax pattern is what ONNX Runtime fuses.
     """
     vision, projector = build_vision_side(config, llm_hidden_size(config))
-    path = weights_dir / "projector.safetensors"
-    try:
-        projector.load_state_dict(load_file(path), strict=True)
-    except RuntimeError as e:
-        raise ModelError(f"{path}: does not fit the projector in config.yaml ({str(e).splitlines()[0]})") from None
+    if weights_dir is not None:
+        path = weights_dir / "projector.safetensors"
+        try:
+            projector.load_state_dict(load_file(path), strict=True)
+        except RuntimeError as e:
+            raise ModelError(f"{path}: does not fit the projector in config.yaml ({str(e).splitlines()[0]})") from None
     vision.model.set_attn_implementation(attention)
     return VisionGraph(vision, projector.requires_grad_(False)).eval()
 
@@ -156,7 +158,7 @@ def export_bundle(request: ExportRequest) -> dict[str, Any]:
     device = torch.device(request.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     vision_source = resolve_model_source(config.model.vision.model, seed=config.seed)
     spec = ImageSpec.from_pretrained(vision_source.path, config.model.vision.revision)
-    graph = build_trained_vision_graph(config, weights_dir)
+    graph = build_vision_graph(config, weights_dir)
     candidates = [*request.sample_videos, *manifest_videos(config)]
     pixels, sample_sources = sample_pixels(config, spec, candidates, options.verify_videos)
     with torch.no_grad():

@@ -22,7 +22,7 @@ from export.verify import Tolerance, check, compare
 from vlmcap.config import VlmcapConfig
 from vlmcap.embeddings import build_inputs_embeds
 from vlmcap.errors import ExportError
-from vlmcap.llm import compute_dtype, load_llm, load_tokenizer
+from vlmcap.llm import DTYPES, compute_dtype, load_llm, load_tokenizer
 from vlmcap.presets import resolve_model_source
 from vlmcap.prompt import PromptBuilder
 
@@ -36,7 +36,6 @@ LLM_TOLERANCE = {
     "bfloat16": (Tolerance(), 0.90),
     "float16": (Tolerance(), 0.90),
 }
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -56,7 +55,7 @@ def shipped_dtype(config: VlmcapConfig, requested: str, device: torch.device) ->
     if requested != "auto":
         return requested
     dtype = compute_dtype(config.model.llm.dtype, device)
-    return {v: k for k, v in _DTYPES.items()}[dtype]
+    return {v: k for k, v in DTYPES.items()}[dtype]
 
 
 def load_unmerged(
@@ -116,7 +115,7 @@ def export_llm(
     reference = _logits(model, vision_rows, prompts, torch.float32)
     if has_adapter:
         model = model.merge_and_unload()
-    model = model.to(_DTYPES[dtype])
+    model = model.to(DTYPES[dtype])
     eos = [prompts.end_of_turn_id] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
     stop_ids = list(dict.fromkeys(eos))
     model.generation_config = GenerationConfig(
@@ -134,10 +133,10 @@ def export_llm(
     gc.collect()
 
     # Verify what ships: the checkpoint as written to disk, loaded the way transformers users load it.
-    shipped = AutoModelForCausalLM.from_pretrained(out, dtype=_DTYPES[dtype], use_safetensors=True).to(device)
+    shipped = AutoModelForCausalLM.from_pretrained(out, dtype=DTYPES[dtype], use_safetensors=True).to(device)
     if getattr(shipped.config, "quantization_config", None) is not None:
         raise RuntimeError("merged checkpoint still carries a quantization_config")
-    merged = _logits(shipped.eval(), vision_rows, prompts, _DTYPES[dtype])
+    merged = _logits(shipped.eval(), vision_rows, prompts, DTYPES[dtype])
     del shipped
     gc.collect()
     stats = compare(reference, merged)

@@ -21,14 +21,14 @@ from vlmcap.presets import ModelSource
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def compute_dtype(name: str, device: torch.device) -> torch.dtype:
     """`auto` is bfloat16 on CUDA (DESIGN.md 2) and float32 on CPU, where bf16 matmuls are slow."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return _DTYPES[name]
+    return DTYPES[name]
 
 
 def load_tokenizer(source: ModelSource, config: LLMConfig) -> PreTrainedTokenizerBase:
