@@ -10,10 +10,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from vlmcap.environment import AUTO_ORT_PROVIDERS
 from vlmcap.errors import ConfigError
 
-# Best first. TensorRT builds an engine per input shape on first use (minutes): only on request.
-AUTO_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 PROVIDER_ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -35,7 +34,7 @@ def pick_providers(requested: Sequence[str] | None = None) -> list[str]:
 
     available = onnxruntime.get_available_providers()
     if not requested:
-        return [p for p in AUTO_PROVIDERS if p in available]
+        return [p for p in AUTO_ORT_PROVIDERS if p in available]
     chosen = []
     for name in requested:
         full = PROVIDER_ALIASES.get(name.lower(), name)

@@ -689,6 +689,7 @@ def bench_vision_cmd(
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1))
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1))
 @click.option("--max-new-tokens", type=click.IntRange(1), help="Default: the bundle's.")
+@click.option("--cpu-threads", type=click.IntRange(1), help="Threads per model engine (default: as vlmcap batch).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON.")
 def bench_batch_cmd(
     inputs: tuple[str, ...],
@@ -697,6 +698,7 @@ def bench_batch_cmd(
     batch_size: int,
     workers: int,
     max_new_tokens: int | None,
+    cpu_threads: int | None,
     json_out: Path | None,
 ) -> None:
     """End-to-end videos/s: `vlmcap batch`'s pipeline vs a naive one-video-at-a-time loop, same bundle.
@@ -717,7 +719,7 @@ def bench_batch_cmd(
     report = bench_batch(
         bundle,
         videos,
-        EngineOptions(llm_backend=llm_backend),
+        EngineOptions(llm_backend=llm_backend, cpu_threads=cpu_threads),
         batch_size,
         workers,
         max_new_tokens,  # type: ignore[arg-type]

@@ -44,10 +44,15 @@ def onnxruntime_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
+# ONNX Runtime providers picked automatically, best first. TensorRT builds an engine per input
+# shape on first use (minutes), so it is used only when asked for (`--providers tensorrt`).
+AUTO_ORT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
 def pick_vision_backend() -> str:
     """ONNX Runtime with the best installed provider, else PyTorch."""
     providers = onnxruntime_providers()
-    for provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"):
+    for provider in AUTO_ORT_PROVIDERS:
         if provider in providers:
             return f"onnxruntime ({provider})"
     return "torch"
