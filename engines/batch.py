@@ -15,15 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from engines.captioner import Captioner, EngineOptions, cpu_threads_per_engine
-from engines.llm import GenerationParams
-from engines.llm_vllm import check_params_safe
-from engines.lock import OutputLock
-from engines.output import ResumeState, read_resume_state
-from engines.pipeline import BatchOptions, RunStats, run_batch
-from engines.ray_pipeline import RayOptions
-from engines.stages import TaskFilter
-from export.bundle import Bundle, load_bundle
+from vlmcap.engines.captioner import Captioner, EngineOptions, cpu_threads_per_engine
+from vlmcap.engines.llm import GenerationParams
+from vlmcap.engines.llm_vllm import check_params_safe
+from vlmcap.engines.lock import OutputLock
+from vlmcap.engines.output import ResumeState, read_resume_state
+from vlmcap.engines.pipeline import BatchOptions, RunStats, run_batch
+from vlmcap.engines.ray_pipeline import RayOptions
+from vlmcap.engines.stages import TaskFilter
+from vlmcap.export.bundle import Bundle, load_bundle
+
 from vlmcap.errors import ConfigError
 from vlmcap.video.discovery import iter_video_paths
 
@@ -64,7 +65,7 @@ def prepare(request: BatchRequest) -> tuple[Bundle, GenerationParams]:
         if name not in ("decord", "pyav") and ":" not in name:
             raise ConfigError(f"--decoders: unknown decoder {name!r}; use decord, pyav or module:Class")
     if request.engines.providers:
-        from engines.onnx_session import pick_providers
+        from vlmcap.engines.onnx_session import pick_providers
 
         pick_providers(request.engines.providers)  # an uninstalled provider fails here, not mid-run
     if request.engines.cpu_threads is None:
@@ -103,7 +104,7 @@ def caption_videos(request: BatchRequest, stdin: TextIO | None = None) -> RunSta
 
         paths: Iterable[str] = iter_video_paths(request.inputs, stdin if stdin is not None else sys.stdin)
         if request.ray is not None:
-            from engines.ray_pipeline import run_batch_ray
+            from vlmcap.engines.ray_pipeline import run_batch_ray
 
             stats = run_batch_ray(paths, bundle, request.engines, params, request.options, request.ray)
         else:

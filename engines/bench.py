@@ -17,12 +17,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from engines.captioner import Captioner, EngineOptions, cpu_threads_per_engine
-from engines.llm import GenerationParams
-from engines.llm_transformers import TransformersEngine
-from engines.pipeline import BatchOptions, run_batch
-from engines.vision import TorchVisionEngine
-from export.bundle import Bundle
+from vlmcap.engines.captioner import Captioner, EngineOptions, cpu_threads_per_engine
+from vlmcap.engines.llm import GenerationParams
+from vlmcap.engines.llm_transformers import TransformersEngine
+from vlmcap.engines.pipeline import BatchOptions, run_batch
+from vlmcap.engines.vision import TorchVisionEngine
+from vlmcap.export.bundle import Bundle
+
 from vlmcap.video.decoders import DecodeOptions, decode_video
 from vlmcap.video.preprocess import ImageSpec, preprocess_frames
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from vlmcap.engines.onnx_session import usable_cpus
 
-from engines.onnx_session import usable_cpus
 from vlmcap.config import VlmcapConfig
 
 # Dense bf16 tensor-core FLOP/s (no sparsity) and HBM bandwidth, from NVIDIA's datasheets.
@@ -68,8 +68,8 @@ def bench_stages(
     repeat: int = 2,
 ) -> dict[str, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM
+    from vlmcap.export.exporter import build_vision_graph
 
-    from export.exporter import build_vision_graph
     from vlmcap.presets import resolve_model_source
 
     dev = torch.device(device)

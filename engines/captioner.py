@@ -15,13 +15,13 @@ from typing import Literal
 import numpy as np
 import torch
 from transformers import AutoTokenizer
+from vlmcap.engines.embedding_table import EmbeddingTable
+from vlmcap.engines.llm import GenerationParams, LLMEngine
+from vlmcap.engines.llm_vllm import VllmOptions, check_params_safe
+from vlmcap.engines.onnx_session import usable_cpus
+from vlmcap.engines.vision import VisionEngine
+from vlmcap.export.bundle import Bundle
 
-from engines.embedding_table import EmbeddingTable
-from engines.llm import GenerationParams, LLMEngine
-from engines.llm_vllm import VllmOptions, check_params_safe
-from engines.onnx_session import usable_cpus
-from engines.vision import VisionEngine
-from export.bundle import Bundle
 from vlmcap.embeddings import build_inputs_embeds
 from vlmcap.errors import ConfigError, ModelError
 from vlmcap.prompt import PromptBuilder, PromptTokens
@@ -55,7 +55,7 @@ def cpu_threads_per_engine(decode_workers: int) -> int:
 
 
 def open_vision_engine(bundle: Bundle, options: EngineOptions) -> VisionEngine:
-    from engines.vision import OnnxVisionEngine, TorchVisionEngine
+    from vlmcap.engines.vision import OnnxVisionEngine, TorchVisionEngine
 
     if options.vision_backend == "torch":
         device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -67,7 +67,7 @@ def open_llm_engine(
     bundle: Bundle, options: EngineOptions, params: GenerationParams, max_prompt_len: int, batch_size: int = 8
 ) -> LLMEngine:
     """vLLM or transformers; `auto` takes vLLM when it imports and starts, transformers otherwise."""
-    from engines.llm_transformers import TransformersEngine
+    from vlmcap.engines.llm_transformers import TransformersEngine
 
     backend = options.llm_backend
     if backend in ("vllm", "auto"):
@@ -79,7 +79,7 @@ def open_llm_engine(
             log.warning("penalties requested: using the transformers engine (vLLM would risk a crash)")
             backend = "transformers"
     if backend in ("vllm", "auto"):
-        from engines.llm_vllm import VllmEngine
+        from vlmcap.engines.llm_vllm import VllmEngine
 
         try:
             return VllmEngine(bundle, options.vllm, max_prompt_len, params.max_new_tokens, batch_size)

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engines.captioner import EngineOptions
-from engines.evaluate import evaluate_bundle
-from export.bundle import load_bundle
-from export.exporter import ExportRequest, export_bundle
-from training.synth import SynthSpec, write_synthetic_dataset
-from training.trainer import run_training
+from vlmcap.engines.captioner import EngineOptions
+from vlmcap.engines.evaluate import evaluate_bundle
+from vlmcap.export.bundle import load_bundle
+from vlmcap.export.exporter import ExportRequest, export_bundle
+from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
+from vlmcap.training.trainer import run_training
+
 from vlmcap.config import ExportConfig, load_config
 from vlmcap.home import default_engine_dir
 

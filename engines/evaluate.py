@@ -12,12 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engines.captioner import Captioner, EngineOptions, cpu_threads_per_engine
-from engines.llm import GenerationParams
-from engines.pipeline import BatchOptions, run_batch
-from export.bundle import Bundle
-from training.manifest import load_manifest
-from training.metrics import caption_metrics
+from vlmcap.engines.captioner import Captioner, EngineOptions, cpu_threads_per_engine
+from vlmcap.engines.llm import GenerationParams
+from vlmcap.engines.pipeline import BatchOptions, run_batch
+from vlmcap.export.bundle import Bundle
+from vlmcap.training.manifest import load_manifest
+from vlmcap.training.metrics import caption_metrics
+
 from vlmcap.errors import ConfigError
 
 

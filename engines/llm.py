@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from export.bundle import Bundle
+from vlmcap.export.bundle import Bundle
+
 from vlmcap.embeddings import EmbeddedBatch
 from vlmcap.errors import ConfigError
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 from transformers import AutoModelForCausalLM
+from vlmcap.engines.llm import Generation, GenerationParams, finish_reason
+from vlmcap.export.bundle import Bundle
 
-from engines.llm import Generation, GenerationParams, finish_reason
-from export.bundle import Bundle
 from vlmcap.embeddings import EmbeddedBatch
 from vlmcap.llm import DTYPES
 

@@ -15,8 +15,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from engines.llm import Generation, GenerationParams, finish_reason
-from export.bundle import Bundle
+from vlmcap.engines.llm import Generation, GenerationParams, finish_reason
+from vlmcap.export.bundle import Bundle
+
 from vlmcap.embeddings import EmbeddedBatch
 from vlmcap.errors import ConfigError, ModelError
 

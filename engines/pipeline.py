@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engines.captioner import Captioner
-from engines.output import CaptionWriter, read_resume_state
-from engines.progress import Progress
-from engines.stages import (
+from vlmcap.engines.captioner import Captioner
+from vlmcap.engines.output import CaptionWriter, read_resume_state
+from vlmcap.engines.progress import Progress
+from vlmcap.engines.stages import (
     BatchTimings,
     Shard,
     TaskFilter,
@@ -38,7 +38,8 @@ from engines.stages import (
     ok_record,
     pixel_batch,
 )
-from export.bundle import Bundle
+from vlmcap.export.bundle import Bundle
+
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.pool import DecodePool
 from vlmcap.video.preprocess import ImageSpec

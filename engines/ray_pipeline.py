@@ -25,14 +25,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from vlmcap.engines.captioner import Captioner, EngineOptions, open_llm_engine, open_vision_engine
+from vlmcap.engines.llm import GenerationParams
+from vlmcap.engines.output import CaptionWriter, read_resume_state
+from vlmcap.engines.pipeline import BatchOptions, Interrupt, RunStats
+from vlmcap.engines.progress import Progress
+from vlmcap.engines.stages import (
+    BatchTimings,
+    TaskFilter,
+    VideoTask,
+    decoded_fields,
+    error_record,
+    ok_record,
+    pixel_batch,
+)
+from vlmcap.export.bundle import Bundle, load_bundle
 
-from engines.captioner import Captioner, EngineOptions, open_llm_engine, open_vision_engine
-from engines.llm import GenerationParams
-from engines.output import CaptionWriter, read_resume_state
-from engines.pipeline import BatchOptions, Interrupt, RunStats
-from engines.progress import Progress
-from engines.stages import BatchTimings, TaskFilter, VideoTask, decoded_fields, error_record, ok_record, pixel_batch
-from export.bundle import Bundle, load_bundle
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.preprocess import ImageSpec
 

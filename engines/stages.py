@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from vlmcap.engines.output import FileIdentity, ResumeState, file_identity, utc_now
 
-from engines.output import FileIdentity, ResumeState, file_identity, utc_now
 from vlmcap.errors import ConfigError
 from vlmcap.video.preprocess import ImageSpec, normalize
 from vlmcap.video.worker import DecodeResult

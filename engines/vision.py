@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
-
-from export.bundle import Bundle
+from vlmcap.export.bundle import Bundle
 
 
 class VisionEngine(Protocol):
@@ -24,7 +23,7 @@ class VisionEngine(Protocol):
 
 class OnnxVisionEngine:
     def __init__(self, bundle: Bundle, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
-        from engines.onnx_session import create_session
+        from vlmcap.engines.onnx_session import create_session
 
         vision = bundle["vision"]
         self.session = create_session(bundle.root / vision["file"], providers, threads)
@@ -49,8 +48,8 @@ class OnnxVisionEngine:
 class TorchVisionEngine:
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None) -> None:
         import torch
+        from vlmcap.export.exporter import build_vision_graph
 
-        from export.exporter import build_vision_graph
         from vlmcap.config import load_config
 
         reference = bundle.root / "reference"

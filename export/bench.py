@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from vlmcap.engines.onnx_session import create_session, usable_cpus
+from vlmcap.export.exporter import build_vision_graph
+from vlmcap.export.precision import convert_precision, fuse_transformer_ops
+from vlmcap.export.samples import sample_pixels
+from vlmcap.export.verify import compare
+from vlmcap.export.vision_graph import INPUT_NAME, export_onnx
 
-from engines.onnx_session import create_session, usable_cpus
-from export.exporter import build_vision_graph
-from export.precision import convert_precision, fuse_transformer_ops
-from export.samples import sample_pixels
-from export.verify import compare
-from export.vision_graph import INPUT_NAME, export_onnx
 from vlmcap.config import VlmcapConfig
 from vlmcap.presets import resolve_model_source
 from vlmcap.video.preprocess import ImageSpec

@@ -23,15 +23,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
+from vlmcap.export.bundle import LLM_DIR, MANIFEST, REFERENCE_DIR, VISION_ONNX, write_manifest
+from vlmcap.export.merge_llm import export_llm, shipped_dtype
+from vlmcap.export.precision import convert_precision, fuse_transformer_ops
+from vlmcap.export.publish import publish, staging_directory
+from vlmcap.export.samples import manifest_videos, sample_pixels
+from vlmcap.export.verify import VISION_TOLERANCE, check, compare
+from vlmcap.export.vision_graph import EXTERNAL_DATA_THRESHOLD, INPUT_NAME, OUTPUT_NAME, VisionGraph, export_onnx
+from vlmcap.training.checkpoint import STATE_FILE, resolve_weights_dir
 
-from export.bundle import LLM_DIR, MANIFEST, REFERENCE_DIR, VISION_ONNX, write_manifest
-from export.merge_llm import export_llm, shipped_dtype
-from export.precision import convert_precision, fuse_transformer_ops
-from export.publish import publish, staging_directory
-from export.samples import manifest_videos, sample_pixels
-from export.verify import VISION_TOLERANCE, check, compare
-from export.vision_graph import EXTERNAL_DATA_THRESHOLD, INPUT_NAME, OUTPUT_NAME, VisionGraph, export_onnx
-from training.checkpoint import STATE_FILE, resolve_weights_dir
 from vlmcap import __version__
 from vlmcap.config import ExportConfig, VlmcapConfig, dump_config, load_config
 from vlmcap.errors import ConfigError, ModelError
@@ -105,7 +105,7 @@ def build_vision_graph(config: VlmcapConfig, weights_dir: Path | None = None, at
 
 def _export_vision(graph: VisionGraph, pixels: torch.Tensor, request: ExportRequest, stage: Path) -> dict[str, Any]:
     """Write stage/vision.onnx at the requested precision; verify every intermediate graph too."""
-    from engines.onnx_session import create_session
+    from vlmcap.engines.onnx_session import create_session
 
     options, threshold = request.options, request.external_data_threshold
     work = stage / ".vision-work"

@@ -17,8 +17,8 @@ from typing import Literal
 
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from vlmcap.export.verify import Tolerance, check, compare
 
-from export.verify import Tolerance, check, compare
 from vlmcap.config import VlmcapConfig
 from vlmcap.embeddings import build_inputs_embeds
 from vlmcap.errors import ExportError

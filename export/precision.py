@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 import onnx
-
-from export.vision_graph import EXTERNAL_DATA_THRESHOLD, save_onnx
+from vlmcap.export.vision_graph import EXTERNAL_DATA_THRESHOLD, save_onnx
 
 log = logging.getLogger(__name__)
 

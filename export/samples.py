@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 def manifest_videos(config: VlmcapConfig) -> list[str]:
     """Videos of the run's validation and training manifests, in that order (missing files skipped)."""
-    from training.manifest import load_manifest
+    from vlmcap.training.manifest import load_manifest
 
     videos: list[str] = []
     for manifest in [*config.train.val, *([config.train.data] if config.train.data else [])]:

@@ -84,13 +84,14 @@ def broken_inputs(tmp_path_factory: pytest.TempPathFactory, clips) -> dict[str, 
 @pytest.fixture(scope="session")
 def small_synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A small synthetic data set (60 videos) for training-mechanics tests."""
-    from training.synth import SynthSpec, write_synthetic_dataset
+    from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("synth-small"), SynthSpec(num_videos=60, seed=5))
 
 
 def _train_tiny_run(small_synth, out: Path, *overrides: str) -> Path:
-    from training.trainer import run_training
+    from vlmcap.training.trainer import run_training
+
     from vlmcap.config import load_config
 
     config = load_config(
@@ -128,7 +129,8 @@ def tiny_run_4bit(small_synth, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An fp32 bundle exported from `tiny_run` (treat as read-only; copy before tampering)."""
-    from export.exporter import ExportRequest, export_bundle
+    from vlmcap.export.exporter import ExportRequest, export_bundle
+
     from vlmcap.config import ExportConfig
 
     out = tmp_path_factory.mktemp("bundles") / "tiny-fp32"

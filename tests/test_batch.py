@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from vlmcap.engines.lock import EXIT_LOCKED, OutputLock
 
-from engines.lock import EXIT_LOCKED, OutputLock
 from vlmcap.cli import cli
 
 TESTS = Path(__file__).resolve().parent

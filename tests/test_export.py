@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from vlmcap.export.bundle import FORMAT_VERSION, load_bundle
+from vlmcap.export.exporter import ExportRequest, export_bundle
 
-from export.bundle import FORMAT_VERSION, load_bundle
-from export.exporter import ExportRequest, export_bundle
 from vlmcap.cli import cli
 from vlmcap.config import ExportConfig, load_config
 from vlmcap.errors import BundleError, ConfigError, ExportError
@@ -37,7 +37,8 @@ def export(run: Path, out: Path, **options) -> dict:
 
 
 def trained_model(run: Path):
-    from training.checkpoint import load_weights
+    from vlmcap.training.checkpoint import load_weights
+
     from vlmcap.model import VideoLanguageModel
 
     config = load_config(run / "final" / "config.yaml")
@@ -47,7 +48,8 @@ def trained_model(run: Path):
 
 
 def val_pixels(run: Path, count: int = 3) -> torch.Tensor:
-    from export.samples import manifest_videos, sample_pixels
+    from vlmcap.export.samples import manifest_videos, sample_pixels
+
     from vlmcap.presets import resolve_model_source
     from vlmcap.video.preprocess import ImageSpec
 
@@ -83,7 +85,7 @@ def test_bundle_has_every_design_field_and_true_hashes(tiny_bundle: Path) -> Non
 
 
 def test_onnx_vision_equals_pytorch_at_any_batch_size(tiny_run: Path, tiny_bundle: Path) -> None:
-    from engines.onnx_session import create_session
+    from vlmcap.engines.onnx_session import create_session
 
     model = trained_model(tiny_run)
     pixels = val_pixels(tiny_run, 3)
@@ -99,8 +101,8 @@ def test_onnx_vision_equals_pytorch_at_any_batch_size(tiny_run: Path, tiny_bundl
 def test_bundle_captions_equal_the_trained_model(tiny_run: Path, tiny_bundle: Path) -> None:
     """ONNX vision rows + the merged checkpoint, loaded by plain transformers, caption like training's model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from vlmcap.engines.onnx_session import create_session
 
-    from engines.onnx_session import create_session
     from vlmcap.embeddings import build_inputs_embeds
     from vlmcap.prompt import PromptBuilder
 
@@ -173,7 +175,7 @@ def test_reduced_precision_graphs_are_verified_by_cosine(
 
 
 def test_failed_verification_leaves_no_bundle_and_keeps_the_old_one(tiny_run, tiny_bundle, tmp_path, monkeypatch):
-    from export import verify
+    from vlmcap.export import verify
 
     out = tmp_path / "engine"
     shutil.copytree(tiny_bundle, out)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from vlmcap.training.checkpoint import latest_checkpoint
+from vlmcap.training.trainer import run_training
 
-from training.checkpoint import latest_checkpoint
-from training.trainer import run_training
 from vlmcap.cli import cli
 from vlmcap.config import load_config
 
@@ -176,7 +176,7 @@ def test_ddp_with_two_cpu_processes_on_gloo(small_synth, tmp_path) -> None:
 
 def test_tiny_vlm_learns_to_caption_synthetic_videos(tmp_path_factory) -> None:
     """The whole path on real decoded videos: >= 95% colour+shape+motion accuracy on held-out videos."""
-    from training.synth import SynthSpec, write_synthetic_dataset
+    from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
 
     data = write_synthetic_dataset(
         tmp_path_factory.mktemp("synth-learn"), SynthSpec(num_videos=900, seed=11, heldout_fraction=0.0)

@@ -10,8 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-
-from training.checkpoint import (
+from vlmcap.training.checkpoint import (
     latest_checkpoint,
     optimizer_from_files,
     optimizer_to_files,
@@ -19,10 +18,11 @@ from training.checkpoint import (
     rng_to_files,
     write_checkpoint,
 )
-from training.features import FeatureCache
-from training.manifest import load_manifest
-from training.metrics import caption_metrics, cider_d
-from training.synth import HELDOUT_PAIRS, SynthSpec, write_synthetic_dataset
+from vlmcap.training.features import FeatureCache
+from vlmcap.training.manifest import load_manifest
+from vlmcap.training.metrics import caption_metrics, cider_d
+from vlmcap.training.synth import HELDOUT_PAIRS, SynthSpec, write_synthetic_dataset
+
 from vlmcap.errors import ConfigError
 from vlmcap.presets.synthetic import parse_attributes
 

@@ -8,7 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from training.trainer import run_training
+from vlmcap.training.trainer import run_training
+
 from vlmcap.config import load_config
 
 

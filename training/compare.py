@@ -1,6 +1,6 @@
 """Our small version of Honeybee's projector comparison: every projector kind, same data and budget.
 
-    python -m training.compare OUT_DIR [--steps 600] [--videos 1000]
+    python -m vlmcap.training.compare OUT_DIR [--steps 600] [--videos 1000]
 
 Writes the synthetic data set, trains each kind (stage lora, tiny presets, feature cache) and
 prints a Markdown table: tokens per video, trainable parameters, time spent in optimizer steps
@@ -15,8 +15,9 @@ import json
 import logging
 from pathlib import Path
 
-from training.synth import SynthSpec, write_synthetic_dataset
-from training.trainer import run_training
+from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
+from vlmcap.training.trainer import run_training
+
 from vlmcap.config import load_config
 from vlmcap.presets import resolve_model_source
 from vlmcap.projectors import PROJECTOR_KINDS

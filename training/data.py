@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from vlmcap.training.features import FeatureCache
+from vlmcap.training.manifest import Sample
 
-from training.features import FeatureCache
-from training.manifest import Sample
 from vlmcap.errors import VlmcapError
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.pool import DecodePool

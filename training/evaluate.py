@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from vlmcap.training.manifest import Sample
+from vlmcap.training.metrics import caption_metrics
 
-from training.manifest import Sample
-from training.metrics import caption_metrics
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.pool import DecodePool
 from vlmcap.video.preprocess import ImageSpec, normalize

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import get_cosine_schedule_with_warmup
-
-from training.checkpoint import (
+from vlmcap.training.checkpoint import (
     STATE_FILE,
     latest_checkpoint,
     load_weights,
@@ -37,10 +36,11 @@ from training.checkpoint import (
     save_weights,
     write_checkpoint,
 )
-from training.data import DataPosition, VideoBatches
-from training.evaluate import evaluate
-from training.features import FeatureCache, encoder_fingerprint
-from training.manifest import load_manifest
+from vlmcap.training.data import DataPosition, VideoBatches
+from vlmcap.training.evaluate import evaluate
+from vlmcap.training.features import FeatureCache, encoder_fingerprint
+from vlmcap.training.manifest import load_manifest
+
 from vlmcap.config import VlmcapConfig, dump_config
 from vlmcap.errors import ConfigError
 from vlmcap.home import vlmcap_home

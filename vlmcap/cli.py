@@ -169,7 +169,7 @@ def synth(out: Path, num_videos: int, seed: int, num_frames: int, size: int) -> 
 
     Example: vlmcap synth ./synth --num-videos 1000 --seed 0
     """
-    from training.synth import SynthSpec, write_synthetic_dataset
+    from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
 
     manifests = write_synthetic_dataset(out, SynthSpec(num_videos=num_videos, seed=seed, frames=num_frames, size=size))
     for split, path in manifests.items():
@@ -222,7 +222,7 @@ def train(
     from vlmcap.config import load_config
     from vlmcap.home import runs_dir
 
-    logging.getLogger("training").setLevel(logging.INFO)
+    logging.getLogger("vlmcap.training").setLevel(logging.INFO)
     extra = list(overrides)
     if data:
         extra.append(f"train.data={data}")
@@ -237,7 +237,7 @@ def train(
         config_path = out / "config.yaml"
     config = load_config(config_path, extra, preset=preset)
     run_dir = out or runs_dir() / (name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    from training.trainer import run_training
+    from vlmcap.training.trainer import run_training
 
     result = run_training(config, run_dir, resume=resume, stop_after_steps=stop_after_steps)
     click.echo(f"run: {result.run_dir}  step {result.step}/{result.total_steps}  {result.seconds:.0f} s")
@@ -287,12 +287,12 @@ def export_cmd(
     """
     from vlmcap.home import default_engine_dir
 
-    logging.getLogger("export").setLevel(logging.INFO)
+    logging.getLogger("vlmcap.export").setLevel(logging.INFO)
     if run is None:
         run = _latest_run()
         if run is None:
             raise click.UsageError("no run found under VLMCAP_HOME/runs; train one first or pass RUN")
-    from export.exporter import ExportRequest, export_bundle, run_export_config
+    from vlmcap.export.exporter import ExportRequest, export_bundle, run_export_config
 
     flags = {"precision": precision, "opset": opset, "merge_into": merge_into, "llm_dtype": llm_dtype}
     flags["optimize"] = optimize
@@ -302,7 +302,7 @@ def export_cmd(
     if as_json:
         click.echo(json.dumps(manifest, indent=2, ensure_ascii=False))
         return
-    from export.describe import describe_bundle
+    from vlmcap.export.describe import describe_bundle
 
     click.echo(describe_bundle(manifest, verified=True))
     click.echo(f"wrote {out}")
@@ -316,7 +316,7 @@ def inspect(bundle: Path | None, as_json: bool) -> None:
 
     Exits 2 with the name of the first bad file if the bundle is incomplete, changed or unknown.
     """
-    from export.bundle import load_bundle
+    from vlmcap.export.bundle import load_bundle
     from vlmcap.home import default_engine_dir
 
     loaded = load_bundle(bundle or default_engine_dir())
@@ -325,7 +325,7 @@ def inspect(bundle: Path | None, as_json: bool) -> None:
             json.dumps({**loaded.manifest, "path": str(loaded.root), "verified": True}, indent=2, ensure_ascii=False)
         )
         return
-    from export.describe import describe_bundle
+    from vlmcap.export.describe import describe_bundle
 
     click.echo(f"path       {loaded.root}")
     click.echo(describe_bundle(loaded.manifest, verified=True))
@@ -342,7 +342,7 @@ def demo(workdir: Path, num_videos: int, steps: int, llm_backend: str) -> None:
     A few minutes on 2 CPU cores. Leaves a trained run and the default engine behind, so
     `vlmcap batch ./videos --out captions.jsonl` works afterwards with no other flag.
     """
-    from engines.demo import run_demo
+    from vlmcap.engines.demo import run_demo
 
     run_demo(workdir, num_videos, steps, llm_backend, say=click.echo)
 
@@ -370,9 +370,9 @@ def eval_cmd(
 
     CIDEr-D is computed on characters (Hangul syllables, whitespace removed), not words.
     """
-    from engines.captioner import EngineOptions
-    from engines.evaluate import evaluate_bundle
-    from export.bundle import load_bundle
+    from vlmcap.engines.captioner import EngineOptions
+    from vlmcap.engines.evaluate import evaluate_bundle
+    from vlmcap.export.bundle import load_bundle
     from vlmcap.home import default_engine_dir
 
     bundle = load_bundle(engine or default_engine_dir())
@@ -459,12 +459,12 @@ def batch(inputs: tuple[str, ...], out: Path, engine: Path | None, **flags) -> N
       vlmcap batch ./videos --out captions.jsonl
       find /data -name '*.mp4' | vlmcap batch - --out captions.jsonl --shard 0/4 --stats stats.json
     """
-    from engines.batch import BatchRequest, caption_videos, list_selected
-    from engines.captioner import EngineOptions
-    from engines.llm_vllm import VllmOptions
-    from engines.pipeline import BatchOptions
-    from engines.progress import summary_lines
-    from engines.stages import Shard
+    from vlmcap.engines.batch import BatchRequest, caption_videos, list_selected
+    from vlmcap.engines.captioner import EngineOptions
+    from vlmcap.engines.llm_vllm import VllmOptions
+    from vlmcap.engines.pipeline import BatchOptions
+    from vlmcap.engines.progress import summary_lines
+    from vlmcap.engines.stages import Shard
     from vlmcap.home import default_engine_dir
 
     f = flags
@@ -503,7 +503,7 @@ def batch(inputs: tuple[str, ...], out: Path, engine: Path | None, **flags) -> N
     generation = {k: f[k] for k in ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")}
     ray = None
     if f["ray_address"]:
-        from engines.ray_pipeline import RayOptions
+        from vlmcap.engines.ray_pipeline import RayOptions
 
         ray = RayOptions(
             address=f["ray_address"],
@@ -625,8 +625,8 @@ def bench_train_cmd(data: Path, preset: str, steps: int, json_out: Path | None, 
 
     Example: vlmcap bench train synth/train.jsonl --steps 30 train.batch_size=16
     """
-    from training.bench import bench_train
     from vlmcap.bench.decode import machine_description
+    from vlmcap.training.bench import bench_train
 
     rows = bench_train(data, preset, steps, overrides)
     click.echo(f"{'mode':<36} {'batch':>5} {'samples/s':>10} {'wall s':>7}")
@@ -657,9 +657,9 @@ def bench_vision_cmd(
 
     Example: vlmcap bench vision --preset reference-random --batch 1 --repeat 2
     """
-    from export.bench import bench_vision
     from vlmcap.bench.decode import machine_description
     from vlmcap.config import load_config
+    from vlmcap.export.bench import bench_vision
 
     config = load_config(preset=preset, overrides=list(overrides))
     rows = bench_vision(config, precisions.split(","), batch_videos, repeat, device)
@@ -705,10 +705,10 @@ def bench_batch_cmd(
 
     Example: vlmcap bench batch demo-work/synth/videos --batch-size 16
     """
-    from engines.bench import bench_batch
-    from engines.captioner import EngineOptions
-    from export.bundle import load_bundle
     from vlmcap.bench.decode import machine_description
+    from vlmcap.engines.bench import bench_batch
+    from vlmcap.engines.captioner import EngineOptions
+    from vlmcap.export.bundle import load_bundle
     from vlmcap.home import default_engine_dir
     from vlmcap.video.discovery import iter_video_paths
 
@@ -758,9 +758,9 @@ def bench_stages_cmd(
 
     Example (GPU): vlmcap bench stages --preset reference-random --device cuda --batch 8
     """
-    from engines.bench_stages import bench_stages
     from vlmcap.bench.decode import machine_description
     from vlmcap.config import load_config
+    from vlmcap.engines.bench_stages import bench_stages
 
     config = load_config(preset=preset, overrides=list(overrides))
     report = bench_stages(config, device, batch_videos, prompt_tokens, new_tokens, repeat)
