@@ -1,1 +1,1 @@
-"""Inference engines (`vlmcap batch`): ONNX Runtime / torch vision, vLLM / transformers LLM (DESIGN.md 4)."""
+"""Inference engines (`vlmcap batch`): ONNX Runtime / torch vision, vLLM / transformers LLM (docs/BATCH.md)."""

@@ -9,31 +9,31 @@ it is paid once per run, not per video. The captions of both are compared as a s
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from vlmcap.engines.captioner import Captioner, EngineOptions, cpu_threads_per_engine
+from vlmcap.bundle import Bundle
+from vlmcap.config import BatchConfig
+from vlmcap.engines.captioner import Captioner, with_cpu_threads
 from vlmcap.engines.llm import GenerationParams
 from vlmcap.engines.llm_transformers import TransformersEngine
-from vlmcap.engines.pipeline import BatchOptions, run_batch
+from vlmcap.engines.output import ResumeState
+from vlmcap.engines.pipeline import LocalPipeline
+from vlmcap.engines.progress import Progress
+from vlmcap.engines.run import BatchRun, RunStats
+from vlmcap.engines.selection import TaskFilter
 from vlmcap.engines.vision import TorchVisionEngine
-from vlmcap.export.bundle import Bundle
-
 from vlmcap.video.decoders import DecodeOptions, decode_video
-from vlmcap.video.preprocess import ImageSpec, preprocess_frames
+from vlmcap.video.preprocess import preprocess_frames
 
 
 def naive_loop(bundle: Bundle, videos: Sequence[str], params: GenerationParams) -> dict[str, Any]:
     start = time.perf_counter()
     captioner = Captioner(bundle, TorchVisionEngine(bundle, "cpu"), TransformersEngine(bundle, "cpu"), params)
     startup = time.perf_counter() - start
-    spec = ImageSpec.from_fields(bundle["image"])
-    options = DecodeOptions(num_frames=int(bundle["video"]["num_frames"]))
+    spec = bundle.manifest.image.spec()
+    options = DecodeOptions(num_frames=bundle.manifest.video.num_frames)
     captions: dict[str, str] = {}
     start = time.perf_counter()
     for video in videos:
@@ -42,26 +42,33 @@ def naive_loop(bundle: Bundle, videos: Sequence[str], params: GenerationParams) 
         except Exception:
             continue
         pixels = preprocess_frames(decoded.frames, spec).numpy()[None]
-        text, _ = captioner.caption(captioner.encode(pixels), [None])
-        captions[video] = text[0]
+        captions[video] = captioner.caption(captioner.encode(pixels), [None])[0].text
     wall = time.perf_counter() - start
     return {"startup_s": round(startup, 2), "wall_s": round(wall, 2), "captions": captions}
 
 
-def pipeline_run(
-    bundle: Bundle, videos: Sequence[str], params: GenerationParams, engines: EngineOptions, options: BatchOptions
-) -> dict[str, Any]:
+def _run(bundle: Bundle, videos: Sequence[str], captioner: Captioner, settings: BatchConfig) -> tuple[RunStats, dict]:
+    """One pass of the batch pipeline over `videos` with engines already open; records in memory."""
+    stats, captions = RunStats(), {}
+    tasks = TaskFilter(ResumeState())(videos)
+    prompt = bundle.manifest.prompt.default_prompt
+    with BatchRun(LocalPipeline(bundle, settings, captioner), tasks, bundle.id, prompt, stats, Progress(False)) as run:
+        for records in run:
+            captions.update((r["video"], r["caption"]) for r in records if r["status"] == "ok")
+    return stats, captions
+
+
+def pipeline_run(bundle: Bundle, videos: Sequence[str], params: GenerationParams, settings: BatchConfig) -> dict:
     start = time.perf_counter()
-    captioner = Captioner.open(bundle, engines, params, batch_size=options.batch_size)
-    # Start-up also covers the decode forkserver (it imports torch/decord once per process): one
-    # warm-up batch into a scratch file, so the timed run measures the steady state, as the naive
-    # loop's does.
-    scratch = replace(options, out=options.out.with_name("warm-up.jsonl"))
-    run_batch(videos[: options.batch_size], bundle, lambda: captioner, scratch, keep_engines=True)
-    startup = time.perf_counter() - start
-    stats = run_batch(videos, bundle, lambda: captioner, options)
-    records = [json.loads(line) for line in options.out.read_text(encoding="utf-8").splitlines()]
-    captions = {r["video"]: r["caption"] for r in records if r["status"] == "ok"}
+    captioner = Captioner.open(bundle, settings, params)
+    try:
+        # Start-up also covers the decode forkserver (it imports torch/decord once per process): one
+        # warm-up batch, so the timed run measures the steady state, as the naive loop's does.
+        _run(bundle, videos[: settings.batch_size], captioner, settings)
+        startup = time.perf_counter() - start
+        stats, captions = _run(bundle, videos, captioner, settings)
+    finally:
+        captioner.close()
     return {
         "startup_s": round(startup, 2),
         "wall_s": round(stats.wall_s, 2),
@@ -71,21 +78,11 @@ def pipeline_run(
     }
 
 
-def bench_batch(
-    bundle: Bundle,
-    videos: Sequence[str],
-    engines: EngineOptions,
-    batch_size: int = 8,
-    workers: int = 2,
-    max_new_tokens: int | None = None,
-) -> dict[str, Any]:
-    params = GenerationParams.from_bundle(bundle, max_new_tokens=max_new_tokens)
+def bench_batch(bundle: Bundle, videos: Sequence[str], settings: BatchConfig) -> dict[str, Any]:
+    """`settings`: batch size, decode workers, engines and max_new_tokens, as `vlmcap batch` takes them."""
+    params = GenerationParams.from_bundle(bundle, settings.generation)
     naive = naive_loop(bundle, videos, params)  # torch's default threads, as scripts run
-    if engines.cpu_threads is None:
-        engines.cpu_threads = cpu_threads_per_engine(workers)  # as `vlmcap batch` sets them
-    with tempfile.TemporaryDirectory(prefix="vlmcap-bench-") as tmp:
-        options = BatchOptions(Path(tmp) / "captions.jsonl", batch_size=batch_size, workers=workers, progress_bar=False)
-        pipeline = pipeline_run(bundle, videos, params, engines, options)
+    pipeline = pipeline_run(bundle, videos, params, with_cpu_threads(settings))  # threads as `vlmcap batch` sets
     n = len(naive["captions"])
     same = sum(pipeline["captions"].get(v) == c for v, c in naive["captions"].items())
     rows = {}
@@ -100,8 +97,8 @@ def bench_batch(
     rows["pipeline"]["stage_s"] = pipeline["stage_s"]
     return {
         "videos": len(videos),
-        "batch_size": batch_size,
-        "workers": workers,
+        "batch_size": settings.batch_size,
+        "workers": settings.workers,
         "max_new_tokens": params.max_new_tokens,
         "naive": rows["naive"],
         "pipeline": rows["pipeline"],

@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from vlmcap.engines.onnx_session import usable_cpus
 
 from vlmcap.config import VlmcapConfig
+from vlmcap.environment import usable_cpus
 
 # Dense bf16 tensor-core FLOP/s (no sparsity) and HBM bandwidth, from NVIDIA's datasheets.
 GPU_PEAKS = {
@@ -68,9 +68,9 @@ def bench_stages(
     repeat: int = 2,
 ) -> dict[str, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM
-    from vlmcap.export.exporter import build_vision_graph
 
     from vlmcap.presets import resolve_model_source
+    from vlmcap.vision_graph import build_vision_graph
 
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32

@@ -9,39 +9,38 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from transformers import AutoTokenizer
+
+from vlmcap.bundle import Bundle
+from vlmcap.config import BatchConfig
+from vlmcap.embeddings import build_inputs_embeds
 from vlmcap.engines.embedding_table import EmbeddingTable
 from vlmcap.engines.llm import GenerationParams, LLMEngine
-from vlmcap.engines.llm_vllm import VllmOptions, check_params_safe
-from vlmcap.engines.onnx_session import usable_cpus
+from vlmcap.engines.llm_vllm import check_params_safe
 from vlmcap.engines.vision import VisionEngine
-from vlmcap.export.bundle import Bundle
-
-from vlmcap.embeddings import build_inputs_embeds
+from vlmcap.environment import usable_cpus
 from vlmcap.errors import ConfigError, ModelError
 from vlmcap.prompt import PromptBuilder, PromptTokens
 
 log = logging.getLogger(__name__)
 
-LLMBackend = Literal["auto", "vllm", "transformers"]
-VisionBackend = Literal["onnx", "torch"]
+
+@dataclass(frozen=True)
+class Caption:
+    text: str
+    num_tokens: int  # generated, the stop token included
+    finish_reason: str  # "stop" (a stop token) or "length" (max_new_tokens reached: the caption is cut)
 
 
-@dataclass
-class EngineOptions:
-    vision_backend: VisionBackend = "onnx"
-    providers: list[str] | None = None  # ONNX Runtime providers (aliases cuda/cpu/tensorrt); default: best installed
-    # Threads of each CPU-bound model engine (ONNX Runtime on CPU, torch on CPU). None: the engine's
-    # default (all usable CPUs); `vlmcap batch` sets it with `cpu_threads_per_engine`.
-    cpu_threads: int | None = None
-    llm_backend: LLMBackend = "auto"
-    device: str | None = None  # torch engines: cuda when available, else cpu
-    vllm: VllmOptions = field(default_factory=VllmOptions)
+def with_cpu_threads(settings: BatchConfig) -> BatchConfig:
+    """`settings` with `cpu_threads` filled in (`cpu_threads_per_engine`) when it is not set."""
+    if settings.cpu_threads is not None:
+        return settings
+    return settings.model_copy(update={"cpu_threads": cpu_threads_per_engine(settings.workers)})
 
 
 def cpu_threads_per_engine(decode_workers: int) -> int:
@@ -54,22 +53,22 @@ def cpu_threads_per_engine(decode_workers: int) -> int:
     return max(1, (usable_cpus() - decode_workers) // 2)
 
 
-def open_vision_engine(bundle: Bundle, options: EngineOptions) -> VisionEngine:
+def open_vision_engine(bundle: Bundle, settings: BatchConfig) -> VisionEngine:
     from vlmcap.engines.vision import OnnxVisionEngine, TorchVisionEngine
 
-    if options.vision_backend == "torch":
-        device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return TorchVisionEngine(bundle, device, options.cpu_threads)
-    return OnnxVisionEngine(bundle, options.providers, options.cpu_threads)
+    if settings.vision_backend == "torch":
+        device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return TorchVisionEngine(bundle, device, settings.cpu_threads)
+    return OnnxVisionEngine(bundle, settings.providers, settings.cpu_threads)
 
 
 def open_llm_engine(
-    bundle: Bundle, options: EngineOptions, params: GenerationParams, max_prompt_len: int, batch_size: int = 8
+    bundle: Bundle, settings: BatchConfig, params: GenerationParams, max_prompt_len: int, batch_size: int = 8
 ) -> LLMEngine:
     """vLLM or transformers; `auto` takes vLLM when it imports and starts, transformers otherwise."""
     from vlmcap.engines.llm_transformers import TransformersEngine
 
-    backend = options.llm_backend
+    backend = settings.llm_backend
     if backend in ("vllm", "auto"):
         try:
             check_params_safe(params)
@@ -82,12 +81,14 @@ def open_llm_engine(
         from vlmcap.engines.llm_vllm import VllmEngine
 
         try:
-            return VllmEngine(bundle, options.vllm, max_prompt_len, params.max_new_tokens, batch_size)
+            return VllmEngine(
+                bundle, settings.vllm, max_prompt_len, params.max_new_tokens, batch_size, params.seed or 0
+            )
         except Exception as e:  # auto: any import or start-up failure falls back, with the reason
             if backend == "vllm":
                 raise ModelError(f"vLLM could not start on {bundle.llm_dir}: {type(e).__name__}: {e}") from None
             log.warning("vLLM unavailable (%s: %s); using the transformers engine", type(e).__name__, e)
-    return TransformersEngine(bundle, options.device, options.vllm.dtype, options.cpu_threads)
+    return TransformersEngine(bundle, settings.device, settings.vllm.dtype, settings.cpu_threads)
 
 
 class Captioner:
@@ -97,23 +98,17 @@ class Captioner:
         self.llm = llm
         self.params = params
         self.tokenizer = AutoTokenizer.from_pretrained(bundle.llm_dir)
-        prompt = bundle["prompt"]
-        self.prompts = PromptBuilder(self.tokenizer, prompt["default_prompt"], prompt["system_prompt"])
-        self.table = EmbeddingTable(bundle.llm_dir, bundle["llm"]["embed_tokens"])
-        self.num_frames = int(bundle["video"]["num_frames"])
+        prompt = bundle.manifest.prompt
+        self.prompts = PromptBuilder(self.tokenizer, prompt.default_prompt, prompt.system_prompt)
+        self.table = EmbeddingTable(bundle.llm_dir, bundle.manifest.llm.embed_tokens)
+        self.num_frames = bundle.manifest.video.num_frames
 
     @classmethod
-    def open(
-        cls,
-        bundle: Bundle,
-        options: EngineOptions,
-        params: GenerationParams,
-        prompt: str | None = None,
-        batch_size: int = 8,
-    ) -> Captioner:
-        """Start both engines; vLLM's context length is sized for the video tokens + `prompt` + output."""
-        captioner = cls(bundle, open_vision_engine(bundle, options), None, params)
-        captioner.llm = open_llm_engine(bundle, options, params, captioner.max_prompt_len(prompt), batch_size)
+    def open(cls, bundle: Bundle, settings: BatchConfig, params: GenerationParams) -> Captioner:
+        """Start both engines; vLLM's context length is sized for the video tokens + the prompt + output."""
+        captioner = cls(bundle, open_vision_engine(bundle, settings), None, params)
+        max_prompt_len = captioner.max_prompt_len(settings.prompt)
+        captioner.llm = open_llm_engine(bundle, settings, params, max_prompt_len, settings.batch_size)
         return captioner
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 -- one captioner per run; a handful of distinct prompts
@@ -122,10 +117,7 @@ class Captioner:
 
     def max_prompt_len(self, prompt: str | None) -> int:
         """Video rows + the text tokens around them: what an LLM engine's context must hold."""
-        return int(self.bundle["tokens_per_video"]) + self.prompt_tokens(prompt).num_text_tokens
-
-    def prompt_text(self, prompt: str | None) -> str:
-        return self.prompts.default_prompt if prompt is None else prompt
+        return self.bundle.manifest.tokens_per_video + self.prompt_tokens(prompt).num_text_tokens
 
     def encode(self, pixel_values: np.ndarray) -> np.ndarray:
         """Vision stage: (B, T, 3, H, W) float32 -> (B, T*M, Dl) float32."""
@@ -133,14 +125,16 @@ class Captioner:
             raise ValueError(f"expected {self.num_frames} frames per video, got {pixel_values.shape[1]}")
         return self.vision.encode(pixel_values)
 
-    def caption(self, vision_rows: np.ndarray, prompts: Sequence[str | None]) -> tuple[list[str], list[int]]:
-        """LLM stage: captions and generated-token counts, in input order."""
+    def caption(self, vision_rows: np.ndarray, prompts: Sequence[str | None]) -> list[Caption]:
+        """LLM stage: one caption per video, in input order."""
         batch = build_inputs_embeds(
             torch.from_numpy(vision_rows), [self.prompt_tokens(p) for p in prompts], self.table, "left"
         )
         generations = self.llm.generate(batch, self.params)
         texts = self.tokenizer.batch_decode([g.token_ids for g in generations], skip_special_tokens=True)
-        return [t.strip() for t in texts], [len(g.token_ids) for g in generations]
+        return [
+            Caption(text.strip(), len(g.token_ids), g.finish_reason) for text, g in zip(texts, generations, strict=True)
+        ]
 
     def close(self) -> None:
         if self.llm is not None:

@@ -1,36 +1,32 @@
 """`vlmcap eval`: caption a labelled manifest through the batch path and score it.
 
 The captions come from exactly what `vlmcap batch` runs (decode workers, the bundle's ONNX graph,
-the chosen LLM engine), so the scores describe the shipped bundle, not the training-time model.
+the chosen LLM engine, the same run core), so the scores describe the shipped bundle, not the
+training-time model. The records stay in memory: nothing is written unless asked.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vlmcap.engines.captioner import Captioner, EngineOptions, cpu_threads_per_engine
+from vlmcap.bundle import Bundle
+from vlmcap.config import BatchConfig
+from vlmcap.engines.captioner import Captioner, with_cpu_threads
 from vlmcap.engines.llm import GenerationParams
-from vlmcap.engines.pipeline import BatchOptions, run_batch
-from vlmcap.export.bundle import Bundle
-from vlmcap.training.manifest import load_manifest
-from vlmcap.training.metrics import caption_metrics
-
+from vlmcap.engines.output import ResumeState
+from vlmcap.engines.pipeline import LocalPipeline
+from vlmcap.engines.progress import Progress
+from vlmcap.engines.run import BatchRun, RunStats
+from vlmcap.engines.selection import TaskFilter
 from vlmcap.errors import ConfigError
+from vlmcap.files import write_jsonl
+from vlmcap.labelled_manifest import load_manifest
+from vlmcap.metrics import caption_metrics
 
 
 def evaluate_bundle(
-    bundle: Bundle,
-    manifest: Path,
-    engines: EngineOptions,
-    batch_size: int = 8,
-    workers: int = 2,
-    max_new_tokens: int | None = None,
-    records_out: Path | None = None,
-    open_captioner: Callable[[], Captioner] | None = None,
+    bundle: Bundle, manifest: Path, settings: BatchConfig, records_out: Path | None = None
 ) -> dict[str, Any]:
     """Metrics over the manifest (+ per-video records); failed videos are counted, not scored."""
     samples, seen = [], set()
@@ -41,18 +37,16 @@ def evaluate_bundle(
     prompts = {s.prompt for s in samples}
     if len(prompts) > 1:
         raise ConfigError(f"{manifest}: samples carry different prompts; evaluate one prompt per manifest")
-    prompt = prompts.pop()
-    params = GenerationParams.from_bundle(bundle, max_new_tokens=max_new_tokens)
-    if engines.cpu_threads is None:
-        engines.cpu_threads = cpu_threads_per_engine(workers)
-    with tempfile.TemporaryDirectory(prefix="vlmcap-eval-") as tmp:
-        options = BatchOptions(
-            Path(tmp) / "captions.jsonl", batch_size=batch_size, workers=workers, prompt=prompt, progress_bar=False
-        )
-        opener = open_captioner or (lambda: Captioner.open(bundle, engines, params, prompt, batch_size))
-        stats = run_batch([s.video for s in samples], bundle, opener, options)
-        lines = options.out.read_text(encoding="utf-8").splitlines()
-    by_video = {r["video"]: r for r in map(json.loads, lines)}
+    settings = with_cpu_threads(settings.model_copy(update={"prompt": prompts.pop()}))
+    params = GenerationParams.from_bundle(bundle, settings.generation)
+    driver = LocalPipeline(bundle, settings, lambda: Captioner.open(bundle, settings, params))
+    tasks = TaskFilter(ResumeState())(s.video for s in samples)
+    prompt = bundle.manifest.prompt.default_prompt if settings.prompt is None else settings.prompt
+    stats = RunStats()
+    by_video: dict[str, dict[str, Any]] = {}
+    with BatchRun(driver, tasks, bundle.id, prompt, stats, Progress(settings.progress, settings.log_every_s)) as run:
+        for records in run:
+            by_video.update((r["video"], r) for r in records)
     records = []
     for s in samples:
         r = by_video[s.video]
@@ -63,5 +57,5 @@ def evaluate_bundle(
     metrics["engines"] = stats.engines
     metrics["bundle"] = bundle.id
     if records_out is not None:
-        records_out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        write_jsonl(records_out, records)
     return {"metrics": metrics, "records": records}

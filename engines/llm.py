@@ -8,12 +8,11 @@ text cannot differ either. Greedy decoding gives identical captions (tested).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from vlmcap.export.bundle import Bundle
-
+from vlmcap.bundle import Bundle
+from vlmcap.config import GenerationOverrides
 from vlmcap.embeddings import EmbeddedBatch
-from vlmcap.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -26,28 +25,18 @@ class GenerationParams:
     seed: int | None = None
 
     @classmethod
-    def from_bundle(cls, bundle: Bundle, **overrides: Any) -> GenerationParams:
-        defaults = bundle["generation"]
+    def from_bundle(cls, bundle: Bundle, overrides: GenerationOverrides | None = None) -> GenerationParams:
+        """The bundle's generation defaults, with the settings that are set on top."""
+        defaults = bundle.manifest.generation
         values = {
-            "max_new_tokens": defaults["max_new_tokens"],
-            "stop_token_ids": list(defaults["stop_token_ids"]),
-            "temperature": defaults.get("temperature", 0.0),
-            "repetition_penalty": defaults.get("repetition_penalty", 1.0),
+            "max_new_tokens": defaults.max_new_tokens,
+            "stop_token_ids": list(defaults.stop_token_ids),
+            "temperature": defaults.temperature,
+            "repetition_penalty": defaults.repetition_penalty,
         }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        params = cls(**values)
-        params.validate()
-        return params
-
-    def validate(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ConfigError(f"--temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty <= 0:
-            raise ConfigError(f"--repetition-penalty must be > 0, got {self.repetition_penalty}")
+        if overrides is not None:
+            values.update(overrides.model_dump(exclude_none=True))
+        return cls(**values)  # both sources are validated models: the bundle manifest and the settings
 
 
 @dataclass

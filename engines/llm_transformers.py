@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 from transformers import AutoModelForCausalLM
-from vlmcap.engines.llm import Generation, GenerationParams, finish_reason
-from vlmcap.export.bundle import Bundle
 
+from vlmcap.bundle import Bundle
 from vlmcap.embeddings import EmbeddedBatch
+from vlmcap.engines.llm import Generation, GenerationParams, finish_reason
 from vlmcap.llm import DTYPES
 
 
@@ -22,7 +22,7 @@ class TransformersEngine:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cpu" and threads:
             torch.set_num_threads(threads)  # process-wide: the vision engine in torch shares it
-        name = bundle["llm"]["dtype"] if dtype == "auto" else dtype
+        name = bundle.manifest.llm.dtype if dtype == "auto" else dtype
         if self.device.type == "cpu" and name != "float32":
             name = "float32"  # CPU matmuls in 16-bit are slow and lose precision; the weights are upcast once
         self.dtype = DTYPES[name]

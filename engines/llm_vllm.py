@@ -1,7 +1,7 @@
 """The vLLM engine: the bundle's merged checkpoint, fed finished prompt embeddings.
 
 `LLM(model=<bundle>/llm, enable_prompt_embeds=True)` and one `generate` call per batch with
-`{"prompt_embeds": (seq, hidden)}` prompts (DESIGN.md section 4). vLLM schedules the batch with
+`{"prompt_embeds": (seq, hidden)}` prompts (docs/BATCH.md, "The pipeline"). vLLM schedules the batch with
 continuous batching and paged attention; we only hand it work.
 
 The tokenizer is not initialised inside vLLM (`skip_tokenizer_init`): prompts arrive as
@@ -12,13 +12,12 @@ tokenizer exactly as the transformers engine does, so the two cannot disagree on
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any
 
-from vlmcap.engines.llm import Generation, GenerationParams, finish_reason
-from vlmcap.export.bundle import Bundle
-
+from vlmcap.bundle import Bundle
+from vlmcap.config import VllmConfig
 from vlmcap.embeddings import EmbeddedBatch
+from vlmcap.engines.llm import Generation, GenerationParams, finish_reason
 from vlmcap.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -27,21 +26,6 @@ PENALTY_CRASH = (
     "vLLM's engine can crash on prompt_embeds batches of mixed lengths when a repetition, presence or "
     "frequency penalty is set (vllm-project/vllm#57719, #28307)"
 )
-
-
-@dataclass
-class VllmOptions:
-    """The vLLM settings users tune (`vlmcap batch --help` lists them)."""
-
-    tensor_parallel_size: int = 1
-    gpu_memory_utilization: float | None = None  # on vLLM's CPU build, a fraction of RAM for the KV cache
-    max_model_len: int | None = None  # default: video tokens + prompt + max_new_tokens, rounded up
-    dtype: str = "auto"  # auto = the bundle's checkpoint dtype
-    quantization: str | None = None  # e.g. "fp8": weights quantized at load time on GPUs that support it
-    max_num_seqs: int | None = None  # concurrent sequences per step
-    enforce_eager: bool = False  # skip CUDA graph capture (faster start, slower steps)
-    kv_cache_gib: float | None = None  # explicit KV cache size; default on CPU: what one batch needs
-    seed: int = 0
 
 
 def check_params_safe(params: GenerationParams) -> None:
@@ -55,7 +39,13 @@ def check_params_safe(params: GenerationParams) -> None:
 
 class VllmEngine:
     def __init__(
-        self, bundle: Bundle, options: VllmOptions, max_prompt_len: int, max_new_tokens: int, batch_size: int
+        self,
+        bundle: Bundle,
+        options: VllmConfig,
+        max_prompt_len: int,
+        max_new_tokens: int,
+        batch_size: int,
+        seed: int = 0,
     ) -> None:
         try:
             from vllm import LLM
@@ -67,10 +57,10 @@ class VllmEngine:
             "enable_prompt_embeds": True,
             "trust_remote_code": False,
             "tensor_parallel_size": options.tensor_parallel_size,
-            "dtype": options.dtype if options.dtype != "auto" else bundle["llm"]["dtype"],
+            "dtype": options.dtype if options.dtype != "auto" else bundle.manifest.llm.dtype,
             "max_model_len": options.max_model_len or _round_up(max_prompt_len + max_new_tokens, 256),
             "enforce_eager": options.enforce_eager,
-            "seed": options.seed,
+            "seed": seed,
         }
         for key in ("gpu_memory_utilization", "quantization", "max_num_seqs"):
             if getattr(options, key) is not None:
@@ -134,7 +124,7 @@ def kv_cache_bytes(bundle: Bundle, max_model_len: int, num_seqs: int) -> int:
     heads = cfg["num_attention_heads"]
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
     kv_heads = cfg.get("num_key_value_heads") or heads
-    width = {"float32": 4}.get(bundle["llm"]["dtype"], 2)
+    width = {"float32": 4}.get(bundle.manifest.llm.dtype, 2)
     per_token = 2 * cfg["num_hidden_layers"] * kv_heads * head_dim * width
     return max(64 << 20, int(1.25 * per_token * max_model_len * num_seqs))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from vlmcap.errors import VlmcapError
 
-EXIT_LOCKED = 75  # EX_TEMPFAIL: cron wrappers treat it as "try again later" (DESIGN.md section 4)
+EXIT_LOCKED = 75  # EX_TEMPFAIL: cron wrappers treat it as "try again later" (docs/BATCH.md, "Cron and systemd")
 
 
 class LockHeld(VlmcapError):

@@ -1,4 +1,4 @@
-"""The captions JSONL (DESIGN.md section 4): records, resume state, crash-safe appends.
+"""The captions JSONL (docs/BATCH.md): resume state, crash-safe appends, compaction.
 
 - One JSON object per line. Lines are appended a batch at a time with one write, then flushed
   and fsynced, so `kill -9` loses at most the batch being written and can only tear the last line.
@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
@@ -21,28 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from vlmcap.errors import ConfigError
+from vlmcap.files import append_durably, atomic_file, json_line
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, int, int]
-
-
-@dataclass(frozen=True)
-class FileIdentity:
-    size: int
-    mtime_ns: int
-
-    def as_dict(self) -> dict[str, int]:
-        return {"size": self.size, "mtime_ns": self.mtime_ns}
-
-
-def file_identity(path: str) -> FileIdentity | None:
-    """Size and mtime of a regular file; None when it is missing or not a regular file."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return FileIdentity(st.st_size, st.st_mtime_ns) if os.path.isfile(path) else None
 
 
 def record_key(record: dict[str, Any]) -> Key | None:
@@ -52,18 +34,11 @@ def record_key(record: dict[str, Any]) -> Key | None:
     return record["video"], int(file["size"]), int(file["mtime_ns"])
 
 
-def utc_now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass
 class ResumeState:
     ok: set[Key] = field(default_factory=set)
     failed: set[Key] = field(default_factory=set)
     videos: set[str] = field(default_factory=set)  # every video with a line: re-captioning one supersedes it
-    lines: int = 0
-    unreadable_lines: int = 0
-    torn_bytes: int = 0
 
     def status(self, key: Key) -> str | None:
         if key in self.ok:
@@ -80,7 +55,6 @@ def read_resume_state(path: Path) -> ResumeState:
         for number, line in enumerate(f, start=1):
             if not line.endswith("\n"):
                 break  # torn tail: repaired by CaptionWriter before it appends
-            state.lines += 1
             try:
                 record = json.loads(line)
                 key = record_key(record)
@@ -91,7 +65,6 @@ def read_resume_state(path: Path) -> ResumeState:
                 state.videos.add(record["video"])
             if key is None:
                 if not is_record:
-                    state.unreadable_lines += 1
                     log.warning("%s:%d: not a vlmcap caption record; left as it is", path, number)
                 continue  # a record for a file that had vanished: nothing to resume from
             if record.get("status") == "ok":
@@ -150,10 +123,7 @@ class CaptionWriter:
     def append(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        text = "".join(_json_line(r) for r in records)
-        self._file.write(text)
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        append_durably(self._file, "".join(json_line(r) for r in records))
 
     def close(self) -> None:
         self._file.close()
@@ -165,27 +135,21 @@ class CaptionWriter:
         with the number of videos, not the file's size.
         """
         latest: dict[str, int] = {}
+        records = 0
         with open(self.path, "rb") as f:
             for i, line in enumerate(f):
                 video = _video_of(line)
                 if video is not None:
                     latest[video] = i
+                    records += 1
+        if records == len(latest):
+            return 0  # nothing superseded: leave the file as it is
         keep = set(latest.values())
-        tmp = self.path.with_name(f".{self.path.name}.compact-{os.getpid()}")
-        dropped = 0
-        with open(self.path, "rb") as src, open(tmp, "wb") as dst:
+        with open(self.path, "rb") as src, atomic_file(self.path, "wb") as dst:
             for i, line in enumerate(src):
                 if i in keep or _video_of(line) is None:
                     dst.write(line)
-                else:
-                    dropped += 1
-            dst.flush()
-            os.fsync(dst.fileno())
-        if dropped:
-            os.replace(tmp, self.path)
-        else:
-            tmp.unlink()
-        return dropped
+        return records - len(latest)
 
 
 def _video_of(line: bytes) -> str | None:
@@ -197,15 +161,3 @@ def _video_of(line: bytes) -> str | None:
     if isinstance(record, dict) and isinstance(record.get("video"), str) and "status" in record:
         return record["video"]
     return None
-
-
-def _json_line(record: dict[str, Any]) -> str:
-    """One JSONL line. Paths from the file system can hold undecodable bytes (surrogate escapes,
-    e.g. a Latin-1 name on a UTF-8 system); those records are written with ASCII escapes, which
-    read back to the same string, so resume keys still match."""
-    text = json.dumps(record, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = json.dumps(record, ensure_ascii=True)
-    return text + "\n"

@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
-from vlmcap.export.bundle import Bundle
+
+from vlmcap.bundle import REFERENCE_DIR, Bundle
+from vlmcap.run_dir import CONFIG_FILE
+from vlmcap.video.preprocess import ImageSpec, normalize
+
+
+def pixel_batch(frames: Sequence[np.ndarray] | np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """Decoded, already resized+cropped uint8 (T, H, W, 3) per video -> (B, T, 3, H, W) float32."""
+    return normalize(np.stack(list(frames)), spec).numpy()
 
 
 class VisionEngine(Protocol):
@@ -23,14 +31,14 @@ class VisionEngine(Protocol):
 
 class OnnxVisionEngine:
     def __init__(self, bundle: Bundle, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
-        from vlmcap.engines.onnx_session import create_session
+        from vlmcap.onnx_session import create_session
 
-        vision = bundle["vision"]
-        self.session = create_session(bundle.root / vision["file"], providers, threads)
-        self.input_name = vision["input"]["name"]
-        self.output_name = vision["output"]["name"]
+        vision = bundle.manifest.vision
+        self.session = create_session(bundle.root / vision.file, providers, threads)
+        self.input_name = vision.input.name
+        self.output_name = vision.output.name
         self.provider = self.session.get_providers()[0]
-        self.name = f"onnxruntime ({self.provider.replace('ExecutionProvider', '')}, {vision['precision']})"
+        self.name = f"onnxruntime ({self.provider.replace('ExecutionProvider', '')}, {vision.precision})"
 
     def encode(self, pixel_values: np.ndarray) -> np.ndarray:
         pixel_values = np.ascontiguousarray(pixel_values, dtype=np.float32)
@@ -48,12 +56,12 @@ class OnnxVisionEngine:
 class TorchVisionEngine:
     def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None) -> None:
         import torch
-        from vlmcap.export.exporter import build_vision_graph
 
         from vlmcap.config import load_config
+        from vlmcap.vision_graph import build_vision_graph
 
-        reference = bundle.root / "reference"
-        config = load_config(reference / "config.yaml")
+        reference = bundle.root / REFERENCE_DIR
+        config = load_config(reference / CONFIG_FILE)
         self.device = torch.device(device)
         if self.device.type == "cpu" and threads:
             torch.set_num_threads(threads)

@@ -1,1 +1,1 @@
-"""Export stage (`vlmcap export`): ONNX vision graph, merged LLM, engine bundle (DESIGN.md 3)."""
+"""Export stage (`vlmcap export`): ONNX vision graph, merged LLM, engine bundle (docs/EXPORT.md)."""

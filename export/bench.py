@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from vlmcap.engines.onnx_session import create_session, usable_cpus
-from vlmcap.export.exporter import build_vision_graph
+
+from vlmcap.config import VlmcapConfig
+from vlmcap.environment import usable_cpus
+from vlmcap.export.onnx_graph import export_onnx
 from vlmcap.export.precision import convert_precision, fuse_transformer_ops
 from vlmcap.export.samples import sample_pixels
 from vlmcap.export.verify import compare
-from vlmcap.export.vision_graph import INPUT_NAME, export_onnx
-
-from vlmcap.config import VlmcapConfig
+from vlmcap.onnx_session import create_session
 from vlmcap.presets import resolve_model_source
 from vlmcap.video.preprocess import ImageSpec
+from vlmcap.vision_graph import INPUT_NAME, build_vision_graph
 
 
 def _time(fn: Callable[[], Any], repeat: int) -> float:

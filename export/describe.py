@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from vlmcap.bundle import BundleManifest
 
 
 def _size(num_bytes: float) -> str:
@@ -13,36 +13,33 @@ def _size(num_bytes: float) -> str:
     raise AssertionError("unreachable")
 
 
-def describe_bundle(manifest: dict[str, Any], verified: bool) -> str:
-    m = manifest
-    vision, llm, image = m["vision"], m["llm"], m["image"]
-    final = vision["verification"]["final"]
-    llm_check = llm["verification"]
-    total = sum(f["size"] for f in m["files"].values())
-    fused = ", ".join(f"{op} x{n}" for op, n in vision.get("fused_ops", {}).items()) or "none"
-    source = m.get("source_run") or {}
+def describe_bundle(m: BundleManifest, verified: bool) -> str:
+    vision, llm, image = m.vision, m.llm, m.image
+    final = vision.verification["final"]
+    llm_check = llm.verification
+    total = sum(f.size for f in m.files.values())
+    fused = ", ".join(f"{op} x{n}" for op, n in vision.fused_ops.items()) or "none"
+    source = m.source_run
     lines = [
-        f"bundle     {m['id']}  (format {m['format_version']}, vlmcap {m['vlmcap_version']}, created {m['created']})",
-        f"source     {source.get('weights')}  step {source.get('step')}  stage {source.get('stage')}",
-        f"vision     {m['model']['vision']}  layer {vision['feature_layer']}  {image['size'][0]}x{image['size'][1]} px",
-        f"projector  {m['projector']['kind']}  {m['projector']['tokens_per_frame']} tokens/frame"
-        f" x {m['video']['num_frames']} frames = {m['tokens_per_video']} tokens/video",
-        f"llm        {m['model']['llm']}  {llm['dtype']}  hidden {llm['hidden_size']}"
-        f"  LoRA merged: {'yes, into ' + llm['merge_into'] + ' weights' if llm['adapter_merged'] else 'no adapter'}",
-        f"onnx       {vision['file']}  {vision['precision']}  opset {vision['opset']}  fused: {fused}"
-        + ("  (external data)" if vision.get("external_data") else ""),
-        f"checked    vision: min cosine {final['min_cosine']:.6f}, max |diff| {final['max_abs']:.3g}"
-        f" on {', '.join(final['providers'])}",
-        f"           llm: greedy agreement {llm_check['top1_agreement']:.3f}, max |logit diff| "
-        f"{llm_check['max_abs']:.3g} over {llm_check['positions']} positions",
-        f"prompt     {m['prompt']['default_prompt']}",
-        f"generate   max {m['generation']['max_new_tokens']} new tokens, temperature {m['generation']['temperature']}, "
-        f"stop ids {m['generation']['stop_token_ids']}",
-        f"files      {len(m['files'])} files, {_size(total)}: "
+        f"bundle     {m.id}  (format {m.format_version}, vlmcap {m.vlmcap_version}, created {m.created})",
+        f"source     {source.weights}  step {source.step}  stage {source.stage}",
+        f"vision     {m.model.vision}  layer {vision.feature_layer}  {image.size[0]}x{image.size[1]} px",
+        f"projector  {m.projector.kind}  {m.projector.tokens_per_frame} tokens/frame"
+        f" x {m.video.num_frames} frames = {m.tokens_per_video} tokens/video",
+        f"llm        {m.model.llm}  {llm.dtype}  hidden {llm.hidden_size}"
+        f"  LoRA merged: {'yes, into ' + llm.merge_into + ' weights' if llm.adapter_merged else 'no adapter'}",
+        f"onnx       {vision.file}  {vision.precision}  opset {vision.opset}  fused: {fused}"
+        + ("  (external data)" if vision.external_data else ""),
+        f"checked    vision: min cosine {final.min_cosine:.6f}, max |diff| {final.max_abs:.3g}"
+        f" on {', '.join(final.providers or [])}",
+        f"           llm: greedy agreement {llm_check.top1_agreement:.3f}, max |logit diff| "
+        f"{llm_check.max_abs:.3g} over {llm_check.positions} positions",
+        f"prompt     {m.prompt.default_prompt}",
+        f"generate   max {m.generation.max_new_tokens} new tokens, temperature {m.generation.temperature}, "
+        f"stop ids {m.generation.stop_token_ids}",
+        f"files      {len(m.files)} files, {_size(total)}: "
         + ("sha256 of every file verified" if verified else "hashes NOT verified"),
     ]
-    width = max(len(path) for path in m["files"])
-    lines += [
-        f"  {path:<{width}}  {_size(entry['size']):>9}  {entry['sha256'][:16]}" for path, entry in m["files"].items()
-    ]
+    width = max(len(path) for path in m.files)
+    lines += [f"  {path:<{width}}  {_size(entry.size):>9}  {entry.sha256[:16]}" for path, entry in m.files.items()]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""`vlmcap export`: a training run in, a verified engine bundle out (DESIGN.md section 3).
+"""`vlmcap export`: a training run in, a verified engine bundle out (docs/EXPORT.md).
 
     run_dir/final (projector.safetensors, adapter/, config.yaml)
         -> vision.onnx   frozen encoder + trained projector, verified against PyTorch
@@ -12,7 +12,6 @@ one rename, so an interrupted export leaves no half bundle and never damages an 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import shutil
 import time
@@ -21,23 +20,34 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
-from transformers import AutoConfig
-from vlmcap.export.bundle import LLM_DIR, MANIFEST, REFERENCE_DIR, VISION_ONNX, write_manifest
+
+from vlmcap import __version__
+from vlmcap.bundle import LLM_DIR, MANIFEST, REFERENCE_DIR, VISION_ONNX, write_manifest
+from vlmcap.bundle.manifest import (
+    BundleManifest,
+    GenerationInfo,
+    ImageInfo,
+    LLMInfo,
+    ModelIds,
+    ProjectorInfo,
+    PromptInfo,
+    SourceRun,
+    VideoInfo,
+    VisionInfo,
+)
+from vlmcap.config import VIDEO_PLACEHOLDER, ExportConfig, dump_config
+from vlmcap.errors import ConfigError
 from vlmcap.export.merge_llm import export_llm, shipped_dtype
+from vlmcap.export.onnx_graph import EXTERNAL_DATA_THRESHOLD, export_onnx
 from vlmcap.export.precision import convert_precision, fuse_transformer_ops
 from vlmcap.export.publish import publish, staging_directory
 from vlmcap.export.samples import manifest_videos, sample_pixels
 from vlmcap.export.verify import VISION_TOLERANCE, check, compare
-from vlmcap.export.vision_graph import EXTERNAL_DATA_THRESHOLD, INPUT_NAME, OUTPUT_NAME, VisionGraph, export_onnx
-from vlmcap.training.checkpoint import STATE_FILE, resolve_weights_dir
-
-from vlmcap import __version__
-from vlmcap.config import ExportConfig, VlmcapConfig, dump_config, load_config
-from vlmcap.errors import ConfigError, ModelError
-from vlmcap.model import build_vision_side
+from vlmcap.onnx_session import create_session
 from vlmcap.presets import resolve_model_source
+from vlmcap.run_dir import CONFIG_FILE, WEIGHTS_FILE, resolve_weights_dir, trained_step, weights_config
 from vlmcap.video.preprocess import ImageSpec
+from vlmcap.vision_graph import INPUT_NAME, OUTPUT_NAME, VisionGraph, build_vision_graph
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +60,6 @@ class ExportRequest:
     sample_videos: list[Path] = field(default_factory=list)
     device: str | None = None  # where the LLM is merged; default cuda when present
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
-
-
-def _run_config(weights_dir: Path) -> VlmcapConfig:
-    for candidate in (weights_dir / "config.yaml", weights_dir.parent / "config.yaml"):
-        if candidate.exists():
-            return load_config(candidate)
-    raise ConfigError(f"{weights_dir}: no config.yaml here or in the run directory above it")
-
-
-def llm_hidden_size(config: VlmcapConfig) -> int:
-    source = resolve_model_source(config.model.llm.model, seed=config.seed)
-    hf_config = AutoConfig.from_pretrained(source.path, revision=config.model.llm.revision)
-    return int(getattr(hf_config, "text_config", hf_config).hidden_size)
 
 
 def _check_destination(out: Path, weights_dir: Path) -> None:
@@ -79,34 +76,15 @@ def _check_destination(out: Path, weights_dir: Path) -> None:
 
 def run_export_config(run: Path, overrides: dict[str, Any]) -> ExportConfig:
     """The run's `export:` section with command-line values on top, validated."""
-    config = _run_config(resolve_weights_dir(run, "run"))
+    config = weights_config(resolve_weights_dir(run, "run"))
     try:
         return ExportConfig.model_validate({**config.export.model_dump(), **overrides})
     except ValueError as e:
         raise ConfigError(f"export options: {e}") from None
 
 
-def build_vision_graph(config: VlmcapConfig, weights_dir: Path | None = None, attention: str = "eager") -> VisionGraph:
-    """The float32 CPU encoder + projector: the run's trained one from `weights_dir` (strict load:
-    every key must match), or the config's seeded random one (benchmarks).
-
-    Eager attention is what gets exported: its MatMul/Softmax pattern is what ONNX Runtime fuses.
-    """
-    vision, projector = build_vision_side(config, llm_hidden_size(config))
-    if weights_dir is not None:
-        path = weights_dir / "projector.safetensors"
-        try:
-            projector.load_state_dict(load_file(path), strict=True)
-        except RuntimeError as e:
-            raise ModelError(f"{path}: does not fit the projector in config.yaml ({str(e).splitlines()[0]})") from None
-    vision.model.set_attn_implementation(attention)
-    return VisionGraph(vision, projector.requires_grad_(False)).eval()
-
-
 def _export_vision(graph: VisionGraph, pixels: torch.Tensor, request: ExportRequest, stage: Path) -> dict[str, Any]:
     """Write stage/vision.onnx at the requested precision; verify every intermediate graph too."""
-    from vlmcap.engines.onnx_session import create_session
-
     options, threshold = request.options, request.external_data_threshold
     work = stage / ".vision-work"
     with torch.no_grad():
@@ -150,10 +128,10 @@ def _export_vision(graph: VisionGraph, pixels: torch.Tensor, request: ExportRequ
     }
 
 
-def export_bundle(request: ExportRequest) -> dict[str, Any]:
+def export_bundle(request: ExportRequest) -> BundleManifest:
     """Build, verify and publish the bundle; returns its manifest."""
     weights_dir = resolve_weights_dir(request.run, "run")
-    config = _run_config(weights_dir)
+    config = weights_config(weights_dir)
     options = request.options
     device = torch.device(request.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     vision_source = resolve_model_source(config.model.vision.model, seed=config.seed)
@@ -184,68 +162,63 @@ def export_bundle(request: ExportRequest) -> dict[str, Any]:
         )
         reference = stage / REFERENCE_DIR  # lets the PyTorch vision engine rebuild the same graph
         reference.mkdir()
-        shutil.copy2(weights_dir / "projector.safetensors", reference / "projector.safetensors")
-        (reference / "config.yaml").write_text(dump_config(config), encoding="utf-8")
+        shutil.copy2(weights_dir / WEIGHTS_FILE, reference / WEIGHTS_FILE)
+        (reference / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
         tokens_per_frame = graph.projector.tokens_per_frame
-        state_file = weights_dir / STATE_FILE
-        manifest = {
-            "vlmcap_version": __version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "source_run": {
-                "weights": str(weights_dir.resolve()),
-                "step": json.loads(state_file.read_text())["step"] if state_file.exists() else None,
-                "stage": config.train.stage,
-            },
-            "model": {
-                "vision": config.model.vision.model,
-                "vision_revision": config.model.vision.revision,
-                "llm": config.model.llm.model,
-                "llm_revision": config.model.llm.revision,
-                "seed": config.seed,
-                "trained_quantization": config.model.llm.quantize,
-            },
-            "projector": {
-                "kind": config.model.projector.kind,
-                "tokens_per_frame": tokens_per_frame,
-                "config": config.model.projector.model_dump(),
-            },
-            "video": {"num_frames": config.video.num_frames},
-            "image": {**spec.to_dict(), "size": list(spec.output_hw)},
-            "vision": {
+        manifest = BundleManifest(
+            vlmcap_version=__version__,
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            source_run=SourceRun(
+                weights=str(weights_dir.resolve()), step=trained_step(weights_dir), stage=config.train.stage
+            ),
+            model=ModelIds(
+                vision=config.model.vision.model,
+                vision_revision=config.model.vision.revision,
+                llm=config.model.llm.model,
+                llm_revision=config.model.llm.revision,
+                seed=config.seed,
+                trained_quantization=config.model.llm.quantize,
+            ),
+            projector=ProjectorInfo(
+                kind=config.model.projector.kind, tokens_per_frame=tokens_per_frame, config=config.model.projector
+            ),
+            video=VideoInfo(num_frames=config.video.num_frames),
+            image=ImageInfo.from_spec(spec),
+            vision=VisionInfo(
                 **vision,
-                "feature_layer": config.model.vision.feature_layer,
-                "hidden_size": graph.vision.hidden_size,
-                "grid_size": graph.vision.grid_size,
-            },
-            "tokens_per_video": tokens_per_frame * config.video.num_frames,
-            "llm": {
-                "dir": LLM_DIR,
-                "dtype": llm.dtype,
-                "hidden_size": llm.hidden_size,
-                "vocab_size": llm.vocab_size,
-                "embed_tokens": llm.embed_tokens_key,
-                "adapter_merged": llm.adapter_merged,
-                "merge_into": options.merge_into if config.model.llm.quantize == "4bit" else "original",
-                "verification": llm.verification,
-                "seconds": round(time.perf_counter() - start, 2),
-            },
-            "prompt": {
-                "default_prompt": config.prompt.default_prompt,
-                "system_prompt": config.prompt.system_prompt,
-                "placeholder": "<video>",
-                "enable_thinking": False,
-                "chat_template": llm.chat_template,
-            },
-            "generation": {
-                "max_new_tokens": options.max_new_tokens,
-                "temperature": 0.0,
-                "repetition_penalty": 1.0,
-                "stop_token_ids": llm.stop_token_ids,
-            },
-            "verification_inputs": sample_sources,
-            "export": options.model_dump(),
-        }
+                feature_layer=config.model.vision.feature_layer,
+                hidden_size=graph.vision.hidden_size,
+                grid_size=graph.vision.grid_size,
+            ),
+            tokens_per_video=tokens_per_frame * config.video.num_frames,
+            llm=LLMInfo(
+                dir=LLM_DIR,
+                dtype=llm.dtype,
+                hidden_size=llm.hidden_size,
+                vocab_size=llm.vocab_size,
+                embed_tokens=llm.embed_tokens_key,
+                adapter_merged=llm.adapter_merged,
+                merge_into=options.merge_into if config.model.llm.quantize == "4bit" else "original",
+                verification=llm.verification,
+                seconds=round(time.perf_counter() - start, 2),
+            ),
+            prompt=PromptInfo(
+                default_prompt=config.prompt.default_prompt,
+                system_prompt=config.prompt.system_prompt,
+                placeholder=VIDEO_PLACEHOLDER,
+                enable_thinking=False,
+                chat_template=llm.chat_template,
+            ),
+            generation=GenerationInfo(
+                max_new_tokens=options.max_new_tokens,
+                temperature=0.0,
+                repetition_penalty=1.0,
+                stop_token_ids=llm.stop_token_ids,
+            ),
+            verification_inputs=sample_sources,
+            export=options,
+        )
         manifest = write_manifest(stage, manifest)
         publish(stage, out)
-    log.info("bundle %s written to %s", manifest["id"], out)
+    log.info("bundle %s written to %s", manifest.id, out)
     return manifest

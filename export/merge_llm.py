@@ -17,11 +17,11 @@ from typing import Literal
 
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
-from vlmcap.export.verify import Tolerance, check, compare
 
 from vlmcap.config import VlmcapConfig
 from vlmcap.embeddings import build_inputs_embeds
 from vlmcap.errors import ExportError
+from vlmcap.export.verify import Tolerance, check, compare
 from vlmcap.llm import DTYPES, compute_dtype, load_llm, load_tokenizer
 from vlmcap.presets import resolve_model_source
 from vlmcap.prompt import PromptBuilder

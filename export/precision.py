@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 import onnx
-from vlmcap.export.vision_graph import EXTERNAL_DATA_THRESHOLD, save_onnx
+
+from vlmcap.export.onnx_graph import EXTERNAL_DATA_THRESHOLD, save_onnx
 
 log = logging.getLogger(__name__)
 

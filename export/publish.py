@@ -17,6 +17,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from vlmcap.files import fsync_path, fsync_tree, temp_sibling
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -57,7 +59,7 @@ def staging_directory(dest: Path) -> Iterator[Path]:
     """A fresh hidden directory beside `dest`; removed on any failure, published by `publish`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(dest)
-    stage = dest.parent / f".{dest.name}.tmp-{os.getpid()}"
+    stage = temp_sibling(dest)
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
     try:
@@ -66,29 +68,15 @@ def staging_directory(dest: Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)  # gone after publish; leftovers after a failure
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def publish(stage: Path, dest: Path) -> None:
     """Move the finished `stage` to `dest` (a real path, symlinks resolved), replacing what was there."""
-    for dirpath, _, filenames in os.walk(stage):
-        for name in filenames:  # the data must be on disk before the rename makes it visible
-            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+    fsync_tree(stage)  # the data must be on disk before the rename makes it visible
     if not dest.exists():
         os.rename(stage, dest)
     elif dest.is_dir() and _exchange(stage, dest):
         shutil.rmtree(stage)  # now holds the previous bundle
     else:
-        aside = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        aside = temp_sibling(dest, "old")
         os.rename(dest, aside)
         try:
             os.rename(stage, dest)
@@ -96,4 +84,4 @@ def publish(stage: Path, dest: Path) -> None:
             os.rename(aside, dest)
             raise
         shutil.rmtree(aside) if aside.is_dir() else aside.unlink()
-    _fsync_dir(dest.parent)
+    fsync_path(dest.parent)

@@ -16,6 +16,7 @@ import torch
 
 from vlmcap.config import VlmcapConfig
 from vlmcap.errors import VlmcapError
+from vlmcap.labelled_manifest import load_manifest
 from vlmcap.video.decoders import DecodeOptions, decode_video
 from vlmcap.video.preprocess import ImageSpec, preprocess_frames
 
@@ -24,8 +25,6 @@ log = logging.getLogger(__name__)
 
 def manifest_videos(config: VlmcapConfig) -> list[str]:
     """Videos of the run's validation and training manifests, in that order (missing files skipped)."""
-    from vlmcap.training.manifest import load_manifest
-
     videos: list[str] = []
     for manifest in [*config.train.val, *([config.train.data] if config.train.data else [])]:
         try:

@@ -90,9 +90,8 @@ def small_synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _train_tiny_run(small_synth, out: Path, *overrides: str) -> Path:
-    from vlmcap.training.trainer import run_training
-
     from vlmcap.config import load_config
+    from vlmcap.training.trainer import run_training
 
     config = load_config(
         preset="tiny",
@@ -129,9 +128,8 @@ def tiny_run_4bit(small_synth, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An fp32 bundle exported from `tiny_run` (treat as read-only; copy before tampering)."""
-    from vlmcap.export.exporter import ExportRequest, export_bundle
-
     from vlmcap.config import ExportConfig
+    from vlmcap.export.exporter import ExportRequest, export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny-fp32"
     export_bundle(ExportRequest(tiny_run, out, ExportConfig()))

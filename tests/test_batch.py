@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from vlmcap.engines.lock import EXIT_LOCKED, OutputLock
 
 from vlmcap.cli import cli
+from vlmcap.engines.lock import EXIT_LOCKED, OutputLock
 
 TESTS = Path(__file__).resolve().parent
 GOOD = 9
@@ -26,8 +26,8 @@ BROKEN_TYPES = {
     "notes.mp4": "NotAVideo",
     "audio.mp4": "NoVideoStream",
 }
-DESIGN_OK_FIELDS = {"video", "status", "caption", "frames_s", "duration_s", "decoder", "bundle", "prompt"}
-DESIGN_OK_FIELDS |= {"timings_ms", "finished_at"}
+DOCUMENTED_OK_FIELDS = {"video", "status", "caption", "frames_s", "duration_s", "decoder", "bundle", "prompt"}
+DOCUMENTED_OK_FIELDS |= {"timings_ms", "finished_at"}
 
 
 @pytest.fixture(scope="session")
@@ -84,12 +84,16 @@ def test_mixed_folder_captions_the_good_and_records_each_failure(tiny_bundle, ba
     assert len(ok) == GOOD
     bundle_id = json.loads((tiny_bundle / "bundle.json").read_text())["id"]
     for r in ok:
-        assert set(r) >= DESIGN_OK_FIELDS and r["caption"]
+        assert set(r) >= DOCUMENTED_OK_FIELDS and r["caption"]
+        # 16 new tokens at most: "length" exactly when the caption was cut there, not at the end of turn
+        assert r["finish_reason"] in ("stop", "length") and (r["finish_reason"] == "length") <= (r["num_tokens"] == 16)
         assert len(r["frames_s"]) == 8 and r["frames_s"] == sorted(r["frames_s"])
         assert r["decoder"] in ("decord", "pyav") and r["bundle"] == bundle_id
         assert set(r["timings_ms"]) == {"decode", "vision", "llm"} and r["finished_at"].endswith("Z")
     report = json.loads(stats.read_text())
     assert report["captioned"] == GOOD and report["failed"] == len(BROKEN_TYPES)
+    assert report["truncated"] == sum(r["finish_reason"] == "length" for r in ok)
+    assert report["decode_pool"]["workers_started"] >= 1 and report["decode_pool"]["timeouts"] == 0
     assert report["videos_per_s"] > 0 and report["tokens_per_s"] > 0
     assert "captioned 9, failed 5" in result.output
 
@@ -173,6 +177,37 @@ def test_signals_stop_cleanly_with_their_exit_code(tiny_bundle, small_synth, tmp
     result = batch(str(videos), *args)
     assert result.exit_code == 0
     assert len(lines(out)) == 60 and len({r["video"] for r in lines(out)}) == 60
+
+
+def test_a_nightly_job_is_one_config_file_and_flags_win(tiny_bundle, batch_dir, tmp_path) -> None:
+    nightly = tmp_path / "nightly.yaml"
+    out = tmp_path / "nightly.jsonl"
+    nightly.write_text(
+        "batch:\n"
+        f"  inputs: [{json.dumps(str(batch_dir))}]\n"
+        f"  out: {json.dumps(str(out))}\n"
+        f"  engine: {json.dumps(str(tiny_bundle))}\n"
+        "  llm_backend: transformers\n"
+        "  batch_size: 4\n"
+        "  limit: 2\n"
+        "  decoders: [pyav]\n"
+        "  generation: {max_new_tokens: 12}\n",
+        encoding="utf-8",
+    )
+    result = batch("--config", str(nightly))
+    assert result.exit_code in (0, 1), result.output
+    records = lines(out)
+    assert len(records) == 2 and all(r.get("decoder", "pyav") == "pyav" for r in records)
+    assert all(r["num_tokens"] <= 12 for r in records if r["status"] == "ok")
+    other = tmp_path / "other.jsonl"
+    flags = batch("--config", str(nightly), "--limit", "3", "--out", str(other), "--decoders", "decord,pyav")
+    assert flags.exit_code in (0, 1), flags.output
+    assert len(lines(other)) == 3 and len(lines(out)) == 2  # the flags won over the file
+    assert "decord" in {r.get("decoder") for r in lines(other)}
+    nightly.write_text(nightly.read_text() + "  batchsize: 9\n", encoding="utf-8")
+    bad = batch("--config", str(nightly))
+    assert bad.exit_code == 2 and "batch.batchsize: unknown key" in bad.output
+    assert len(lines(out)) == 2
 
 
 def test_second_concurrent_run_exits_75_at_once_or_waits(tiny_bundle, batch_dir, tmp_path) -> None:
@@ -276,9 +311,10 @@ def test_overwrite_starts_over(tiny_bundle, small_synth, tmp_path) -> None:
     [
         (["--engine", "{tmp}/no-bundle"], "no engine bundle there"),
         (["--out", "{tmp}"], "is a directory"),
-        (["--shard", "3/3"], "--shard '3/3': need 0 <= I < N"),
+        (["--shard", "3/3"], "'--shard': '3/3': need 0 <= I < N"),
         (["--batch-size", "0"], "--batch-size"),
         (["--decoders", "ffmpeg"], "unknown decoder 'ffmpeg'"),
+        (["--decoders", " , "], "'--decoders': give at least one name"),
         (["--prompt", "<video> <video>"], "2 <video> placeholders"),
     ],
 )
@@ -355,11 +391,10 @@ def test_undecodable_names_and_vanished_files_keep_one_line_each(tiny_bundle, sm
     assert [r for r in records if r["status"] == "error"] != [r for r in first if r["status"] == "error"]
 
 
-def test_bench_stages_reports_each_stage(tmp_path) -> None:
-    out = tmp_path / "stages.json"
-    result = CliRunner().invoke(cli, ["bench", "stages", "--preset", "tiny", "--repeat", "1", "--json", str(out)])
+def test_bench_stages_reports_each_stage() -> None:
+    result = CliRunner().invoke(cli, ["bench", "stages", "--preset", "tiny", "--repeat", "1", "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(out.read_text())
+    report = json.loads(result.stdout)
     assert set(report["stages"]) == {"vision", "llm_prefill", "llm_decode"}
     assert report["tokens_per_video"] == 128 and report["stages"]["llm_prefill"]["tokens"] == 128 + 40
     assert all(row["rate"] > 0 for row in report["stages"].values())

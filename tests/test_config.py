@@ -93,3 +93,27 @@ def test_dump_round_trips(tmp_path) -> None:
     path.write_text(dump_config(config), encoding="utf-8")
     assert load_config(path) == config
     assert isinstance(config, VlmcapConfig)
+
+
+def test_the_documented_nightly_config_is_valid_and_flags_win_over_it() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "nightly.yaml"
+    config = load_config(example)
+    assert config.batch.inputs == ["/data/videos"] and config.batch.generation.max_new_tokens == 96
+    flagged = load_config(example, flags={"batch.batch_size": 4, "batch.prompt": "설명: 짧게"})
+    assert flagged.batch.batch_size == 4 and flagged.batch.workers == 8
+    assert flagged.batch.prompt == "설명: 짧게"  # flag values are taken as they are, not parsed as YAML
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("batch.decoders=[]", "batch.decoders"),
+        ("batch.shard=3/3", "batch.shard"),
+        ("batch.decoders=[ffmpeg]", "batch.decoders"),
+    ],
+)
+def test_bad_batch_settings_in_a_config_name_the_field(override: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=field):
+        load_config(overrides=[override])

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from vlmcap.export.bundle import FORMAT_VERSION, load_bundle
-from vlmcap.export.exporter import ExportRequest, export_bundle
 
+from vlmcap.bundle import FORMAT_VERSION, load_bundle
 from vlmcap.cli import cli
 from vlmcap.config import ExportConfig, load_config
 from vlmcap.errors import BundleError, ConfigError, ExportError
+from vlmcap.export.exporter import ExportRequest, export_bundle
 
 
 def sha256(path: Path) -> str:
@@ -33,13 +33,12 @@ def export(run: Path, out: Path, **options) -> dict:
     request = ExportRequest(run, out, ExportConfig(**options))
     if threshold is not None:
         request.external_data_threshold = threshold
-    return export_bundle(request)
+    return export_bundle(request).to_json_dict()
 
 
 def trained_model(run: Path):
-    from vlmcap.training.checkpoint import load_weights
-
     from vlmcap.model import VideoLanguageModel
+    from vlmcap.training.checkpoint import load_weights
 
     config = load_config(run / "final" / "config.yaml")
     model = VideoLanguageModel.from_config(config, lora=True)
@@ -49,7 +48,6 @@ def trained_model(run: Path):
 
 def val_pixels(run: Path, count: int = 3) -> torch.Tensor:
     from vlmcap.export.samples import manifest_videos, sample_pixels
-
     from vlmcap.presets import resolve_model_source
     from vlmcap.video.preprocess import ImageSpec
 
@@ -85,7 +83,7 @@ def test_bundle_has_every_design_field_and_true_hashes(tiny_bundle: Path) -> Non
 
 
 def test_onnx_vision_equals_pytorch_at_any_batch_size(tiny_run: Path, tiny_bundle: Path) -> None:
-    from vlmcap.engines.onnx_session import create_session
+    from vlmcap.onnx_session import create_session
 
     model = trained_model(tiny_run)
     pixels = val_pixels(tiny_run, 3)
@@ -101,9 +99,9 @@ def test_onnx_vision_equals_pytorch_at_any_batch_size(tiny_run: Path, tiny_bundl
 def test_bundle_captions_equal_the_trained_model(tiny_run: Path, tiny_bundle: Path) -> None:
     """ONNX vision rows + the merged checkpoint, loaded by plain transformers, caption like training's model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from vlmcap.engines.onnx_session import create_session
 
     from vlmcap.embeddings import build_inputs_embeds
+    from vlmcap.onnx_session import create_session
     from vlmcap.prompt import PromptBuilder
 
     model = trained_model(tiny_run)

@@ -1,4 +1,4 @@
-"""Projectors: shapes, token counts, DESIGN.md parameter counts, and equality with their references."""
+"""Projectors: shapes, token counts, documented parameter counts, and equality with their references."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from vlmcap.projectors.resampler import resize_abs_pos, sincos_2d_pos_embed
 
 REFERENCE = ProjectorGeometry(vision_hidden_size=1024, llm_hidden_size=4096, grid_size=24)
 
-# DESIGN.md section 1, at Dv=1024, Dl=4096 on the 24x24 grid of CLIP-ViT-L/14-336.
-DESIGN_TABLE = {
+# docs/MODEL.md ("Projectors"), at Dv=1024, Dl=4096 on the 24x24 grid of CLIP-ViT-L/14-336.
+DOCUMENTED_TABLE = {
     "linear": (576, 4_198_400),
     "mlp2x_gelu": (576, 20_979_712),
     "c-abstractor": (144, 37_398_016),
@@ -34,9 +34,9 @@ def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("kind", list(DESIGN_TABLE))
+@pytest.mark.parametrize("kind", list(DOCUMENTED_TABLE))
 def test_design_table_tokens_and_parameters(kind: str) -> None:
-    tokens, params = DESIGN_TABLE[kind]
+    tokens, params = DOCUMENTED_TABLE[kind]
     projector = _on_meta(kind)
     assert projector.tokens_per_frame == tokens
     assert _count(projector) == params
@@ -259,5 +259,5 @@ def test_pixel_shuffle_rejects_odd_grid() -> None:
 
 
 def test_every_kind_is_registered_once() -> None:
-    assert set(PROJECTOR_KINDS) == set(DESIGN_TABLE)
-    assert all(math.isqrt(DESIGN_TABLE[k][0]) ** 2 == DESIGN_TABLE[k][0] for k in DESIGN_TABLE)
+    assert set(PROJECTOR_KINDS) == set(DOCUMENTED_TABLE)
+    assert all(math.isqrt(DOCUMENTED_TABLE[k][0]) ** 2 == DOCUMENTED_TABLE[k][0] for k in DOCUMENTED_TABLE)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from vlmcap.training.checkpoint import latest_checkpoint
-from vlmcap.training.trainer import run_training
 
 from vlmcap.cli import cli
 from vlmcap.config import load_config
+from vlmcap.run_dir import latest_checkpoint
+from vlmcap.training.trainer import run_training
 
 TINY_STEPS = [
     "train.batch_size=4",

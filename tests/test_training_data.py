@@ -10,8 +10,13 @@ import time
 import numpy as np
 import pytest
 import torch
+
+from vlmcap.errors import ConfigError
+from vlmcap.labelled_manifest import load_manifest
+from vlmcap.metrics import caption_metrics, cider_d
+from vlmcap.presets.synthetic import parse_attributes
+from vlmcap.run_dir import latest_checkpoint
 from vlmcap.training.checkpoint import (
-    latest_checkpoint,
     optimizer_from_files,
     optimizer_to_files,
     rng_from_files,
@@ -19,12 +24,7 @@ from vlmcap.training.checkpoint import (
     write_checkpoint,
 )
 from vlmcap.training.features import FeatureCache
-from vlmcap.training.manifest import load_manifest
-from vlmcap.training.metrics import caption_metrics, cider_d
 from vlmcap.training.synth import HELDOUT_PAIRS, SynthSpec, write_synthetic_dataset
-
-from vlmcap.errors import ConfigError
-from vlmcap.presets.synthetic import parse_attributes
 
 
 def test_manifest_problems_name_file_and_line(tmp_path, clips) -> None:

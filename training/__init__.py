@@ -1,1 +1,1 @@
-"""Training stage (`vlmcap train`): projector and LoRA training on video/caption manifests (DESIGN.md 2)."""
+"""Training stage (`vlmcap train`): projector and LoRA training on video/caption manifests (docs/TRAINING.md)."""

@@ -10,9 +10,7 @@ while writing leaves only a `.checkpoint-*.tmp` that resume ignores and the next
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
 import shutil
 from pathlib import Path
 
@@ -20,22 +18,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlmcap.errors import ConfigError
-
-STATE_FILE = "trainer_state.json"
-_NAME = re.compile(r"^checkpoint-(\d+)$")
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(root, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from vlmcap.files import replace_dir
+from vlmcap.run_dir import ADAPTER_DIR, STATE_FILE, WEIGHTS_FILE, checkpoint_name, list_checkpoints
 
 
 def optimizer_to_files(optimizer: torch.optim.Optimizer, out: Path) -> None:
@@ -93,17 +77,14 @@ def rng_from_files(src: Path) -> None:
 
 def write_checkpoint(run_dir: Path, step: int, write_contents, keep_last: int) -> Path:
     """Create `checkpoint-<step>` atomically; `write_contents(tmp_dir)` writes the files."""
-    final = run_dir / f"checkpoint-{step}"
-    tmp = run_dir / f".checkpoint-{step}.tmp"
+    final = run_dir / checkpoint_name(step)
+    tmp = run_dir / f".{checkpoint_name(step)}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     write_contents(tmp)
     if not (tmp / STATE_FILE).exists():
         raise RuntimeError(f"{tmp}: checkpoint contents incomplete (no {STATE_FILE})")
-    _fsync_tree(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    replace_dir(tmp, final)
     for stale in run_dir.glob(".checkpoint-*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep_last]:
@@ -111,49 +92,19 @@ def write_checkpoint(run_dir: Path, step: int, write_contents, keep_last: int) -
     return final
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary directories and ones without state are not)."""
-    found = []
-    for path in Path(run_dir).iterdir() if Path(run_dir).is_dir() else []:
-        match = _NAME.match(path.name)
-        if match and (path / STATE_FILE).is_file():
-            found.append((int(match.group(1)), path))
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    checkpoints = list_checkpoints(run_dir)
-    return checkpoints[-1] if checkpoints else None
-
-
-def resolve_weights_dir(path: str | Path, what: str) -> Path:
-    """A run directory means its final/ (or latest checkpoint); a checkpoint directory means itself."""
-    p = Path(path)
-    if (p / "projector.safetensors").exists():
-        return p
-    if (p / "final" / "projector.safetensors").exists():
-        return p / "final"
-    latest = latest_checkpoint(p) if p.is_dir() else None
-    if latest is None:
-        raise ConfigError(f"{what}={str(path)!r}: no final/ or checkpoint with projector.safetensors there")
-    return latest
-
-
 def save_weights(model, out: Path) -> None:
     """The trained parts only: projector.safetensors and, with LoRA, adapter/ in peft format."""
-    save_file(
-        {k: v.detach().contiguous() for k, v in model.projector.state_dict().items()}, out / "projector.safetensors"
-    )
+    save_file({k: v.detach().contiguous() for k, v in model.projector.state_dict().items()}, out / WEIGHTS_FILE)
     if hasattr(model.llm, "peft_config"):
-        model.llm.save_pretrained(out / "adapter", safe_serialization=True)
+        model.llm.save_pretrained(out / ADAPTER_DIR, safe_serialization=True)
 
 
 def load_weights(model, src: Path, with_adapter: bool = True) -> None:
     """Load what `save_weights` wrote into a model built from the same config."""
     from peft.utils import set_peft_model_state_dict
 
-    model.projector.load_state_dict(load_file(src / "projector.safetensors"), strict=True)
-    adapter = src / "adapter" / "adapter_model.safetensors"
+    model.projector.load_state_dict(load_file(src / WEIGHTS_FILE), strict=True)
+    adapter = src / ADAPTER_DIR / "adapter_model.safetensors"
     if with_adapter and adapter.exists():
         if not hasattr(model.llm, "peft_config"):
             raise RuntimeError(f"{src}: has a LoRA adapter but the model has no LoRA (train.stage=projector?)")

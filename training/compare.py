@@ -15,12 +15,11 @@ import json
 import logging
 from pathlib import Path
 
-from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
-from vlmcap.training.trainer import run_training
-
 from vlmcap.config import load_config
 from vlmcap.presets import resolve_model_source
 from vlmcap.projectors import PROJECTOR_KINDS
+from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
+from vlmcap.training.trainer import run_training
 
 
 def compare(out: Path, steps: int, videos: int, kinds: list[str]) -> list[dict]:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from vlmcap.training.features import FeatureCache
-from vlmcap.training.manifest import Sample
 
 from vlmcap.errors import VlmcapError
+from vlmcap.labelled_manifest import Sample
+from vlmcap.training.features import FeatureCache
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.pool import DecodePool
 from vlmcap.video.preprocess import ImageSpec, normalize

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
-from vlmcap.training.manifest import Sample
-from vlmcap.training.metrics import caption_metrics
 
+from vlmcap.files import write_jsonl
+from vlmcap.labelled_manifest import Sample
+from vlmcap.metrics import caption_metrics
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.pool import DecodePool
 from vlmcap.video.preprocess import ImageSpec, normalize
@@ -71,5 +71,5 @@ def evaluate(
     metrics["decode_failures"] = len(records) - len(done)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+        write_jsonl(out, records)
     return metrics

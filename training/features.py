@@ -15,12 +15,9 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-
-def file_identity(path: str) -> dict:
-    st = os.stat(path)
-    return {"path": os.path.realpath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+from vlmcap.files import atomic_write_bytes, file_identity
 
 
 def encoder_fingerprint(model_path: str, revision: str | None, extra: dict) -> str:
@@ -40,7 +37,11 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _entry(self, video: str) -> Path:
-        key = hashlib.sha256(json.dumps(file_identity(video), sort_keys=True).encode()).hexdigest()[:40]
+        identity = file_identity(video)
+        if identity is None:
+            raise FileNotFoundError(video)
+        fields = {"path": os.path.realpath(video), **identity.as_dict()}
+        key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:40]
         return self.dir / key[:2] / f"{key}.safetensors"
 
     def contains(self, video: str) -> bool:
@@ -61,9 +62,4 @@ class FeatureCache:
     def put(self, video: str, features: torch.Tensor) -> None:
         entry = self._entry(video)
         entry.parent.mkdir(exist_ok=True)
-        tmp = entry.with_suffix(f".tmp-{os.getpid()}")
-        try:
-            save_file({"features": features.detach().to("cpu", torch.float16).contiguous()}, tmp)
-            os.replace(tmp, entry)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write_bytes(entry, save({"features": features.detach().to("cpu", torch.float16).contiguous()}))

@@ -12,7 +12,6 @@ templates. Three manifests:
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from vlmcap.files import write_jsonl
 from vlmcap.presets.synthetic import COLOURS, SHAPES, Scene, render_video
 
 # One pair per shape and per colour: every colour and shape still occurs in training.
@@ -91,7 +91,7 @@ def write_synthetic_dataset(out_dir: Path, spec: SynthSpec = SynthSpec()) -> dic
             )
             index += 1
         path = out_dir / f"{split}.jsonl"
-        path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+        write_jsonl(path, lines)
         manifests[split] = path
     return manifests
 

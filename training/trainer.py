@@ -24,13 +24,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import get_cosine_schedule_with_warmup
+
+from vlmcap.config import VlmcapConfig, dump_config
+from vlmcap.errors import ConfigError
+from vlmcap.files import append_jsonl, atomic_write_text, replace_dir
+from vlmcap.home import vlmcap_home
+from vlmcap.labelled_manifest import load_manifest
+from vlmcap.llm import compute_dtype
+from vlmcap.model import VideoLanguageModel
+from vlmcap.presets import resolve_model_source
+from vlmcap.run_dir import CONFIG_FILE, FINAL_DIR, METRICS_FILE, STATE_FILE, latest_checkpoint, resolve_weights_dir
 from vlmcap.training.checkpoint import (
-    STATE_FILE,
-    latest_checkpoint,
     load_weights,
     optimizer_from_files,
     optimizer_to_files,
-    resolve_weights_dir,
     rng_from_files,
     rng_to_files,
     save_weights,
@@ -39,14 +46,6 @@ from vlmcap.training.checkpoint import (
 from vlmcap.training.data import DataPosition, VideoBatches
 from vlmcap.training.evaluate import evaluate
 from vlmcap.training.features import FeatureCache, encoder_fingerprint
-from vlmcap.training.manifest import load_manifest
-
-from vlmcap.config import VlmcapConfig, dump_config
-from vlmcap.errors import ConfigError
-from vlmcap.home import vlmcap_home
-from vlmcap.llm import compute_dtype
-from vlmcap.model import VideoLanguageModel
-from vlmcap.presets import resolve_model_source
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.preprocess import ImageSpec
 
@@ -229,7 +228,7 @@ class Trainer:
 
     def _trim_metrics(self, step: int) -> None:
         """Keep metric lines up to `step`: the resumed (or restarted) run writes the rest again."""
-        metrics = self.run_dir / "metrics.jsonl"
+        metrics = self.run_dir / METRICS_FILE
         if not self.dist.main or not metrics.exists():
             return
         kept = []
@@ -239,7 +238,7 @@ class Trainer:
                     kept.append(line)
             except (json.JSONDecodeError, KeyError):
                 continue  # a line torn by kill -9
-        metrics.write_text("".join(line + "\n" for line in kept))
+        atomic_write_text(metrics, "".join(line + "\n" for line in kept))
 
     def _barrier(self) -> None:
         if self.dist.world > 1:
@@ -254,7 +253,7 @@ class Trainer:
         tc = self.config.train
         if self.dist.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+            atomic_write_text(self.run_dir / CONFIG_FILE, dump_config(self.config))
         if self.resume_from is not None:
             self.load_checkpoint(self.resume_from)
         else:
@@ -334,7 +333,7 @@ class Trainer:
                 "stage": tc.stage,
                 "eval": last_eval,
             }
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
         self._barrier()
         return result
 
@@ -364,21 +363,19 @@ class Trainer:
                 if writer is not None:
                     writer.add_scalar(f"eval/{name}/chrf++", metrics["chrf++"], self.step)
                     writer.add_scalar(f"eval/{name}/cider_d", metrics["cider_d"], self.step)
-            with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": self.step, "eval": results}, ensure_ascii=False) + "\n")
+            self._append_metrics({"step": self.step, "eval": results})
         self._barrier()
         return results
 
     def _write_final(self) -> Path:
-        final = self.run_dir / "final"
-        tmp = self.run_dir / ".final.tmp"
+        final = self.run_dir / FINAL_DIR
+        tmp = self.run_dir / f".{FINAL_DIR}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         save_weights(self.model, tmp)
-        (tmp / "config.yaml").write_text(dump_config(self.config), encoding="utf-8")
+        (tmp / CONFIG_FILE).write_text(dump_config(self.config), encoding="utf-8")
         (tmp / STATE_FILE).write_text(json.dumps({"step": self.step, "total_steps": self.total_steps}))
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        replace_dir(tmp, final)
         return final
 
     # -- reporting --------------------------------------------------------------------------------
@@ -397,11 +394,13 @@ class Trainer:
 
         return SummaryWriter(self.run_dir / "tensorboard")
 
+    def _append_metrics(self, record: dict) -> None:
+        append_jsonl(self.run_dir / METRICS_FILE, [record])
+
     def _log_step(self, record: dict, bar, writer) -> None:
         if not self.dist.main:
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        self._append_metrics(record)
         if writer is not None:
             writer.add_scalar("train/loss", record["loss"], record["step"])
         if bar is not None:

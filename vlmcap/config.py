@@ -1,4 +1,4 @@
-"""One typed configuration for the whole tool: model, projector, video frames, prompt, training, export.
+"""One typed configuration for the whole tool: model, projector, video frames, prompt, training, export, batch.
 
 A config is a YAML file plus `section.key=value` overrides from the command line. It is validated
 in full before any work starts: an unknown key, a wrong type or an out-of-range value fails with
@@ -8,6 +8,8 @@ a message that names the file and the dotted field.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -146,6 +148,111 @@ class ExportConfig(_Section):
     verify_videos: int = Field(2, ge=1, le=16, description="Sample videos run through both models to verify.")
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """`I/N` with 0 <= I < N -> (I, N); ValueError with the reason otherwise."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"{text!r}: expected I/N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"{text!r}: need 0 <= I < N")
+    return index, count
+
+
+class VllmConfig(_Section):
+    """vLLM engine settings (docs/BATCH.md, "The pipeline")."""
+
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="Fraction of GPU memory (of RAM on vLLM's CPU build) for weights + KV cache."
+    )
+    max_model_len: int | None = Field(None, ge=1, description="Context length (default: just enough).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto = the bundle's.")
+    quantization: str | None = Field(None, description="Weight quantization at load time, e.g. fp8.")
+    max_num_seqs: int | None = Field(None, ge=1, description="Sequences scheduled together.")
+    enforce_eager: bool = Field(False, description="No CUDA graphs (faster start, slower steps).")
+    kv_cache_gib: float | None = Field(None, gt=0, description="KV cache size (default on CPU: one batch's).")
+
+
+class GenerationOverrides(_Section):
+    """Decoding settings; None keeps the bundle's own."""
+
+    max_new_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, description="0 = greedy.")
+    top_p: float | None = Field(None, gt=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0, description="transformers engine only.")
+    seed: int | None = None
+
+
+class RayConfig(_Section):
+    """`vlmcap batch --ray` (docs/RAY.md); the run stays local while `address` is None."""
+
+    address: str | None = Field(None, description="auto (RAY_ADDRESS, a running or a new local cluster) or ADDRESS.")
+    decode_actors: int = Field(1, ge=1, description="Each runs `workers` decode processes.")
+    vision_actors: int = Field(1, ge=1)
+    llm_actors: int = Field(1, ge=1)
+    gpus_per_vision_actor: float = Field(0.0, ge=0)
+    gpus_per_llm_actor: float = Field(0.0, ge=0)
+    # The model actors mostly wait on their accelerator (or share the cores with decoding on a CPU
+    # box): half a CPU each lets decode + vision + LLM actors fit a 2-CPU node together.
+    cpus_per_model_actor: float = Field(0.5, gt=0)
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster this run starts.")
+
+
+DECODER_NAME = r"^(decord|pyav|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"  # module:Class = a custom decoder (tests)
+
+
+class BatchConfig(_Section):
+    """`vlmcap batch` (and the engine settings `vlmcap eval` / `vlmcap bench batch` share), docs/BATCH.md.
+
+    Every command-line flag of `vlmcap batch` has a key here, so a nightly job can be one config
+    file; flags given on the command line win over the file.
+    """
+
+    inputs: list[str] = Field(default_factory=list, description="Files, folders, globs, list files, - for stdin.")
+    out: str | None = Field(None, description="The captions JSONL.")
+    engine: str | None = Field(None, description="Bundle directory (default: VLMCAP_HOME/engines/default).")
+    batch_size: int = Field(8, ge=1, description="Videos per engine call.")
+    workers: int = Field(2, ge=1, description="Decode worker processes.")
+    decode_timeout_s: float = Field(60.0, gt=0, description="Seconds before a hung decode is killed.")
+    decoders: list[str] = Field(
+        default_factory=lambda: ["decord", "pyav"], min_length=1, description="Decoder chain, first that works wins."
+    )
+    prompt: str | None = Field(None, description="Instruction for every video (default: the bundle's).")
+    limit: int | None = Field(None, ge=1, description="Caption at most this many videos in this run.")
+    shard: str | None = Field(None, description="I/N: only the videos of shard I of N; stable across runs.")
+    retry_errors: bool = Field(False, description="Try again videos whose last line is an error.")
+    overwrite: bool = Field(False, description="Start the output over instead of resuming it.")
+    wait_lock_s: float = Field(0.0, ge=0, description="Seconds to wait for another run's lock.")
+    stats: str | None = Field(None, description="Write the run's stats as JSON here.")
+    progress: bool | None = Field(None, description="Progress bar (default: when stderr is a terminal).")
+    log_every_s: float = Field(30.0, gt=0, description="Without a bar: a progress line this often.")
+    batch_wait_s: float = Field(2.0, ge=0, description="How long a partial batch waits for more decoded videos.")
+    llm_backend: Literal["auto", "vllm", "transformers"] = "auto"
+    vision_backend: Literal["onnx", "torch"] = "onnx"
+    providers: list[str] | None = Field(None, description="ONNX Runtime providers (tensorrt, cuda, cpu); default best.")
+    device: str | None = Field(None, description="Device of the torch engines (default: cuda when available).")
+    cpu_threads: int | None = Field(None, ge=1, description="Threads per model engine on CPU (default: shared fairly).")
+    generation: GenerationOverrides = Field(default_factory=GenerationOverrides)
+    vllm: VllmConfig = Field(default_factory=VllmConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @field_validator("decoders")
+    @classmethod
+    def _known_decoders(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.match(DECODER_NAME, name):
+                raise ValueError(f"unknown decoder {name!r}; use decord, pyav or module:Class")
+        return v
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_shard(v)
+        return v
+
+
 class VlmcapConfig(_Section):
     seed: int = 0
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -153,13 +260,14 @@ class VlmcapConfig(_Section):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
     problems = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
         got = f" (got {e['input']!r})" if e["type"] != "extra_forbidden" and "input" in e else ""
         problems.append(f"{field}: {msg}{got}")
     return f"{source}: invalid config: " + "; ".join(problems)
@@ -202,8 +310,13 @@ def load_config(
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     preset: str | None = None,
+    flags: Mapping[str, Any] | None = None,
 ) -> VlmcapConfig:
-    """Start from defaults (or a config preset), merge a YAML file, apply overrides, validate everything."""
+    """Start from defaults (or a config preset), merge a YAML file, apply overrides, validate everything.
+
+    `overrides` are `a.b=value` texts (values parsed as YAML); `flags` are dotted keys with values
+    already typed (command-line flags), applied last, so they win over everything else.
+    """
     data: dict[str, Any] = config_preset(preset) if preset else {}
     source = f"config preset {preset!r}" if preset else "config"
     if path is not None:
@@ -225,6 +338,8 @@ def load_config(
     for text in overrides:
         keys, value = parse_override(text)
         _apply_override(data, keys, value, text)
+    for key, value in (flags or {}).items():
+        _apply_override(data, key.split("."), value, key)
     try:
         return VlmcapConfig.model_validate(data)
     except ValidationError as e:

@@ -1,7 +1,7 @@
 """The one function that builds LLM input embeddings from vision rows and prompt tokens.
 
 Training, the PyTorch engine and the vLLM engine all call `build_inputs_embeds`, so the
-sequence layout (DESIGN.md section 1) cannot drift between them.
+sequence layout (docs/MODEL.md) cannot drift between them.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import os
 from dataclasses import asdict, dataclass, field
 
 # Import name -> distribution names that may provide it (first installed one wins).
@@ -34,6 +35,14 @@ def library_version(module: str) -> str | None:
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (cgroup/affinity aware where the platform says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def onnxruntime_providers() -> list[str]:
@@ -64,7 +73,7 @@ def pick_llm_backend() -> str:
 
 
 def pick_decoder() -> str:
-    """decord first, PyAV as fallback (DESIGN.md section 4)."""
+    """decord first, PyAV as fallback (docs/VIDEO.md)."""
     if importlib.util.find_spec("decord") is not None:
         return "decord (PyAV fallback)" if importlib.util.find_spec("av") is not None else "decord"
     return "pyav" if importlib.util.find_spec("av") is not None else "none"

@@ -58,18 +58,3 @@ class DecodeTimeout(VideoError):
 
 class DecoderCrashed(VideoError):
     """The decoding worker process died (segfault, abort) on this video; it was replaced."""
-
-
-VIDEO_ERRORS: dict[str, type[VideoError]] = {
-    cls.__name__: cls
-    for cls in (
-        VideoError,
-        VideoNotFound,
-        NotAVideo,
-        NoVideoStream,
-        UnsupportedCodec,
-        TruncatedVideo,
-        DecodeTimeout,
-        DecoderCrashed,
-    )
-}

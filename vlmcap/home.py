@@ -1,4 +1,4 @@
-"""Where vlmcap keeps its runs, engines and materialized presets (DESIGN.md section 5)."""
+"""Where vlmcap keeps its runs, engines and materialized presets (docs/MODEL.md, "Where things live")."""
 
 import os
 from pathlib import Path

@@ -25,7 +25,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def compute_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` is bfloat16 on CUDA (DESIGN.md 2) and float32 on CPU, where bf16 matmuls are slow."""
+    """`auto` is bfloat16 on CUDA (docs/MODEL.md, "The LLM") and float32 on CPU, where bf16 matmuls are slow."""
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return DTYPES[name]

@@ -1,4 +1,4 @@
-"""Offline model presets (DESIGN.md section 1), named `preset:NAME` wherever a model id goes.
+"""Offline model presets (docs/MODEL.md), named `preset:NAME` wherever a model id goes.
 
 - tiny presets: a small random CLIP-architecture encoder and a small Qwen3-architecture LLM with
   a BPE tokenizer trained here on generated Korean text. Materialized once per seed into
@@ -30,6 +30,7 @@ from transformers import (
 )
 
 from vlmcap.errors import ModelError
+from vlmcap.files import fsync_tree, temp_sibling
 from vlmcap.home import presets_dir
 from vlmcap.presets.tokenizer import train_korean_tokenizer
 
@@ -169,7 +170,7 @@ def materialize_preset(
     if (out_dir / MARKER_FILE).exists():
         return out_dir
     with_weights = preset.weights_on_disk if with_weights is None else with_weights
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    tmp = temp_sibling(out_dir)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
@@ -184,6 +185,7 @@ def materialize_preset(
             "weights": with_weights,
         }
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2) + "\n")
+        fsync_tree(tmp)
         try:
             os.replace(tmp, out_dir)
         except OSError:

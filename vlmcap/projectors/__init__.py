@@ -1,4 +1,4 @@
-"""Projector kinds behind one builder (DESIGN.md section 1): (B,T,N,Dv) -> (B,T*M,Dl), per frame."""
+"""Projector kinds behind one builder (docs/MODEL.md): (B,T,N,Dv) -> (B,T*M,Dl), per frame."""
 
 from __future__ import annotations
 

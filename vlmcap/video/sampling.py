@@ -1,4 +1,4 @@
-"""Which frames to take: the middle of T equal time segments (DESIGN.md section 4)."""
+"""Which frames to take: the middle of T equal time segments (docs/VIDEO.md)."""
 
 from __future__ import annotations
 

@@ -37,11 +37,6 @@ class DecodeResult:
     def ok(self) -> bool:
         return self.video is not None
 
-    def error(self) -> VideoError:
-        from vlmcap.errors import VIDEO_ERRORS
-
-        return VIDEO_ERRORS.get(self.error_type or "VideoError", VideoError)(self.error_message or "")
-
 
 def decode_one(index: int, path: str, options: DecodeOptions, image_spec: ImageSpec | None) -> DecodeResult:
     start = time.perf_counter()

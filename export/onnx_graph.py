@@ -1,4 +1,4 @@
-"""vision.onnx: the frozen encoder and the trained projector as one ONNX graph.
+"""vision.onnx: the vision graph (vlmcap.vision_graph) traced to ONNX, with external data when large.
 
 pixel_values (B, T, 3, H, W) float32 -> vision_embeds (B, T*M, Dl) float32, B dynamic. The graph
 is exported in float32 with eager attention (its MatMul/Softmax pattern is what ONNX Runtime's
@@ -14,28 +14,12 @@ from pathlib import Path
 
 import onnx
 import torch
-from torch import nn
 
-from vlmcap.projectors import FrameProjector
-from vlmcap.vision_tower import VisionTower
+from vlmcap.vision_graph import INPUT_NAME, OUTPUT_NAME, VisionGraph
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "pixel_values"
-OUTPUT_NAME = "vision_embeds"
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**24  # protobuf's 2 GiB limit, with room for the graph itself
-
-
-class VisionGraph(nn.Module):
-    """Encoder + projector: exactly `VideoLanguageModel.vision_rows`, as a standalone module."""
-
-    def __init__(self, vision: VisionTower, projector: FrameProjector) -> None:
-        super().__init__()
-        self.vision = vision
-        self.projector = projector
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.vision(pixel_values))
 
 
 def export_onnx(

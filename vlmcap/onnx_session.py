@@ -1,16 +1,16 @@
 """ONNX Runtime sessions: which execution providers, how many threads.
 
-Export verification, the vision engine and the benchmarks all open sessions here, so a graph is
-checked with the same providers and settings it later runs with.
+Export verification, the vision engine and the benchmarks all open sessions here (a core module,
+so the export and engine stages share it without importing each other), so a graph is checked
+with the same providers and settings it later runs with.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from vlmcap.environment import AUTO_ORT_PROVIDERS
+from vlmcap.environment import AUTO_ORT_PROVIDERS, usable_cpus
 from vlmcap.errors import ConfigError
 
 PROVIDER_ALIASES = {
@@ -18,14 +18,6 @@ PROVIDER_ALIASES = {
     "cuda": "CUDAExecutionProvider",
     "cpu": "CPUExecutionProvider",
 }
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (cgroup/affinity aware where the platform says)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def pick_providers(requested: Sequence[str] | None = None) -> list[str]:

@@ -1,4 +1,4 @@
-"""Training manifests: JSONL, one `{"video", "caption", "prompt"?}` object per line (DESIGN.md 2).
+"""Training manifests: JSONL, one `{"video", "caption", "prompt"?}` object per line (docs/TRAINING.md, "Data").
 
 Every problem is found before training starts, with the file and line number: bad JSON, a
 missing or empty field, a video that does not exist. Video paths are relative to the manifest.

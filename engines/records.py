@@ -1,0 +1,84 @@
+"""What a run reports per video (`Outcome`), and the JSONL record it becomes (docs/BATCH.md, "Output").
+
+Drivers produce outcomes; `to_record` is the one place the record schema is written, so the local
+pipeline and Ray write identical lines.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlmcap.engines.selection import VideoTask
+from vlmcap.video.worker import DecodeResult
+
+
+@dataclass
+class Outcome:
+    """One video's result: decoded and captioned, or the typed error that stopped it."""
+
+    task: VideoTask
+    decode_ms: float
+    error_type: str | None = None  # set: the video failed (a VideoError subclass name)
+    error_message: str = ""
+    frames_s: list[float] = field(default_factory=list)
+    duration_s: float = 0.0
+    decoder: str = ""
+    caption: str = ""
+    num_tokens: int = 0
+    finish_reason: str = ""  # "stop" (end of turn) or "length" (cut at max_new_tokens)
+    vision_ms: float = 0.0  # vision and LLM run per batch: this video's share of its batch
+    llm_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+    @classmethod
+    def failed(cls, task: VideoTask, result: DecodeResult) -> Outcome:
+        return cls(task, result.decode_ms, result.error_type or "VideoError", result.error_message or "")
+
+    @classmethod
+    def decoded(cls, task: VideoTask, result: DecodeResult) -> Outcome:
+        """A decoded video, caption still to come."""
+        video = result.video
+        assert video is not None
+        return cls(
+            task,
+            result.decode_ms,
+            frames_s=[round(t, 3) for t in video.timestamps_s],
+            duration_s=round(video.meta.duration_s, 3),
+            decoder=video.meta.decoder,
+        )
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def to_record(outcome: Outcome, bundle_id: str, prompt: str) -> dict[str, Any]:
+    o = outcome
+    head: dict[str, Any] = {"video": o.task.video}
+    if o.ok:
+        head |= {
+            "status": "ok",
+            "caption": o.caption,
+            "frames_s": [float(t) for t in o.frames_s],
+            "duration_s": float(o.duration_s),
+            "decoder": o.decoder,
+        }
+    else:
+        head |= {"status": "error", "error": {"type": o.error_type, "message": o.error_message}}
+    head |= {"bundle": bundle_id, "prompt": prompt}
+    if o.ok:
+        head |= {"num_tokens": int(o.num_tokens), "finish_reason": o.finish_reason}
+        timings = {"decode": round(o.decode_ms, 1), "vision": round(o.vision_ms, 1), "llm": round(o.llm_ms, 1)}
+    else:
+        timings = {"decode": round(o.decode_ms, 1)}
+    return {
+        **head,
+        "timings_ms": timings,
+        "file": o.task.identity.as_dict() if o.task.identity else None,
+        "finished_at": utc_now(),
+    }

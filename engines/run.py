@@ -1,0 +1,186 @@
+"""One batch run, whoever drives it: selected videos in, caption records out (docs/BATCH.md).
+
+    tasks (resume/shard/limit filtered) -> driver (local pipeline | Ray Data) -> outcomes -> records
+
+`BatchRun` is the core both drivers share: it owns the signals, the run's stats, the progress
+report and the record schema, and yields the records of each finished batch. Whoever
+consumes it decides what records are for: `vlmcap batch` appends them to the JSONL, `vlmcap
+eval` and `vlmcap bench batch` keep them in memory.
+
+SIGINT/SIGTERM: the first one stops intake; the driver finishes the batch in its LLM and yields
+it, then stops, and the run ends with 130/143. A second signal raises KeyboardInterrupt at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from vlmcap.engines.progress import Progress
+from vlmcap.engines.records import Outcome, to_record
+from vlmcap.engines.selection import VideoTask
+
+EXIT_OK, EXIT_SOME_FAILED = 0, 1
+SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+@dataclass
+class RunStats:
+    captioned: int = 0
+    failed: int = 0
+    skipped_ok: int = 0
+    skipped_failed: int = 0
+    other_shard: int = 0
+    torn_bytes_repaired: int = 0
+    compacted_lines: int = 0
+    interrupted_by: str | None = None
+    wall_s: float = 0.0
+    stage_s: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "vision": 0.0, "llm": 0.0, "write": 0.0})
+    generated_tokens: int = 0
+    truncated: int = 0  # captions cut at max_new_tokens (finish_reason "length")
+    engines: dict[str, str] = field(default_factory=dict)
+    decode_pool: dict[str, int] = field(default_factory=dict)  # local runs: timeouts, crashes, retries, workers
+
+    def add(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            self.stage_s["decode"] += o.decode_ms / 1e3
+            if not o.ok:
+                self.failed += 1
+                continue
+            self.captioned += 1
+            self.generated_tokens += o.num_tokens
+            self.truncated += o.finish_reason == "length"
+            self.stage_s["vision"] += o.vision_ms / 1e3
+            self.stage_s["llm"] += o.llm_ms / 1e3
+
+    def to_dict(self) -> dict[str, Any]:
+        done = self.captioned + self.failed
+        llm_s = self.stage_s["llm"]
+        return {
+            **{k: v for k, v in vars(self).items() if k != "stage_s"},
+            "stage_s": {k: round(v, 3) for k, v in self.stage_s.items()},
+            "videos_per_s": round(done / self.wall_s, 3) if self.wall_s else 0.0,
+            "captioned_per_s": round(self.captioned / self.wall_s, 3) if self.wall_s else 0.0,
+            "tokens_per_s": round(self.generated_tokens / llm_s, 1) if llm_s else 0.0,
+        }
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted_by:
+            return SIGNAL_EXIT[signal.Signals[self.interrupted_by]]
+        return EXIT_SOME_FAILED if self.failed else EXIT_OK
+
+
+class Interrupt:
+    """First SIGINT/SIGTERM: stop intake and finish cleanly. Second: stop now."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.hard = threading.Event()
+        self.forced = False  # a second signal: stop without waiting for anything
+        self.signal: signal.Signals | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNAL_EXIT:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.stop.is_set():
+            self.hard.set()
+            self.forced = True
+            raise KeyboardInterrupt  # unwinds the main thread out of whatever it waits on
+        self.signal = signal.Signals(signum)
+        self.stop.set()
+        print(
+            f"\nvlmcap: {self.signal.name}: finishing the batch in progress and flushing (again to stop now)",
+            file=sys.stderr,
+        )
+
+
+class Driver(Protocol):
+    """Runs the decode, vision and LLM stages over tasks; yields outcomes a batch at a time.
+
+    A driver may also have `decode_pool`, its decode pool's counters, read after the run.
+    """
+
+    def outcomes(
+        self, tasks: Iterable[VideoTask], interrupt: Interrupt, ready: Callable[[dict[str, str]], None]
+    ) -> Iterator[list[Outcome]]:
+        """`ready(engine names)` is called once the engines are up (never, when no task comes)."""
+        ...
+
+
+class BatchRun:
+    """The records of each batch the driver finishes, in the order it finishes them.
+
+        with BatchRun(driver, tasks, bundle_id, prompt, stats, progress) as run:
+            for records in run:
+                ...  # write them, keep them
+
+    The `with` block owns the signal handlers, so a second signal stops the run cleanly wherever
+    it lands (in the driver or in the consumer's own code); on leaving, the driver's threads and
+    engines are shut down and `stats` gets `wall_s` and `interrupted_by`.
+    """
+
+    def __init__(
+        self,
+        driver: Driver,
+        tasks: Iterable[VideoTask],
+        bundle_id: str,
+        prompt: str,
+        stats: RunStats,
+        progress: Progress,
+    ) -> None:
+        self.driver = driver
+        self.tasks = tasks
+        self.bundle_id = bundle_id
+        self.prompt = prompt
+        self.stats = stats
+        self.progress = progress
+        self.interrupt = Interrupt()
+        self._records: Iterator[list[dict[str, Any]]] | None = None
+        self._start = 0.0
+
+    def __enter__(self) -> BatchRun:
+        self._start = time.perf_counter()
+        self.interrupt.__enter__()
+        return self
+
+    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+        self._records = self._generate()
+        return self._records
+
+    def _ready(self, engines: dict[str, str]) -> None:
+        self.stats.engines = engines
+        self.progress.start(self.stats)
+
+    def _generate(self) -> Iterator[list[dict[str, Any]]]:
+        for outcomes in self.driver.outcomes(self.tasks, self.interrupt, self._ready):
+            self.stats.add(outcomes)
+            yield [to_record(o, self.bundle_id, self.prompt) for o in outcomes]
+            self.progress.update(self.stats)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            if self._records is not None:
+                self._records.close()  # an early exit: the driver stops its threads and engines now
+        finally:
+            self.interrupt.__exit__(exc_type, exc, tb)
+            self.progress.close()
+            self.stats.decode_pool = dict(getattr(self.driver, "decode_pool", {}))
+            self.stats.interrupted_by = self.interrupt.signal.name if self.interrupt.signal else None
+            self.stats.wall_s = time.perf_counter() - self._start
+        # The second signal's KeyboardInterrupt ends the run like the first, just without waiting.
+        return exc_type is KeyboardInterrupt and self.interrupt.forced

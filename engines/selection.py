@@ -1,0 +1,84 @@
+"""Which discovered videos a run captions: what is already done (resume), the shard, the limit.
+
+Both drivers (the local pipeline and Ray) and `--dry-run` select through `TaskFilter`, so they
+agree on what a run does (docs/BATCH.md, "Resume, crash safety, retries").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from vlmcap.config import parse_shard
+from vlmcap.engines.output import ResumeState
+from vlmcap.errors import ConfigError
+from vlmcap.files import FileIdentity, file_identity
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """`i/N` with 0 <= i < N."""
+        try:
+            return cls(*parse_shard(text))
+        except ValueError as e:
+            raise ConfigError(f"--shard {e}") from None
+
+    def owns(self, video: str) -> bool:
+        """Stable across runs and machines: a hash of the path as given, not of listing order."""
+        digest = hashlib.blake2b(video.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+        return int.from_bytes(digest, "big") % self.count == self.index
+
+
+@dataclass
+class VideoTask:
+    video: str  # the path as given (discovered); the JSONL's "video"
+    identity: FileIdentity | None  # None: vanished before it could be read
+
+
+@dataclass
+class Selection:
+    """Counts of what the resume/shard/limit filter let through or held back."""
+
+    selected: int = 0
+    superseding: int = 0  # selected videos that already have a line (retried, changed): compact at the end
+    skipped_ok: int = 0
+    skipped_failed: int = 0
+    other_shard: int = 0
+    over_limit: bool = False
+
+
+@dataclass
+class TaskFilter:
+    state: ResumeState
+    retry_errors: bool = False
+    shard: Shard | None = None
+    limit: int | None = None
+    counts: Selection = field(default_factory=Selection)
+
+    def __call__(self, paths: Iterable[str]) -> Iterator[VideoTask]:
+        for video in paths:
+            if self.shard is not None and not self.shard.owns(video):
+                self.counts.other_shard += 1
+                continue
+            identity = file_identity(video)
+            if identity is not None:
+                status = self.state.status((video, identity.size, identity.mtime_ns))
+                if status == "ok":
+                    self.counts.skipped_ok += 1
+                    continue
+                if status == "error" and not self.retry_errors:
+                    self.counts.skipped_failed += 1
+                    continue
+            if self.limit is not None and self.counts.selected >= self.limit:
+                self.counts.over_limit = True
+                return
+            self.counts.selected += 1
+            if video in self.state.videos:
+                self.counts.superseding += 1
+            yield VideoTask(video, identity)

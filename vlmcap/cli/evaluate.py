@@ -1,0 +1,42 @@
+"""`vlmcap eval`: score a bundle on a labelled manifest through the batch path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from vlmcap.cli.options import ConfigSource, config_options, decode_options, engine_options, json_option
+
+
+@click.command("eval")
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Labelled JSONL manifest.")
+@config_options(overrides=False)
+@engine_options
+@decode_options
+@click.option("--records", type=click.Path(dir_okay=False, path_type=Path), help="Write per-video captions here.")
+@json_option
+def eval_cmd(data: Path, config: ConfigSource, records: Path | None, as_json: bool) -> None:
+    """Caption a labelled manifest with a bundle (the batch path) and report chrF++, CIDEr-D, exact match.
+
+    CIDEr-D is computed on characters (Hangul syllables, whitespace removed), not words. Engine
+    settings come from the flags and the `batch:` section of --config FILE.
+
+    Example: vlmcap eval --data synth/val.jsonl --json
+    """
+    from vlmcap.bundle import load_bundle
+    from vlmcap.engines.batch import bundle_path
+    from vlmcap.engines.evaluate import evaluate_bundle
+
+    settings = config.load().batch
+    bundle = load_bundle(bundle_path(settings))
+    metrics = evaluate_bundle(bundle, data, settings, records)["metrics"]
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{data}: {metrics['n']} captioned, {metrics['failed']} failed, bundle {metrics['bundle']}")
+    click.echo(f"chrF++ {metrics.get('chrf++')}  CIDEr-D {metrics.get('cider_d')} ({metrics.get('cider_d_tokens')})")
+    click.echo(f"exact match {metrics.get('exact_match', 0):.3f}")
+    if "attribute_accuracy" in metrics:
+        click.echo(f"attribute accuracy {json.dumps(metrics['attribute_accuracy'])}")

@@ -1,0 +1,80 @@
+"""`vlmcap synth` and `vlmcap train`: a data set to learn from, and the training run."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from vlmcap.cli.options import ConfigSource, config_option, config_options
+
+
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--num-videos", default=1000, show_default=True, help="Videos in all splits together.")
+@click.option("--seed", default=0, show_default=True, help="The data set is deterministic for a seed.")
+@click.option("--frames", "num_frames", default=16, show_default=True, help="Frames per video.")
+@click.option("--size", default=112, show_default=True, help="Width and height in pixels.")
+def synth(out: Path, num_videos: int, seed: int, num_frames: int, size: int) -> None:
+    """Write a synthetic Korean video-caption data set to OUT (videos/, train/val manifests).
+
+    Coloured shapes move across the screen; captions name colour, shape, lane and motion direction.
+    val.jsonl holds random held-out videos; val_heldout_pairs.jsonl holds colour-shape pairs that
+    never occur in train.jsonl.
+
+    Example: vlmcap synth ./synth --num-videos 1000 --seed 0
+    """
+    from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
+
+    manifests = write_synthetic_dataset(out, SynthSpec(num_videos=num_videos, seed=seed, frames=num_frames, size=size))
+    for split, path in manifests.items():
+        count = sum(1 for _ in path.open(encoding="utf-8"))
+        click.echo(f"{split:<18} {count:>6} videos  {path}")
+
+
+@click.command()
+@config_options()
+@config_option("--data", key="train.data", type=click.Path(dir_okay=False), help="Training manifest (JSONL).")
+@config_option(
+    "--val", key="train.val", multiple=True, type=click.Path(dir_okay=False), help="Validation manifest; repeatable."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default: VLMCAP_HOME/runs/NAME)."
+)
+@click.option("--name", help="Run name under VLMCAP_HOME/runs (default: a timestamp).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest run) from its last checkpoint.")
+@click.option("--stop-after-steps", type=int, help="Save a checkpoint and stop after this many steps (resume later).")
+def train(config: ConfigSource, out: Path | None, name: str | None, resume: bool, stop_after_steps: int | None) -> None:
+    """Train the projector (train.stage=projector) or projector + LoRA (train.stage=lora).
+
+    \b
+    Examples:
+      vlmcap train --preset tiny --data synth/train.jsonl --val synth/val.jsonl train.stage=lora
+      vlmcap train --config my.yaml --out runs/exp1 --resume
+      torchrun --nproc_per_node 2 $(which vlmcap) train --config my.yaml   # DDP
+    """
+    from vlmcap.home import runs_dir
+    from vlmcap.run_dir import CONFIG_FILE, latest_run
+
+    logging.getLogger("vlmcap.training").setLevel(logging.INFO)
+    run_config: Path | None = None  # resuming without --config/--preset: the run's own config
+    if resume and config.path is None and config.preset is None:
+        if out is None:
+            out = latest_run()
+            if out is None:
+                raise click.UsageError("--resume: no run found under VLMCAP_HOME/runs; pass --out")
+        if (out / CONFIG_FILE).exists():
+            run_config = out / CONFIG_FILE
+    loaded = config.load(run_config)
+    run_dir = out or runs_dir() / (name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    from vlmcap.training.trainer import run_training
+
+    result = run_training(loaded, run_dir, resume=resume, stop_after_steps=stop_after_steps)
+    click.echo(f"run: {result.run_dir}  step {result.step}/{result.total_steps}  {result.seconds:.0f} s")
+    if result.final_dir:
+        click.echo(f"final weights: {result.final_dir}")
+    for split, metrics in result.eval.items():
+        click.echo(f"eval {split}: {json.dumps(metrics, ensure_ascii=False)}")

@@ -1,0 +1,138 @@
+"""File helpers every stage uses: durable atomic replacement, fsync, JSONL lines, file identity.
+
+"Durable" means what a crash or power loss cannot undo: the data is fsynced before the rename
+that makes it visible, and the directory is fsynced after it, so the new name survives too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by path (a directory's fsync makes renames inside it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file under `root`, then every directory, deepest first."""
+    directories = [root]
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fsync_path(Path(dirpath) / name)
+        directories += [Path(dirpath) / d for d in dirnames]
+    for directory in reversed(directories):
+        fsync_path(directory)
+
+
+def temp_sibling(path: Path, tag: str = "tmp") -> Path:
+    """A hidden name beside `path` (same file system, so a rename is atomic), unique to this process."""
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
+    """Write a file that appears whole or not at all: a temporary sibling, fsynced, renamed over `path`.
+
+    On an exception the temporary file is removed and `path` is untouched. Renaming over a symlink
+    would replace the link, so a symlinked `path` is written where it points.
+    """
+    target = Path(os.path.realpath(path))
+    tmp = temp_sibling(target)
+    try:
+        with open(tmp, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(target.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_file(path, "wb") as f:
+        f.write(data)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with atomic_file(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Durably put the finished directory `tmp` at `final`, replacing what was there.
+
+    The old directory is removed before the rename, so a crash in between leaves no `final`
+    (callers treat a missing one as not written yet), never a mix of old and new files.
+    """
+    fsync_tree(tmp)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_path(final.parent)
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """One JSONL line, UTF-8 where it can be.
+
+    Paths from the file system can hold undecodable bytes (surrogate escapes, e.g. a Latin-1 name
+    on a UTF-8 system); such records are written with ASCII escapes, which read back to the same
+    string.
+    """
+    text = json.dumps(record, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(record, ensure_ascii=True)
+    return text + "\n"
+
+
+def append_durably(f: IO[str], text: str) -> None:
+    """Append `text` with one write, then flush and fsync: on disk when this returns."""
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append records to a JSONL file durably (one write per call)."""
+    with open(path, "a", encoding="utf-8") as f:
+        append_durably(f, "".join(json_line(r) for r in records))
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """A whole JSONL file, atomically."""
+    atomic_write_text(path, "".join(json_line(r) for r in records))
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Size and modification time: what changes when a file is rewritten or replaced."""
+
+    size: int
+    mtime_ns: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"size": self.size, "mtime_ns": self.mtime_ns}
+
+
+def file_identity(path: str | Path) -> FileIdentity | None:
+    """The identity of a regular file (symlinks followed); None when it is missing or not a regular file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return FileIdentity(st.st_size, st.st_mtime_ns) if os.path.isfile(path) else None
