@@ -112,7 +112,7 @@ def test_bundle_captions_equal_the_trained_model(tiny_run: Path, tiny_bundle: Pa
     rows = create_session(tiny_bundle / "vision.onnx").run(None, {"pixel_values": pixels.numpy()})[0]
     llm = AutoModelForCausalLM.from_pretrained(tiny_bundle / "llm", use_safetensors=True).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_bundle / "llm")
-    prompts = PromptBuilder(tokenizer, manifest["prompt"]["default_prompt"], manifest["prompt"]["system_prompt"])
+    prompts = PromptBuilder(tokenizer, manifest.prompt.default_prompt, manifest.prompt.system_prompt)
     batch = build_inputs_embeds(torch.from_numpy(rows), [prompts.encode(None)] * 3, llm.get_input_embeddings(), "left")
     with torch.no_grad():
         out = llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, max_new_tokens=24)
