@@ -1,8 +1,14 @@
-"""`vlmcap batch` end to end: check everything up front, take the lock, run, append, compact, report.
+"""`vlmcap batch` end to end: check, lock, check the bundle and settings, run, append, compact, report.
 
-Every check that can fail on the user's input (bundle, settings, output location) runs before the
-lock is taken, engines start or a video is decoded. The JSONL writer is one consumer of the batch
-run's records (vlmcap.engines.run.BatchRun).
+The order is what a nightly job needs (docs/BATCH.md, "Cron and systemd"):
+
+1. checks that need nothing heavy: the output and stats paths, the settings (already validated);
+2. the output's lock, so a second run exits 75 at once: this module imports no torch before it;
+3. the bundle (hashes verified, or known verified for these exact files), the prompt (no chat
+   control tokens, fits the LLM's context), the engines' settings;
+4. the run: the JSONL writer is one consumer of the batch run's records (vlmcap.engines.run).
+
+Every check in 1 and 3 fails with exit 2 before a video is decoded or an engine starts.
 """
 
 from __future__ import annotations
@@ -14,23 +20,23 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from vlmcap.bundle import Bundle, load_bundle
 from vlmcap.config import BatchConfig
-from vlmcap.engines.captioner import Captioner, with_cpu_threads
-from vlmcap.engines.llm import GenerationParams
-from vlmcap.engines.llm_vllm import check_params_safe
 from vlmcap.engines.lock import OutputLock
 from vlmcap.engines.output import CaptionWriter, ResumeState, read_resume_state
-from vlmcap.engines.pipeline import LocalPipeline
 from vlmcap.engines.progress import Progress
-from vlmcap.engines.run import BatchRun, Driver, RunStats
+from vlmcap.engines.run import BatchRun, RunStats
 from vlmcap.engines.selection import Shard, TaskFilter
 from vlmcap.errors import ConfigError
 from vlmcap.files import atomic_write_text
 from vlmcap.home import default_engine_dir
 from vlmcap.video.discovery import iter_video_paths
+
+if TYPE_CHECKING:
+    from vlmcap.bundle import Bundle
+    from vlmcap.engines.llm import GenerationParams
+    from vlmcap.engines.run import Driver
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +51,36 @@ def bundle_path(settings: BatchConfig) -> Path:
     return Path(settings.engine) if settings.engine else default_engine_dir()
 
 
-def _check_output(out: Path) -> None:
-    if out.exists() and not out.is_file():
-        raise ConfigError(f"--out {out}: exists and is not a file")
-    parent = out.parent if str(out.parent) else Path(".")
+def check_writable_file(path: Path, flag: str) -> None:
+    """`path` can be created or replaced: a writable directory (made if missing), no directory in the way."""
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{flag} {path}: exists and is not a file")
+    parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
         try:
             parent.mkdir(parents=True)
         except OSError as e:
-            raise ConfigError(f"--out {out}: cannot create {parent} ({e.strerror})") from None
-    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise ConfigError(f"--out {out}: not writable")
+            raise ConfigError(f"{flag} {path}: cannot create {parent} ({e.strerror})") from None
+    if not parent.is_dir() or not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"{flag} {path}: not writable")
+
+
+def check_paths(settings: BatchConfig) -> Path:
+    """Every file the run will write, checked before any work; returns the output."""
+    out = output_path(settings)
+    check_writable_file(Path(os.path.realpath(out)), "--out")  # where a symlinked output really lives
+    if settings.stats is not None:
+        check_writable_file(Path(settings.stats), "--stats")
+    return out
 
 
 def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
-    """All up-front checks; raises ConfigError/BundleError (exit 2) before any work."""
-    _check_output(output_path(settings))
+    """The bundle, verified, and generation settings it accepts; raises ConfigError/BundleError (exit 2)."""
+    from vlmcap.bundle import load_bundle
+    from vlmcap.engines.llm import GenerationParams
+    from vlmcap.engines.llm_vllm import check_params_safe
+    from vlmcap.engines.prompt_check import check_prompt
+
     if settings.providers:
         from vlmcap.onnx_session import pick_providers
 
@@ -69,15 +89,7 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     params = GenerationParams.from_bundle(bundle, settings.generation)
     if settings.llm_backend == "vllm":
         check_params_safe(params)
-    if settings.prompt is not None:
-        from transformers import AutoTokenizer
-
-        from vlmcap.prompt import PromptBuilder
-
-        tokenizer = AutoTokenizer.from_pretrained(bundle.llm_dir)
-        prompt = bundle.manifest.prompt
-        # A prompt with two <video> placeholders fails here, not on the first batch.
-        PromptBuilder(tokenizer, prompt.default_prompt, prompt.system_prompt).encode(settings.prompt)
+    check_prompt(bundle, settings, params)
     return bundle, params
 
 
@@ -99,18 +111,28 @@ def make_driver(bundle: Bundle, settings: BatchConfig, params: GenerationParams)
         from vlmcap.engines.ray_pipeline import RayPipeline
 
         return RayPipeline(bundle, settings, params)
+    from vlmcap.engines.captioner import Captioner
+    from vlmcap.engines.pipeline import LocalPipeline
+
     return LocalPipeline(bundle, settings, lambda: Captioner.open(bundle, settings, params))
 
 
 def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunStats:
     """Caption `settings.inputs` into `settings.out`: resume, lock, append, compact; the run's stats."""
-    bundle, params = prepare(settings)
-    settings = with_cpu_threads(settings)
-    out = output_path(settings)
-    with OutputLock(out, settings.wait_lock_s):
-        writer = CaptionWriter(out, overwrite=settings.overwrite)
+    out = check_paths(settings)
+    with OutputLock(out, settings.wait_lock_s) as lock:
+        bundle, params = prepare(settings)
+        from vlmcap.engines.captioner import with_cpu_threads
+
+        settings = with_cpu_threads(settings)
+        writer = CaptionWriter(out, overwrite=settings.overwrite, before_replace=lock.adopt)
+        state = read_resume_state(out)
         stats = RunStats(torn_bytes_repaired=writer.torn_bytes)
-        selection = task_filter(settings, read_resume_state(out))
+        if state.duplicated:  # a compaction was interrupted: one line per video before anything is added
+            stats.compacted_lines = writer.compact()
+            log.warning("%s: %d superseded lines of an interrupted run removed", out, stats.compacted_lines)
+            state = read_resume_state(out)
+        selection = task_filter(settings, state)
         paths = iter_video_paths(settings.inputs, stdin if stdin is not None else sys.stdin)
         prompt = bundle.manifest.prompt.default_prompt if settings.prompt is None else settings.prompt
         progress = Progress(settings.progress, settings.log_every_s)
@@ -129,8 +151,9 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
             counts.skipped_failed,
             counts.other_shard,
         )
+        stats.foreign_lines = state.foreign_lines
         if not stats.interrupted_by and counts.superseding:
-            stats.compacted_lines = writer.compact()
+            stats.compacted_lines += writer.compact()
     if settings.stats is not None:
         report = {**stats.to_dict(), "bundle": bundle.id, "out": str(out)}
         atomic_write_text(Path(settings.stats), json.dumps(report, indent=2, ensure_ascii=False) + "\n")

@@ -91,7 +91,7 @@ def bench_stages(
         graph.cpu()  # free accelerator memory for the LLM
 
         source = resolve_model_source(config.model.llm.model, seed=config.seed)
-        hf_config = AutoConfig.from_pretrained(source.path)
+        hf_config = AutoConfig.from_pretrained(source.path, trust_remote_code=False)
         llm = AutoModelForCausalLM.from_config(hf_config, dtype=dtype).to(dev).eval()
         hidden = hf_config.hidden_size
         length = tokens_per_video + prompt_tokens

@@ -97,7 +97,7 @@ class Captioner:
         self.vision = vision
         self.llm = llm
         self.params = params
-        self.tokenizer = AutoTokenizer.from_pretrained(bundle.llm_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(bundle.llm_dir, trust_remote_code=False)
         prompt = bundle.manifest.prompt
         self.prompts = PromptBuilder(self.tokenizer, prompt.default_prompt, prompt.system_prompt)
         self.table = EmbeddingTable(bundle.llm_dir, bundle.manifest.llm.embed_tokens)

@@ -26,7 +26,9 @@ class TransformersEngine:
         if self.device.type == "cpu" and name != "float32":
             name = "float32"  # CPU matmuls in 16-bit are slow and lose precision; the weights are upcast once
         self.dtype = DTYPES[name]
-        self.model = AutoModelForCausalLM.from_pretrained(bundle.llm_dir, dtype=self.dtype, use_safetensors=True)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            bundle.llm_dir, dtype=self.dtype, use_safetensors=True, trust_remote_code=False
+        )
         self.model.to(self.device).eval()
         self.pad_token_id = self.model.generation_config.pad_token_id
         self.name = f"transformers ({self.device.type}, {name})"

@@ -12,12 +12,14 @@ tokenizer exactly as the transformers engine does, so the two cannot disagree on
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import VllmConfig
 from vlmcap.embeddings import EmbeddedBatch
 from vlmcap.engines.llm import Generation, GenerationParams, finish_reason
+from vlmcap.engines.watchdog import EngineWatchdog, descendants
 from vlmcap.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,12 @@ class VllmEngine:
             seqs = options.max_num_seqs or batch_size
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(bundle, kwargs["max_model_len"], seqs)
         log.info("starting vLLM: %s", kwargs)
-        self.llm = LLM(**kwargs)
+        self.watchdog = EngineWatchdog()
+        before = descendants(os.getpid())
+        try:
+            self.llm = LLM(**kwargs)
+        finally:  # the processes vLLM started (also when it failed half-way) die with this run
+            self.watchdog.guard(descendants(os.getpid()) - before)
         self.max_model_len = kwargs["max_model_len"]
         self.name = f"vllm ({kwargs['dtype']})"
 
@@ -108,6 +115,7 @@ class VllmEngine:
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()  # stops the engine-core process now rather than at interpreter exit
         del self.llm
+        self.watchdog.release()
 
 
 def _on_cpu() -> bool:

@@ -3,11 +3,14 @@
 - One JSON object per line. Lines are appended a batch at a time with one write, then flushed
   and fsynced, so `kill -9` loses at most the batch being written and can only tear the last line.
 - On open, a torn last line (no trailing newline) is cut off before anything is appended.
-- Resume key: the path as given + the file's identity (size, mtime in ns). A video that changed
-  since it was captioned is captioned again.
-- When a run re-captions a video that already has a line (`--retry-errors`, a changed file), the
-  file is compacted at the end of the run (written beside it, fsynced, renamed over it) so every
-  video keeps exactly one line: its latest.
+- A video is known by its real path (symlinks resolved) and its file identity (size, mtime in
+  ns), whatever spelling the input used (`dir/a.mp4`, `./dir/a.mp4`, `/abs/dir/a.mp4`). A video
+  that changed since it was captioned is captioned again.
+- Every video keeps exactly one line, its latest: when a run re-captions a video that already has
+  a line (`--retry-errors`, a changed file) the file is compacted at the end (written beside it,
+  fsynced, renamed over it, locked before the rename), and a run that finds more than one line for
+  a video (a compaction that was interrupted) compacts before it appends anything.
+- A line that is not a caption record (hand-edited, corrupt) is reported and left as it is.
 """
 
 from __future__ import annotations
@@ -15,30 +18,59 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from vlmcap.errors import ConfigError
-from vlmcap.files import append_durably, atomic_file, json_line
+from vlmcap.files import append_durably, atomic_file, json_line, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, int, int]
+Key = tuple[str, int, int]  # (real path, size, mtime_ns)
+
+
+def _real_path(record: dict[str, Any]) -> str | None:
+    """The real path a record is about: its own `file.path`, else (older lines) its `video` resolved."""
+    file = record.get("file")
+    if isinstance(file, dict) and isinstance(file.get("path"), str):
+        return file["path"]
+    video = record.get("video")
+    return os.path.realpath(video) if isinstance(video, str) else None
+
+
+def _caption_record(line: str | bytes) -> dict[str, Any] | None:
+    """The record on a line, or None for anything that is not a caption record (torn, corrupt, foreign)."""
+    try:
+        record = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    if isinstance(record, dict) and isinstance(record.get("video"), str) and record.get("status") in ("ok", "error"):
+        return record
+    return None
 
 
 def record_key(record: dict[str, Any]) -> Key | None:
-    file = record.get("file") or {}
-    if not isinstance(record.get("video"), str) or "size" not in file or "mtime_ns" not in file:
+    """The resume key, or None when the record has no usable file identity (a vanished file, or
+    values no file has: a size of 1e400, a negative mtime)."""
+    file = record.get("file")
+    if not isinstance(file, dict):
         return None
-    return record["video"], int(file["size"]), int(file["mtime_ns"])
+    size, mtime_ns = file.get("size"), file.get("mtime_ns")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (size, mtime_ns)):
+        return None
+    real = _real_path(record)
+    return (real, size, mtime_ns) if real is not None else None
 
 
 @dataclass
 class ResumeState:
     ok: set[Key] = field(default_factory=set)
     failed: set[Key] = field(default_factory=set)
-    videos: set[str] = field(default_factory=set)  # every video with a line: re-captioning one supersedes it
+    videos: set[str] = field(default_factory=set)  # real paths with a line: re-captioning one supersedes it
+    duplicated: int = 0  # lines beyond the first of a video: an interrupted compaction
+    foreign_lines: int = 0  # lines that are not caption records, left as they are
 
     def status(self, key: Key) -> str | None:
         if key in self.ok:
@@ -55,19 +87,19 @@ def read_resume_state(path: Path) -> ResumeState:
         for number, line in enumerate(f, start=1):
             if not line.endswith("\n"):
                 break  # torn tail: repaired by CaptionWriter before it appends
-            try:
-                record = json.loads(line)
-                key = record_key(record)
-            except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-                record, key = None, None
-            is_record = isinstance(record, dict) and isinstance(record.get("video"), str) and "status" in record
-            if is_record:
-                state.videos.add(record["video"])
+            record = _caption_record(line)
+            if record is None:
+                state.foreign_lines += 1
+                log.warning("%s:%d: not a vlmcap caption record; skipped and left as it is", path, number)
+                continue
+            real = _real_path(record)
+            if real in state.videos:
+                state.duplicated += 1
+            state.videos.add(real)
+            key = record_key(record)
             if key is None:
-                if not is_record:
-                    log.warning("%s:%d: not a vlmcap caption record; left as it is", path, number)
                 continue  # a record for a file that had vanished: nothing to resume from
-            if record.get("status") == "ok":
+            if record["status"] == "ok":
                 state.ok.add(key)
                 state.failed.discard(key)
             else:
@@ -105,16 +137,21 @@ def repair_torn_tail(path: Path) -> int:
 
 
 class CaptionWriter:
-    """Appends records to the output; call under the output's lock."""
+    """Appends records to the output; call under the output's lock (`before_replace` re-locks a
+    compacted file before it replaces the output: `OutputLock.adopt`)."""
 
-    def __init__(self, path: Path, overwrite: bool = False) -> None:
-        self.path = path
+    def __init__(
+        self, path: Path, overwrite: bool = False, before_replace: Callable[[int], None] | None = None
+    ) -> None:
+        self.path = Path(os.path.realpath(path))
+        self.before_replace = before_replace
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if overwrite:
-                path.unlink(missing_ok=True)
-            self.torn_bytes = repair_torn_tail(path)
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 -- lives as long as the run
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.path)  # of compactions that were killed
+            if overwrite and self.path.exists():
+                os.truncate(self.path, 0)  # in place: the lock is on this very file
+            self.torn_bytes = repair_torn_tail(self.path)
+            self._file: IO[str] | None = None
         except OSError as e:
             raise ConfigError(f"{path}: cannot write the output ({e.strerror})") from None
         if self.torn_bytes:
@@ -123,41 +160,39 @@ class CaptionWriter:
     def append(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- open until close()
         append_durably(self._file, "".join(json_line(r) for r in records))
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def compact(self) -> int:
         """Keep only the latest line per video; lines that are no caption record stay. Atomic.
 
         Streams the file twice (find the latest line of each video, then copy), so memory grows
-        with the number of videos, not the file's size.
+        with the number of videos, not the file's size. Returns the number of lines dropped.
         """
+        self.close()  # appends after this go to the compacted file
         latest: dict[str, int] = {}
         records = 0
         with open(self.path, "rb") as f:
             for i, line in enumerate(f):
-                video = _video_of(line)
-                if video is not None:
-                    latest[video] = i
+                record = _caption_record(line)
+                if record is not None:
+                    latest[_real_path(record) or ""] = i
                     records += 1
         if records == len(latest):
             return 0  # nothing superseded: leave the file as it is
         keep = set(latest.values())
-        with open(self.path, "rb") as src, atomic_file(self.path, "wb") as dst:
+        with open(self.path, "rb") as src, atomic_file(self.path, "wb", before_replace=self._relock) as dst:
             for i, line in enumerate(src):
-                if i in keep or _video_of(line) is None:
+                if i in keep or _caption_record(line) is None:
                     dst.write(line)
         return records - len(latest)
 
-
-def _video_of(line: bytes) -> str | None:
-    """The "video" of a caption record line (ok or error, with or without file identity), else None."""
-    try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if isinstance(record, dict) and isinstance(record.get("video"), str) and "status" in record:
-        return record["video"]
-    return None
+    def _relock(self, f: IO[bytes]) -> None:
+        if self.before_replace is not None:
+            self.before_replace(os.dup(f.fileno()))

@@ -39,6 +39,15 @@ log = logging.getLogger(__name__)
 _DONE = object()
 
 
+class _Unreadable:
+    """Stands in the decoded queue for an input that was never decoded (its task holds the problem)."""
+
+    ok = False
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
 class LocalPipeline:
     """`captioner`: engines to use as they are (the caller closes them), or a function that opens
     them once a task comes (closed at the end of the run)."""
@@ -54,9 +63,7 @@ class LocalPipeline:
     ) -> Iterator[list[Outcome]]:
         settings = self.settings
         spec = self.bundle.manifest.image.spec()
-        decode_options = DecodeOptions(
-            num_frames=self.bundle.manifest.video.num_frames, decoders=tuple(settings.decoders)
-        )
+        decode_options = DecodeOptions.from_settings(settings, self.bundle.manifest.video.num_frames)
         decoded: queue.Queue = queue.Queue(maxsize=2 * settings.batch_size)
         encoded: queue.Queue = queue.Queue(maxsize=2)
         failures: list[BaseException] = []
@@ -70,6 +77,9 @@ class LocalPipeline:
                 if task.video in in_flight:
                     continue  # named twice while the first is still in flight
                 in_flight[task.video] = task
+                if task.problem is not None:  # nothing to decode: straight to its error line
+                    _put(decoded, _Unreadable(task.video), interrupt, force=True)
+                    continue
                 has_work.set()
                 yield task.video
 
@@ -129,7 +139,8 @@ class LocalPipeline:
                     break
                 kind, results, rows, vision_s = item
                 if kind == "errors":
-                    yield [Outcome.failed(in_flight.pop(r.path), r) for r in results]
+                    failed = [(in_flight.pop(r.path), r) for r in results]
+                    yield [Outcome.unreadable(t) if t.problem else Outcome.failed(t, r) for t, r in failed]
                     continue
                 if interrupt.stop.is_set():
                     continue  # interrupted: drop encoded batches that have not started; a re-run does them

@@ -48,7 +48,7 @@ class DecodeStage:
         bundle = load_bundle(bundle_path)
         self.spec = bundle.manifest.image.spec()
         self.num_frames = bundle.manifest.video.num_frames
-        decode = DecodeOptions(num_frames=self.num_frames, decoders=tuple(settings.decoders))
+        decode = DecodeOptions.from_settings(settings, self.num_frames)
         self.pool = DecodePool(decode, self.spec, settings.workers, settings.decode_timeout_s)
         self.frame_shape = (self.num_frames, *self.spec.output_hw, 3)
 
@@ -166,8 +166,16 @@ class RayPipeline:
     ) -> Iterator[list[Outcome]]:
         import ray
 
-        by_video = {t.video: t for t in tasks}  # Ray Data takes the whole list; the filter ran on the driver
-        if not by_video:
+        by_video: dict[str, VideoTask] = {}  # Ray Data takes the whole list; the filter ran on the driver
+        unreadable = []
+        for task in tasks:
+            if task.problem is not None:
+                unreadable.append(Outcome.unreadable(task))  # nothing to decode: no need to ship it
+            else:
+                by_video.setdefault(task.video, task)
+        if unreadable:
+            yield unreadable
+        if not by_video or interrupt.stop.is_set():
             return  # everything is done already: Ray is not even started
         settings, ray_options = self.settings, self.settings.ray
         started = _init_ray(ray_options)

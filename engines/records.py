@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmcap.engines.selection import VideoTask
-from vlmcap.video.worker import DecodeResult
+
+if TYPE_CHECKING:  # the worker module imports torch; records are built before the lock is taken too
+    from vlmcap.video.worker import DecodeResult
 
 
 @dataclass
@@ -34,6 +36,12 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.error_type is None
+
+    @classmethod
+    def unreadable(cls, task: VideoTask) -> Outcome:
+        """An input entry that could not be looked into (discovery's `InputProblem`)."""
+        assert task.problem is not None
+        return cls(task, 0.0, task.problem.error_type, task.problem.message)
 
     @classmethod
     def failed(cls, task: VideoTask, result: DecodeResult) -> Outcome:
@@ -79,6 +87,6 @@ def to_record(outcome: Outcome, bundle_id: str, prompt: str) -> dict[str, Any]:
     return {
         **head,
         "timings_ms": timings,
-        "file": o.task.identity.as_dict() if o.task.identity else None,
+        "file": {"path": o.task.real_path, **o.task.identity.as_dict()} if o.task.identity else None,
         "finished_at": utc_now(),
     }

@@ -38,6 +38,7 @@ class RunStats:
     other_shard: int = 0
     torn_bytes_repaired: int = 0
     compacted_lines: int = 0
+    foreign_lines: int = 0  # lines of the output that are no caption record, skipped and left in place
     interrupted_by: str | None = None
     wall_s: float = 0.0
     stage_s: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "vision": 0.0, "llm": 0.0, "write": 0.0})

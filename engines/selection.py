@@ -7,6 +7,7 @@ agree on what a run does (docs/BATCH.md, "Resume, crash safety, retries").
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from vlmcap.config import parse_shard
 from vlmcap.engines.output import ResumeState
 from vlmcap.errors import ConfigError
 from vlmcap.files import FileIdentity, file_identity
+from vlmcap.video.discovery import InputProblem
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,12 @@ class Shard:
 @dataclass
 class VideoTask:
     video: str  # the path as given (discovered); the JSONL's "video"
-    identity: FileIdentity | None  # None: vanished before it could be read
+    identity: FileIdentity | None  # None: vanished before it could be read (or never a file)
+    real_path: str = ""  # symlinks resolved: what resume and compaction know a video by
+    problem: InputProblem | None = None  # set: not decodable at all, goes straight to an error line
+
+    def __post_init__(self) -> None:
+        self.real_path = self.real_path or os.path.realpath(self.video)
 
 
 @dataclass
@@ -61,14 +68,17 @@ class TaskFilter:
     limit: int | None = None
     counts: Selection = field(default_factory=Selection)
 
-    def __call__(self, paths: Iterable[str]) -> Iterator[VideoTask]:
-        for video in paths:
+    def __call__(self, paths: Iterable[str | InputProblem]) -> Iterator[VideoTask]:
+        for item in paths:
+            problem = item if isinstance(item, InputProblem) else None
+            video = item.path if isinstance(item, InputProblem) else item
             if self.shard is not None and not self.shard.owns(video):
                 self.counts.other_shard += 1
                 continue
-            identity = file_identity(video)
+            task = VideoTask(video, None if problem else file_identity(video), problem=problem)
+            identity = task.identity
             if identity is not None:
-                status = self.state.status((video, identity.size, identity.mtime_ns))
+                status = self.state.status((task.real_path, identity.size, identity.mtime_ns))
                 if status == "ok":
                     self.counts.skipped_ok += 1
                     continue
@@ -79,6 +89,6 @@ class TaskFilter:
                 self.counts.over_limit = True
                 return
             self.counts.selected += 1
-            if video in self.state.videos:
+            if task.real_path in self.state.videos:
                 self.counts.superseding += 1
-            yield VideoTask(video, identity)
+            yield task

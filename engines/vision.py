@@ -15,7 +15,8 @@ import numpy as np
 
 from vlmcap.bundle import REFERENCE_DIR, Bundle
 from vlmcap.run_dir import CONFIG_FILE
-from vlmcap.video.preprocess import ImageSpec, normalize
+from vlmcap.video.image_spec import ImageSpec
+from vlmcap.video.preprocess import normalize
 
 
 def pixel_batch(frames: Sequence[np.ndarray] | np.ndarray, spec: ImageSpec) -> np.ndarray:

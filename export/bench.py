@@ -23,7 +23,7 @@ from vlmcap.export.samples import sample_pixels
 from vlmcap.export.verify import compare
 from vlmcap.onnx_session import create_session
 from vlmcap.presets import resolve_model_source
-from vlmcap.video.preprocess import ImageSpec
+from vlmcap.video.image_spec import ImageSpec
 from vlmcap.vision_graph import INPUT_NAME, build_vision_graph
 
 

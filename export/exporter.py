@@ -46,7 +46,7 @@ from vlmcap.export.verify import VISION_TOLERANCE, check, compare
 from vlmcap.onnx_session import create_session
 from vlmcap.presets import resolve_model_source
 from vlmcap.run_dir import CONFIG_FILE, WEIGHTS_FILE, resolve_weights_dir, trained_step, weights_config
-from vlmcap.video.preprocess import ImageSpec
+from vlmcap.video.image_spec import ImageSpec
 from vlmcap.vision_graph import INPUT_NAME, OUTPUT_NAME, VisionGraph, build_vision_graph
 
 log = logging.getLogger(__name__)

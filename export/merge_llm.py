@@ -133,7 +133,9 @@ def export_llm(
     gc.collect()
 
     # Verify what ships: the checkpoint as written to disk, loaded the way transformers users load it.
-    shipped = AutoModelForCausalLM.from_pretrained(out, dtype=DTYPES[dtype], use_safetensors=True).to(device)
+    shipped = AutoModelForCausalLM.from_pretrained(
+        out, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=False
+    ).to(device)
     if getattr(shipped.config, "quantization_config", None) is not None:
         raise RuntimeError("merged checkpoint still carries a quantization_config")
     merged = _logits(shipped.eval(), vision_rows, prompts, DTYPES[dtype])

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from vlmcap.files import fsync_path, fsync_tree, temp_sibling
+from vlmcap.files import fsync_path, fsync_tree, remove_stale_temporaries, temp_sibling
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -36,29 +36,11 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_staging(dest: Path) -> None:
-    """Delete staging directories left by exports that were killed (their pid is gone)."""
-    for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
 @contextlib.contextmanager
 def staging_directory(dest: Path) -> Iterator[Path]:
     """A fresh hidden directory beside `dest`; removed on any failure, published by `publish`."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(dest)
+    remove_stale_temporaries(dest)  # staging directories of exports that were killed
     stage = temp_sibling(dest)
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()

@@ -18,7 +18,8 @@ from vlmcap.config import VlmcapConfig
 from vlmcap.errors import VlmcapError
 from vlmcap.labelled_manifest import load_manifest
 from vlmcap.video.decoders import DecodeOptions, decode_video
-from vlmcap.video.preprocess import ImageSpec, preprocess_frames
+from vlmcap.video.image_spec import ImageSpec
+from vlmcap.video.preprocess import preprocess_frames
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import pytest
 
 from vlmcap.presets import clip_preprocessor_config
 from vlmcap.video.decoders import DecodeOptions
+from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.pool import DecodePool
-from vlmcap.video.preprocess import ImageSpec
 
 HANG = "fault_decoders:HangingDecoder"
 CRASH = "fault_decoders:CrashingDecoder"
@@ -102,3 +102,18 @@ def test_results_are_streamed_with_bounded_work_in_flight(clips) -> None:
 def test_other_start_methods_work(clips, method: str) -> None:
     results, _ = run_pool([str(clips["h264_mp4"])], num_workers=1, start_method=method)
     assert next(iter(results.values())).ok
+
+
+def test_a_decode_over_the_memory_limit_is_a_typed_error_and_the_pool_goes_on(clips, tmp_path) -> None:
+    """The limit is real (RLIMIT_AS in the worker): a strip resized up to CLIP's 336 px needs ~3 GB."""
+    from media import write_clip
+
+    strip = write_clip(tmp_path / "strip.mp4", width=4096, height=16, num_frames=4)
+    spec = ImageSpec.from_dict(clip_preprocessor_config(336))
+    allowed = DecodeOptions(memory_limit_mb=2000, max_aspect_ratio=1000)  # only the OS limit stands in the way
+    results, _ = run_pool([str(strip), str(clips["h264_mp4"])], options=allowed, image_spec=spec, num_workers=1)
+    assert results[str(strip)].error_type == "DecodeOutOfMemory", results[str(strip)].error_message
+    assert "2000 MB" in results[str(strip)].error_message
+    assert results[str(clips["h264_mp4"])].ok
+    refused, _ = run_pool([str(strip)], image_spec=spec, num_workers=1)  # the defaults refuse it up front
+    assert refused[str(strip)].error_type == "UnsupportedFrameSize"

@@ -49,7 +49,7 @@ def trained_model(run: Path):
 def val_pixels(run: Path, count: int = 3) -> torch.Tensor:
     from vlmcap.export.samples import manifest_videos, sample_pixels
     from vlmcap.presets import resolve_model_source
-    from vlmcap.video.preprocess import ImageSpec
+    from vlmcap.video.image_spec import ImageSpec
 
     config = load_config(run / "final" / "config.yaml")
     spec = ImageSpec.from_pretrained(resolve_model_source(config.model.vision.model).path)

@@ -8,7 +8,8 @@ import torch
 
 from vlmcap.presets import clip_preprocessor_config, resolve_model_source
 from vlmcap.video.decoders import decode_video
-from vlmcap.video.preprocess import ImageSpec, normalize, preprocess_frames, resize_and_crop, resize_output_hw
+from vlmcap.video.image_spec import ImageSpec
+from vlmcap.video.preprocess import normalize, preprocess_frames, resize_and_crop, resize_output_hw
 
 
 def reference(frames: np.ndarray, config: dict) -> torch.Tensor:

@@ -20,8 +20,9 @@ from vlmcap.errors import VlmcapError
 from vlmcap.labelled_manifest import Sample
 from vlmcap.training.features import FeatureCache
 from vlmcap.video.decoders import DecodeOptions
+from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.pool import DecodePool
-from vlmcap.video.preprocess import ImageSpec, normalize
+from vlmcap.video.preprocess import normalize
 from vlmcap.video.worker import DecodeResult
 
 log = logging.getLogger(__name__)

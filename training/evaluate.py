@@ -12,8 +12,9 @@ from vlmcap.files import write_jsonl
 from vlmcap.labelled_manifest import Sample
 from vlmcap.metrics import caption_metrics
 from vlmcap.video.decoders import DecodeOptions
+from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.pool import DecodePool
-from vlmcap.video.preprocess import ImageSpec, normalize
+from vlmcap.video.preprocess import normalize
 
 log = logging.getLogger(__name__)
 

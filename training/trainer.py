@@ -47,7 +47,7 @@ from vlmcap.training.data import DataPosition, VideoBatches
 from vlmcap.training.evaluate import evaluate
 from vlmcap.training.features import FeatureCache, encoder_fingerprint
 from vlmcap.video.decoders import DecodeOptions
-from vlmcap.video.preprocess import ImageSpec
+from vlmcap.video.image_spec import ImageSpec
 
 log = logging.getLogger(__name__)
 

@@ -218,7 +218,11 @@ class BatchConfig(_Section):
     decoders: list[str] = Field(
         default_factory=lambda: ["decord", "pyav"], min_length=1, description="Decoder chain, first that works wins."
     )
+    decode_memory_mb: int = Field(4096, ge=0, description="Address-space limit of each decode worker (0: none).")
+    max_frame_pixels: int = Field(8192 * 8192, ge=1, description="Larger frames are refused before decoding.")
+    max_aspect_ratio: float = Field(8.0, ge=1, description="Frames further from square are refused before decoding.")
     prompt: str | None = Field(None, description="Instruction for every video (default: the bundle's).")
+    allow_control_tokens: bool = Field(False, description="Let --prompt hold chat control tokens (<|im_end|>, ...).")
     limit: int | None = Field(None, ge=1, description="Caption at most this many videos in this run.")
     shard: str | None = Field(None, description="I/N: only the videos of shard I of N; stable across runs.")
     retry_errors: bool = Field(False, description="Try again videos whose last line is an error.")
@@ -326,6 +330,10 @@ def load_config(
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark is not None else ""

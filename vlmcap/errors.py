@@ -58,3 +58,19 @@ class DecodeTimeout(VideoError):
 
 class DecoderCrashed(VideoError):
     """The decoding worker process died (segfault, abort) on this video; it was replaced."""
+
+
+class UnsupportedFrameSize(VideoError):
+    """Frames too large, or too far from square, to decode within a worker's memory (checked before decoding)."""
+
+
+class DecodeOutOfMemory(VideoError):
+    """Decoding needed more memory than a decode worker may use (batch.decode_memory_mb)."""
+
+
+class UnreadableDirectory(VideoError):
+    """An input directory that cannot be listed (permissions, I/O error): its videos were not seen."""
+
+
+class SymlinkLoop(VideoError):
+    """An input entry that is a symlink pointing (through others) back at itself."""

@@ -7,10 +7,11 @@ that makes it visible, and the directory is fsynced after it, so the new name su
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -41,12 +42,36 @@ def temp_sibling(path: Path, tag: str = "tmp") -> Path:
     return path.with_name(f".{path.name}.{tag}-{os.getpid()}")
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary siblings of `path` (`temp_sibling`) that a killed process left behind."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
+def atomic_file(
+    path: Path,
+    mode: str = "wb",
+    encoding: str | None = None,
+    before_replace: Callable[[IO[Any]], None] | None = None,
+) -> Iterator[IO[Any]]:
     """Write a file that appears whole or not at all: a temporary sibling, fsynced, renamed over `path`.
 
     On an exception the temporary file is removed and `path` is untouched. Renaming over a symlink
-    would replace the link, so a symlinked `path` is written where it points.
+    would replace the link, so a symlinked `path` is written where it points. `before_replace(f)`
+    runs on the finished file just before the rename (e.g. to lock it).
     """
     target = Path(os.path.realpath(path))
     tmp = temp_sibling(target)
@@ -55,6 +80,8 @@ def atomic_file(path: Path, mode: str = "wb", encoding: str | None = None) -> It
             yield f
             f.flush()
             os.fsync(f.fileno())
+            if before_replace is not None:
+                before_replace(f)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -65,9 +65,9 @@ def load_llm(source: ModelSource, config: LLMConfig, device: torch.device) -> Pr
                     f"model.llm.model={config.model!r} has random weights and no checkpoint to quantize; "
                     "set model.llm.quantize=none or materialize it with weights first"
                 )
-            hf_config = AutoConfig.from_pretrained(source.path)
+            hf_config = AutoConfig.from_pretrained(source.path, trust_remote_code=config.trust_remote_code)
             torch.manual_seed(source.seed)
-            model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+            model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, trust_remote_code=config.trust_remote_code)
         else:
             # use_safetensors: never unpickle weights from a checkpoint.
             model = AutoModelForCausalLM.from_pretrained(source.path, use_safetensors=True, **kwargs)

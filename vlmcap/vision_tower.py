@@ -68,7 +68,7 @@ def load_vision_tower(
 ) -> VisionTower:
     """Load (or, for random presets, build) the encoder from a hub id or local directory."""
     try:
-        full_config = AutoConfig.from_pretrained(source, revision=config.revision)
+        full_config = AutoConfig.from_pretrained(source, revision=config.revision, trust_remote_code=False)
     except OSError as e:
         raise ModelError(f"model.vision.model={config.model!r}: cannot load its config ({e})") from None
     vcfg = vision_config_of(full_config)
@@ -82,5 +82,7 @@ def load_vision_tower(
         model = model_cls._from_config(vcfg, dtype=dtype)
     else:
         # use_safetensors: never unpickle weights from a checkpoint.
-        model = model_cls.from_pretrained(source, dtype=dtype, revision=config.revision, use_safetensors=True)
+        model = model_cls.from_pretrained(
+            source, dtype=dtype, revision=config.revision, use_safetensors=True, trust_remote_code=False
+        )
     return VisionTower(model, feature_layer=config.feature_layer)

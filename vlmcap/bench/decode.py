@@ -8,8 +8,8 @@ import time
 from collections.abc import Sequence
 
 from vlmcap.video.decoders import DecodeOptions, available_decoders
+from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.pool import DecodePool
-from vlmcap.video.preprocess import ImageSpec
 
 
 def bench_decode(

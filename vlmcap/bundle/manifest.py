@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vlmcap.config import ExportConfig, ProjectorConfig, ProjectorKind
-from vlmcap.video.preprocess import ImageSpec
+from vlmcap.video.image_spec import ImageSpec
 
 FORMAT_VERSION = 1
 MANIFEST = "bundle.json"

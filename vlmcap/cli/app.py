@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 
 import click
 
@@ -19,24 +20,50 @@ from vlmcap.cli.export import export_cmd, inspect
 from vlmcap.cli.train import synth, train
 from vlmcap.errors import VlmcapError
 
-EXIT_USAGE = 2  # usage or configuration error (docs/BATCH.md, "Exit codes")
+# Exit codes (docs/BATCH.md, "Exit codes"): what a cron wrapper can act on without reading logs.
+EXIT_USAGE = 2  # usage or configuration error, before any work
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in vlmcap or a library; the message says where
+EXIT_IO = 74  # EX_IOERR: the system refused a read or write (disk full, read-only, permissions)
+EXIT_SIGINT = 130
 
 
 class VlmcapGroup(click.Group):
-    """Turns a VlmcapError into one line on stderr and its exit code (2 unless it says), never a traceback."""
+    """Turns every failure into one line on stderr and its own exit code, never a traceback
+    (`-v` adds the traceback): a VlmcapError is the user's input (2, or its own code), an OSError
+    the system's (74), anything else a bug (70)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise  # click prints its usage errors itself (exit 2)
         except VlmcapError as e:
             click.echo(f"vlmcap: error: {e}", err=True)
             sys.exit(getattr(e, "exit_code", EXIT_USAGE))
+        except KeyboardInterrupt:
+            click.echo("vlmcap: interrupted", err=True)
+            sys.exit(EXIT_SIGINT)
+        except OSError as e:
+            _traceback_if_verbose(ctx)
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"vlmcap: I/O error: {where}{e.strerror or e}", err=True)
+            sys.exit(EXIT_IO)
+        except Exception as e:
+            _traceback_if_verbose(ctx)
+            click.echo(f"vlmcap: internal error: {type(e).__name__}: {e} (run with -v for the traceback)", err=True)
+            sys.exit(EXIT_INTERNAL)
+
+
+def _traceback_if_verbose(ctx: click.Context) -> None:
+    if ctx.meta.get("vlmcap.verbose"):
+        click.echo(traceback.format_exc().rstrip(), err=True)
 
 
 @click.group(cls=VlmcapGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="vlmcap")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-def cli(verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """Caption videos in bulk with a LLaVA-style vision-language model (Korean by default).
 
     \b
@@ -45,6 +72,7 @@ def cli(verbose: int) -> None:
       vlmcap presets list              # offline model presets
       vlmcap config show --preset tiny model.projector.kind=resampler
     """
+    ctx.meta["vlmcap.verbose"] = verbose
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:

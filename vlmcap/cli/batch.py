@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 
 import click
 
@@ -83,24 +84,32 @@ def probe(inputs: tuple[str, ...], config: ConfigSource) -> None:
     Example: vlmcap probe ./videos --frames 8 > probe.jsonl
     """
     from vlmcap.video.decoders import DecodeOptions
-    from vlmcap.video.discovery import iter_video_paths
+    from vlmcap.video.discovery import InputProblem, iter_video_paths
     from vlmcap.video.pool import DecodePool
 
     loaded = config.load()
     settings = loaded.batch
-    options = DecodeOptions(num_frames=loaded.video.num_frames, decoders=tuple(settings.decoders))
+    options = DecodeOptions.from_settings(settings, loaded.video.num_frames)
     failed = 0
-    with DecodePool(options, num_workers=settings.workers, timeout_s=settings.decode_timeout_s) as pool:
-        for r in pool.imap_unordered(iter_video_paths(inputs)):
-            if r.ok:
-                record = {"video": r.path, "status": "ok", "frames_s": r.video.timestamps_s, **r.video.meta.__dict__}
+
+    def error_line(path: str, error_type: str | None, message: str | None, decode_ms: float = 0.0) -> None:
+        nonlocal failed
+        failed += 1
+        record = {"video": path, "status": "error", "error": {"type": error_type, "message": message}}
+        click.echo(json.dumps({**record, "decode_ms": round(decode_ms, 1)}, ensure_ascii=False))
+
+    def videos() -> Iterator[str]:
+        for item in iter_video_paths(inputs):
+            if isinstance(item, InputProblem):
+                error_line(item.path, item.error_type, item.message)  # nothing to decode
             else:
-                failed += 1
-                record = {
-                    "video": r.path,
-                    "status": "error",
-                    "error": {"type": r.error_type, "message": r.error_message},
-                }
-            record["decode_ms"] = round(r.decode_ms, 1)
-            click.echo(json.dumps(record, ensure_ascii=False))
+                yield item
+
+    with DecodePool(options, num_workers=settings.workers, timeout_s=settings.decode_timeout_s) as pool:
+        for r in pool.imap_unordered(videos()):
+            if not r.ok:
+                error_line(r.path, r.error_type, r.error_message, r.decode_ms)
+                continue
+            record = {"video": r.path, "status": "ok", "frames_s": r.video.timestamps_s, **r.video.meta.__dict__}
+            click.echo(json.dumps({**record, "decode_ms": round(r.decode_ms, 1)}, ensure_ascii=False))
     sys.exit(1 if failed else 0)

@@ -49,10 +49,10 @@ def bench_decode_cmd(
     """
     from vlmcap.bench.decode import bench_decode
     from vlmcap.presets import clip_preprocessor_config
-    from vlmcap.video.discovery import iter_video_paths
-    from vlmcap.video.preprocess import ImageSpec
+    from vlmcap.video.discovery import iter_videos_only
+    from vlmcap.video.image_spec import ImageSpec
 
-    paths = list(iter_video_paths(inputs))
+    paths = list(iter_videos_only(inputs))
     if not paths:
         raise click.UsageError("no videos found in INPUTS")
     spec = ImageSpec.from_dict(clip_preprocessor_config(image_size)) if image_size else None
@@ -137,9 +137,9 @@ def bench_batch_cmd(inputs: tuple[str, ...], config: ConfigSource, as_json: bool
     from vlmcap.bundle import load_bundle
     from vlmcap.engines.batch import bundle_path
     from vlmcap.engines.bench import bench_batch
-    from vlmcap.video.discovery import iter_video_paths
+    from vlmcap.video.discovery import iter_videos_only
 
-    videos = list(iter_video_paths(inputs))
+    videos = list(iter_videos_only(inputs))
     if not videos:
         raise click.UsageError("no videos found in INPUTS")
     settings = config.load().batch

@@ -26,10 +26,12 @@ def eval_cmd(data: Path, config: ConfigSource, records: Path | None, as_json: bo
     Example: vlmcap eval --data synth/val.jsonl --json
     """
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.batch import bundle_path
+    from vlmcap.engines.batch import bundle_path, check_writable_file
     from vlmcap.engines.evaluate import evaluate_bundle
 
     settings = config.load().batch
+    if records is not None:
+        check_writable_file(records, "--records")  # before the work, not after it
     bundle = load_bundle(bundle_path(settings))
     metrics = evaluate_bundle(bundle, data, settings, records)["metrics"]
     if as_json:

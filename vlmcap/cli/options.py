@@ -222,6 +222,7 @@ def sampling_options(command: Callable) -> Callable:
     return _apply(
         [
             config_option("--prompt", key="batch.prompt", help="Instruction for every video (default: the bundle's)."),
+            config_option("--allow-control-tokens/--no-allow-control-tokens", key="batch.allow_control_tokens"),
             config_option(
                 "--temperature", key="batch.generation.temperature", type=click.FloatRange(min=0), help="0 = greedy."
             ),

@@ -30,7 +30,7 @@ from transformers import (
 )
 
 from vlmcap.errors import ModelError
-from vlmcap.files import fsync_tree, temp_sibling
+from vlmcap.files import fsync_tree, remove_stale_temporaries, temp_sibling
 from vlmcap.home import presets_dir
 from vlmcap.presets.tokenizer import train_korean_tokenizer
 
@@ -170,6 +170,7 @@ def materialize_preset(
     if (out_dir / MARKER_FILE).exists():
         return out_dir
     with_weights = preset.weights_on_disk if with_weights is None else with_weights
+    remove_stale_temporaries(out_dir)  # of materializations that were killed
     tmp = temp_sibling(out_dir)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

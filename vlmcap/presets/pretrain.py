@@ -29,7 +29,8 @@ from transformers import CLIPVisionModel, PreTrainedModel, PreTrainedTokenizerBa
 from vlmcap.presets.korean_text import korean_sentences
 from vlmcap.presets.synthetic import COLOURS, OBJECT_RADIUS, SHAPES, Scene, describe_frame, render_frame
 from vlmcap.prompt import PromptBuilder
-from vlmcap.video.preprocess import ImageSpec, normalize
+from vlmcap.video.image_spec import ImageSpec
+from vlmcap.video.preprocess import normalize
 
 log = logging.getLogger(__name__)
 

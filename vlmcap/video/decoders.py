@@ -17,7 +17,8 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from vlmcap.errors import TruncatedVideo, VideoError
+from vlmcap.config import BatchConfig
+from vlmcap.errors import TruncatedVideo, UnsupportedFrameSize, VideoError
 from vlmcap.video.probe import VideoProbe, probe_video
 from vlmcap.video.sampling import sample_indices
 from vlmcap.video.types import DecodedVideo, VideoMeta
@@ -47,6 +48,22 @@ class DecodeOptions:
     max_short_side: int = 720
     decoders: tuple[str, ...] = DEFAULT_DECODERS
     threads_per_decoder: int = 1  # parallelism comes from worker processes
+    # Refused before decoding (UnsupportedFrameSize): resizing the short side up to the model's size
+    # makes memory grow with the aspect ratio (a 16x8192 stream needs 6 GB), and huge frames with area.
+    max_frame_pixels: int = 8192 * 8192
+    max_aspect_ratio: float = 8.0
+    memory_limit_mb: int | None = 4096  # address-space limit of each decode worker (None: no limit)
+
+    @classmethod
+    def from_settings(cls, settings: BatchConfig, num_frames: int) -> DecodeOptions:
+        """What a batch run decodes with: the bundle's frame count and the run's decode settings."""
+        return cls(
+            num_frames=num_frames,
+            decoders=tuple(settings.decoders),
+            max_frame_pixels=settings.max_frame_pixels,
+            max_aspect_ratio=settings.max_aspect_ratio,
+            memory_limit_mb=settings.decode_memory_mb or None,
+        )
 
 
 def decode_size(width: int, height: int, max_short_side: int) -> tuple[int, int]:
@@ -62,6 +79,23 @@ def rotate_frames(frames: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a counter-clockwise display rotation to (T, H, W, 3) frames."""
     k = (rotation // 90) % 4
     return np.ascontiguousarray(np.rot90(frames, k=k, axes=(1, 2))) if k else frames
+
+
+def check_frame_size(path: str, width: int, height: int, options: DecodeOptions) -> None:
+    """Refuse frames whose decoding and resizing would take unbounded memory, before any is decoded."""
+    if width <= 0 or height <= 0:
+        return  # the container does not say; the decoder's own frame will
+    if width * height > options.max_frame_pixels:
+        raise UnsupportedFrameSize(
+            f"{path}: frames of {width}x{height} ({width * height / 1e6:.0f} Mpx) are over the limit of "
+            f"{options.max_frame_pixels / 1e6:.0f} Mpx"
+        )
+    aspect = max(width, height) / min(width, height)
+    if aspect > options.max_aspect_ratio:
+        raise UnsupportedFrameSize(
+            f"{path}: frames of {width}x{height} (aspect {aspect:.0f}:1) are beyond the limit of "
+            f"{options.max_aspect_ratio:g}:1"
+        )
 
 
 def load_decoder(name: str, num_threads: int = 1) -> FrameDecoder:
@@ -88,7 +122,7 @@ def available_decoders(names: Sequence[str]) -> tuple[str, ...]:
 def decode_video(path: str, options: DecodeOptions | None = None) -> DecodedVideo:
     """Decode the T sampled frames of `path`, or raise a VideoError naming the file and the cause."""
     options = options or DecodeOptions()
-    probe = probe_video(path)
+    probe = probe_video(path, lambda w, h: check_frame_size(path, w, h, options))
     indices = sample_indices(probe.frame_times_s, probe.end_s, options.num_frames)
     display_w, display_h = probe.display_size()
     coded_size = decode_size(probe.width, probe.height, options.max_short_side)

@@ -3,18 +3,24 @@
 Inputs may be files, directories (walked recursively, video extensions only, case-insensitive),
 glob patterns, text files listing one path per line, or `-` for such a list on stdin. The order
 is deterministic (inputs in order, directory entries sorted), duplicates are dropped (the same
-file reached twice, through symlinks too), symlink loops are walked once, and paths are yielded
-one at a time so a list of millions is never held in memory (only a compact set of seen ids).
-Glob matches are the exception: each pattern's matches are sorted, so collected in full first.
+file reached twice, through symlinks or spelled differently), a directory reached twice through
+symlinks is walked once, and paths are yielded one at a time so a list of millions is never held
+in memory (only a compact set of seen ids). Glob matches are the exception: each pattern's
+matches are sorted, so collected in full first.
+
+Nothing is dropped silently: a directory that cannot be listed and a symlink that loops onto
+itself come out as an `InputProblem` in the stream, which the batch run writes as an error line.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TextIO
 
 VIDEO_EXTENSIONS = frozenset(
@@ -29,20 +35,37 @@ def is_video_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
 
 
-def _walk(directory: str) -> Iterator[str]:
+@dataclass(frozen=True)
+class InputProblem:
+    """An input entry that cannot be looked into; it gets an error line instead of a caption."""
+
+    path: str
+    error_type: str  # "UnreadableDirectory" or "SymlinkLoop" (docs/VIDEO.md)
+    message: str
+
+
+def _problem(path: str, error: OSError) -> InputProblem:
+    if error.errno == errno.ELOOP:
+        return InputProblem(path, "SymlinkLoop", f"{path}: a symlink that loops (too many levels of symbolic links)")
+    return InputProblem(path, "UnreadableDirectory", f"{path}: cannot list the directory ({error.strerror})")
+
+
+def _walk(directory: str) -> Iterator[str | InputProblem]:
     """Recursive, in sorted path order, following symlinks but entering each real directory once."""
     seen_dirs: set[tuple[int, int]] = set()
 
-    def entries(path: str) -> Iterator[os.DirEntry]:
+    def entries(path: str) -> Iterator[os.DirEntry | InputProblem]:
         try:
             st = os.stat(path)
             if (st.st_dev, st.st_ino) in seen_dirs:
-                return  # a symlink loop, or a second link to a directory already walked
+                return  # a second way into a directory already walked (a cycle of directory links)
             seen_dirs.add((st.st_dev, st.st_ino))
             with os.scandir(path) as it:
-                yield from sorted(it, key=lambda e: e.name)
-        except OSError:
+                listed = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            yield _problem(path, e)
             return
+        yield from listed
 
     stack = [entries(directory)]
     while stack:
@@ -50,9 +73,13 @@ def _walk(directory: str) -> Iterator[str]:
         if entry is None:
             stack.pop()
             continue
+        if isinstance(entry, InputProblem):
+            yield entry
+            continue
         try:
             is_dir = entry.is_dir()  # follows symlinks
-        except OSError:
+        except OSError as e:
+            yield _problem(entry.path, e)
             continue
         if is_dir:
             stack.append(entries(entry.path))  # depth-first: a/deep/... comes before a/x
@@ -68,7 +95,7 @@ def _read_list(stream: TextIO, base_dir: str) -> Iterator[str]:
         yield line if os.path.isabs(line) or base_dir == "" else os.path.join(base_dir, line)
 
 
-def _expand(item: str, stdin: TextIO) -> Iterator[str]:
+def _expand(item: str, stdin: TextIO) -> Iterator[str | InputProblem]:
     if item == "-":
         yield from _read_list(stdin, "")
     elif os.path.isdir(item):
@@ -91,14 +118,20 @@ def _identity(path: str) -> bytes:
     return hashlib.blake2b(os.path.realpath(path).encode("utf-8", "surrogateescape"), digest_size=16).digest()
 
 
-def iter_video_paths(inputs: Iterable[str], stdin: TextIO | None = None) -> Iterator[str]:
-    """Yield each video path once, in a deterministic order, as the user gave it (not resolved)."""
+def iter_video_paths(inputs: Iterable[str], stdin: TextIO | None = None) -> Iterator[str | InputProblem]:
+    """Yield each video path once, in a deterministic order, as the user gave it (not resolved),
+    and each entry that could not be looked into as an `InputProblem`."""
     stdin = stdin if stdin is not None else sys.stdin
     seen: set[bytes] = set()
     for item in inputs:
         for path in _expand(item, stdin):
-            key = _identity(path)
+            key = _identity(path.path if isinstance(path, InputProblem) else path)
             if key in seen:
                 continue
             seen.add(key)
             yield path
+
+
+def iter_videos_only(inputs: Iterable[str], stdin: TextIO | None = None) -> Iterator[str]:
+    """`iter_video_paths` without the problems (for benchmarks, which only time what decodes)."""
+    return (p for p in iter_video_paths(inputs, stdin) if isinstance(p, str))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 
 from vlmcap.video.decoders import DecodeOptions, available_decoders
-from vlmcap.video.preprocess import ImageSpec
+from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.worker import DecodeResult, worker_main
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -93,14 +94,17 @@ def open_container(path: str, stack: contextlib.ExitStack):
     return stack.enter_context(av.open(source))
 
 
-def probe_video(path: str) -> VideoProbe:
-    """Probe `path`; raises a VideoError subclass that names the file and the cause."""
+def probe_video(path: str, check_size: Callable[[int, int], None] | None = None) -> VideoProbe:
+    """Probe `path`; raises a VideoError subclass that names the file and the cause.
+
+    `check_size(width, height)` runs on the stream's coded size before any frame is decoded.
+    """
     check_file(path)
     with contextlib.ExitStack() as stack:
-        return _probe(path, stack)
+        return _probe(path, stack, check_size)
 
 
-def _probe(path: str, stack: contextlib.ExitStack) -> VideoProbe:
+def _probe(path: str, stack: contextlib.ExitStack, check_size: Callable[[int, int], None] | None) -> VideoProbe:
     try:
         container = open_container(path, stack)
     except av.error.FFmpegError as e:
@@ -117,6 +121,8 @@ def _probe(path: str, stack: contextlib.ExitStack) -> VideoProbe:
     codec = stream.codec_context.name
     if stream.codec_context.codec is None or not stream.codec_context.codec.is_decoder:
         raise UnsupportedCodec(f"{path}: no decoder for codec {codec!r}")
+    if check_size is not None:
+        check_size(stream.codec_context.width, stream.codec_context.height)
     rotation, time_base = _first_frame_rotation(path, container, stream)
     container.seek(0)
     pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]

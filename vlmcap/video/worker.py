@@ -6,6 +6,8 @@ so a replacement worker starts in milliseconds instead of re-importing the stack
 
 from __future__ import annotations
 
+import errno
+import resource
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -15,7 +17,8 @@ import torch
 
 from vlmcap.errors import VideoError
 from vlmcap.video.decoders import DecodeOptions, available_decoders, decode_video
-from vlmcap.video.preprocess import ImageSpec, resize_and_crop
+from vlmcap.video.image_spec import ImageSpec
+from vlmcap.video.preprocess import resize_and_crop
 from vlmcap.video.types import DecodedVideo
 
 if "decord" in available_decoders(("decord",)):
@@ -45,11 +48,24 @@ def decode_one(index: int, path: str, options: DecodeOptions, image_spec: ImageS
         if image_spec is not None:
             video.frames = resize_and_crop(video.frames, image_spec)
         return DecodeResult(index, path, video, decode_ms=(time.perf_counter() - start) * 1e3)
-    except VideoError as e:
-        kind, message = type(e).__name__, str(e)
     except Exception as e:  # a decoder bug must cost one video, not the run
-        kind, message = "VideoError", f"{path}: {type(e).__name__}: {e}"
+        if _out_of_memory(e):
+            limit = f"{options.memory_limit_mb} MB" if options.memory_limit_mb else "the machine's memory"
+            kind, message = "DecodeOutOfMemory", f"{path}: decoding needed more than {limit}"
+        elif isinstance(e, VideoError):
+            kind, message = type(e).__name__, str(e)
+        else:
+            kind, message = "VideoError", f"{path}: {type(e).__name__}: {e}"
     return DecodeResult(index, path, None, kind, message, (time.perf_counter() - start) * 1e3)
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """An allocation refused, however the library reports it: MemoryError (Python, PyAV), torch's
+    RuntimeError from its CPU allocator, an FFmpeg error with ENOMEM wrapped in a VideoError."""
+    for e in (error, error.__cause__, error.__context__):
+        if isinstance(e, MemoryError) or (isinstance(e, OSError) and e.errno == errno.ENOMEM):
+            return True
+    return "can't allocate memory" in str(error) or "Cannot allocate memory" in str(error)
 
 
 def worker_main(conn: Connection, options: DecodeOptions, image_spec: ImageSpec | None) -> None:
@@ -61,6 +77,11 @@ def worker_main(conn: Connection, options: DecodeOptions, image_spec: ImageSpec 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(1)
+    if options.memory_limit_mb:
+        # The timeout bounds a decode's time; this bounds its memory: an allocation past the limit
+        # fails (MemoryError, or the worker dies and is replaced) instead of taking the machine.
+        limit = options.memory_limit_mb << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     while True:
         task = conn.recv()
         if task is None:
