@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -160,9 +161,16 @@ class CaptionWriter:
     def append(self, records: list[dict[str, Any]]) -> None:
         if not records:
             return
-        if self._file is None:
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- open until close()
-        append_durably(self._file, "".join(json_line(r) for r in records))
+        try:
+            if self._file is None:
+                self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- open until close()
+            append_durably(self._file, "".join(json_line(r) for r in records))
+        except OSError as e:  # a full disk, a file size limit: name the file in the one-line message (exit 74)
+            if self._file is not None:  # what is left in its buffer must not fail a second time on close
+                with contextlib.suppress(OSError):
+                    self._file.close()
+                self._file = None
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
 
     def close(self) -> None:
         if self._file is not None:

@@ -14,6 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from vlmcap.bundle import REFERENCE_DIR, Bundle
+from vlmcap.errors import BundleError, ConfigError
 from vlmcap.run_dir import CONFIG_FILE
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.preprocess import normalize
@@ -35,7 +36,13 @@ class OnnxVisionEngine:
         from vlmcap.onnx_session import create_session
 
         vision = bundle.manifest.vision
-        self.session = create_session(bundle.root / vision.file, providers, threads)
+        path = bundle.root / vision.file
+        try:
+            self.session = create_session(path, providers, threads)
+        except ConfigError:
+            raise
+        except Exception as e:  # ONNX Runtime's own error types (InvalidProtobuf, Fail, ...) are not ours to list
+            raise BundleError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
         self.input_name = vision.input.name
         self.output_name = vision.output.name
         self.provider = self.session.get_providers()[0]

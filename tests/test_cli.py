@@ -142,3 +142,21 @@ def test_tensorboard_without_the_package_is_a_config_error(small_synth, tmp_path
         assert result.exit_code == 2 and "pip install tensorboard" in result.output
     else:
         assert result.exit_code == 0 and list((tmp_path / "r" / "tensorboard").iterdir())
+
+
+def test_a_bug_exits_70_with_one_line_and_a_traceback_only_with_v(tmp_path, monkeypatch) -> None:
+    """What a cron wrapper sees when vlmcap itself fails: its own code, never 1 ("some videos failed")."""
+    import vlmcap.engines.batch
+
+    def bug(*args, **kwargs):
+        raise KeyError("a bug")  # stands in for any defect below the CLI
+
+    monkeypatch.setattr(vlmcap.engines.batch, "caption_videos", bug)
+    args = ["batch", str(tmp_path), "--out", str(tmp_path / "c.jsonl")]
+    quiet = CliRunner().invoke(cli, args)
+    assert quiet.exit_code == 70
+    assert quiet.output.strip().splitlines() == [
+        "vlmcap: internal error: KeyError: 'a bug' (run with -v for the traceback)"
+    ]
+    verbose = CliRunner().invoke(cli, ["-v", *args])
+    assert verbose.exit_code == 70 and "Traceback" in verbose.output and "raise KeyError" in verbose.output
