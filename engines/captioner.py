@@ -18,13 +18,13 @@ from transformers import AutoTokenizer
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
 from vlmcap.embeddings import build_inputs_embeds
-from vlmcap.engines.embedding_table import EmbeddingTable
 from vlmcap.engines.llm import GenerationParams, LLMEngine
 from vlmcap.engines.llm_vllm import check_params_safe
 from vlmcap.engines.vision import VisionEngine
 from vlmcap.environment import usable_cpus
 from vlmcap.errors import ConfigError, ModelError
 from vlmcap.prompt import PromptBuilder, PromptTokens
+from vlmcap.text_rows import EmbeddingTable
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ class Captioner:
         self.tokenizer = AutoTokenizer.from_pretrained(bundle.llm_dir, trust_remote_code=False)
         prompt = bundle.manifest.prompt
         self.prompts = PromptBuilder(self.tokenizer, prompt.default_prompt, prompt.system_prompt)
-        self.table = EmbeddingTable(bundle.llm_dir, bundle.manifest.llm.embed_tokens)
+        llm = bundle.manifest.llm
+        self.table = EmbeddingTable(bundle.llm_dir, llm.embed_tokens, llm.embed_scale)
         self.num_frames = bundle.manifest.video.num_frames
 
     @classmethod

@@ -27,7 +27,8 @@ def describe_bundle(m: BundleManifest, verified: bool) -> str:
         f"projector  {m.projector.kind}  {m.projector.tokens_per_frame} tokens/frame"
         f" x {m.video.num_frames} frames = {m.tokens_per_video} tokens/video",
         f"llm        {m.model.llm}  {llm.dtype}  hidden {llm.hidden_size}"
-        f"  LoRA merged: {'yes, into ' + llm.merge_into + ' weights' if llm.adapter_merged else 'no adapter'}",
+        + (f"  text rows x{llm.embed_scale:g}" if llm.embed_scale != 1.0 else "")
+        + f"  LoRA merged: {'yes, into ' + llm.merge_into + ' weights' if llm.adapter_merged else 'no adapter'}",
         f"onnx       {vision.file}  {vision.precision}  opset {vision.opset}  fused: {fused}"
         + ("  (external data)" if vision.external_data else ""),
         f"checked    vision: min cosine {final.min_cosine:.6f}, max |diff| {final.max_abs:.3g}"

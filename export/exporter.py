@@ -197,6 +197,7 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
                 hidden_size=llm.hidden_size,
                 vocab_size=llm.vocab_size,
                 embed_tokens=llm.embed_tokens_key,
+                embed_scale=llm.embed_scale,
                 adapter_merged=llm.adapter_merged,
                 merge_into=options.merge_into if config.model.llm.quantize == "4bit" else "original",
                 verification=llm.verification,

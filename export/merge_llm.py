@@ -25,6 +25,7 @@ from vlmcap.export.verify import Tolerance, check, compare
 from vlmcap.llm import DTYPES, compute_dtype, load_llm, load_tokenizer
 from vlmcap.presets import resolve_model_source
 from vlmcap.prompt import PromptBuilder
+from vlmcap.text_rows import EmbeddingTable, check_rows, measured_scale
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class MergedLLM:
     hidden_size: int
     vocab_size: int
     embed_tokens_key: str  # tensor name of the input embedding table in the safetensors files
+    embed_scale: float  # what the embedding layer multiplies table rows by (vlmcap.text_rows)
     adapter_merged: bool
     chat_template: str
     stop_token_ids: list[int]
@@ -138,6 +140,11 @@ def export_llm(
     ).to(device)
     if getattr(shipped.config, "quantization_config", None) is not None:
         raise RuntimeError("merged checkpoint still carries a quantization_config")
+    # The engines' text rows, read from the files as shipped, must be the model's own (vlmcap.text_rows).
+    layer = shipped.get_input_embeddings()
+    ids = _ids_to_check(vocab, prompts)
+    scale = measured_scale(layer, ids.to(layer.weight.device))
+    check_rows(EmbeddingTable(out, embed_key, scale), layer, ids)
     merged = _logits(shipped.eval(), vision_rows, prompts, DTYPES[dtype])
     del shipped
     gc.collect()
@@ -152,4 +159,15 @@ def export_llm(
         )
     record["tolerance"]["min_top1_agreement"] = min_top1
     record["positions"] = int(reference.shape[0] * reference.shape[1])
-    return MergedLLM(dtype, hidden, vocab, embed_key, has_adapter, tokenizer.chat_template, stop_ids, record)
+    record["text_rows_checked"] = int(ids.numel())
+    return MergedLLM(dtype, hidden, vocab, embed_key, scale, has_adapter, tokenizer.chat_template, stop_ids, record)
+
+
+def _ids_to_check(vocab: int, prompts: PromptBuilder, sample: int = 8192) -> torch.Tensor:
+    """Every id of a small vocabulary; otherwise the prompt's ids, the special ids and a fixed sample."""
+    if vocab <= 4 * sample:
+        return torch.arange(vocab)
+    tokens = prompts.encode(None)
+    special = prompts.tokenizer.all_special_ids
+    spread = torch.randperm(vocab, generator=torch.Generator().manual_seed(0))[:sample]
+    return torch.unique(torch.cat([torch.tensor(tokens.before + tokens.after + special), spread]))

@@ -98,6 +98,7 @@ class Verification(_Section):
     providers: list[str] | None = None  # vision: the ONNX Runtime providers that ran the check
     top1_agreement: float | None = None  # llm: share of positions with the same greedy next token
     positions: int | None = None  # llm: positions compared
+    text_rows_checked: int | None = None  # llm: token ids whose engine rows were checked against the model
 
 
 class VisionInfo(_Section):
@@ -121,6 +122,9 @@ class LLMInfo(_Section):
     hidden_size: int = Field(ge=1)
     vocab_size: int = Field(ge=1)
     embed_tokens: str  # safetensors name of the input embedding table (the engines read it directly)
+    # What the model's embedding layer multiplies table rows by (Gemma: sqrt(hidden)); vlmcap.text_rows.
+    # Bundles from before this field was recorded were all 1.
+    embed_scale: float = Field(1.0, gt=0)
     adapter_merged: bool
     merge_into: Literal["dequantized", "original"]
     verification: Verification

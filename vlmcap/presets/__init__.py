@@ -83,6 +83,22 @@ def _qwen3_config(
     )
 
 
+def _family_config(family: str, vocab: int) -> PretrainedConfig:
+    """A tiny causal LM of another family than Qwen3, to check what differs between families (the
+    text embedding rows: Gemma scales them by sqrt(hidden) inside its embedding layer)."""
+    from transformers import Exaone4Config, Gemma3TextConfig, LlamaConfig
+
+    shape = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2)
+    shape |= dict(num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096)
+    if family == "llama":
+        return LlamaConfig(**shape, tie_word_embeddings=True)
+    if family == "gemma3":
+        return Gemma3TextConfig(**shape, query_pre_attn_scalar=16, sliding_window=512, tie_word_embeddings=True)
+    if family == "exaone4":
+        return Exaone4Config(**shape, sliding_window=512, tie_word_embeddings=True)
+    raise ValueError(family)
+
+
 QWEN3_VOCAB = 151936
 
 PRESETS: dict[str, ModelPreset] = {
@@ -106,6 +122,17 @@ PRESETS: dict[str, ModelPreset] = {
             weights_on_disk=True,
             pretrain=True,
         ),
+        *[
+            ModelPreset(
+                f"tiny-{family}-random",
+                "llm",
+                f"{label} architecture, hidden 64, 2 layers, the tiny Korean tokenizer and chat template, random "
+                "weights (tests of what differs between LLM families)",
+                lambda vocab, family=family: _family_config(family, vocab),
+                weights_on_disk=True,
+            )
+            for family, label in (("llama", "Llama"), ("gemma3", "Gemma 3 (text)"), ("exaone4", "EXAONE 4"))
+        ],
         ModelPreset(
             "clip-vit-large-patch14-336-random",
             "vision",

@@ -1,0 +1,81 @@
+"""Text rows equal the model's own for every LLM family (docs/EXPORT.md, "Text rows").
+
+Tiny random Llama, Gemma 3 and EXAONE 4 checkpoints (Qwen3 is the default preset, tested everywhere
+else) are trained a few steps, exported, and captioned through the engines. Gemma scales its
+embedding rows by sqrt(hidden_size) inside its embedding layer: 8 at hidden 64.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlmcap.bundle import load_bundle
+from vlmcap.config import ExportConfig, load_config
+from vlmcap.engines.captioner import Captioner
+from vlmcap.engines.llm import GenerationParams
+from vlmcap.engines.llm_transformers import TransformersEngine
+from vlmcap.engines.vision import OnnxVisionEngine
+from vlmcap.export.exporter import ExportRequest, export_bundle
+from vlmcap.export.samples import manifest_videos, sample_pixels
+from vlmcap.model import VideoLanguageModel
+from vlmcap.presets import resolve_model_source
+from vlmcap.text_rows import EmbeddingTable
+from vlmcap.training.checkpoint import load_weights
+from vlmcap.training.trainer import run_training
+from vlmcap.video.image_spec import ImageSpec
+
+SCALE = {"llama": 1.0, "gemma3": 8.0, "exaone4": 1.0}
+
+
+@pytest.fixture(scope="module", params=list(SCALE))
+def family_bundle(request, small_synth, tmp_path_factory) -> tuple[str, object, Path, Path]:
+    family = request.param
+    config = load_config(
+        preset="tiny",
+        overrides=[
+            f"model.llm.model=preset:tiny-{family}-random",
+            "model.llm.quantize=none",
+            f"train.data={small_synth['train']}",
+            f"train.val=[{small_synth['val']}]",
+            "train.stage=lora",
+            "train.batch_size=4",
+            "train.max_steps=4",
+            "train.eval_every=100",
+            "train.lr_projector=2e-3",
+            "train.lr_lora=1e-2",
+        ],
+    )
+    run = tmp_path_factory.mktemp(f"run-{family}")
+    run_training(config, run)
+    out = tmp_path_factory.mktemp(f"bundle-{family}") / "bundle"
+    export_bundle(ExportRequest(run, out, ExportConfig()))
+    return family, config, run, out
+
+
+def test_the_bundle_records_the_scale_and_the_engines_rows_are_the_models(family_bundle) -> None:
+    family, config, run, out = family_bundle
+    bundle = load_bundle(out)
+    llm = bundle.manifest.llm
+    assert llm.embed_scale == SCALE[family]
+    assert llm.verification.text_rows_checked == llm.vocab_size  # a small vocabulary: every id
+    model = VideoLanguageModel.from_config(config, lora=True)
+    load_weights(model, run / "final")
+    ids = torch.arange(llm.vocab_size)
+    theirs = model.llm.get_input_embeddings()(ids).detach()
+    table = EmbeddingTable(bundle.llm_dir, llm.embed_tokens, llm.embed_scale)
+    assert torch.equal(table(ids), theirs)
+    plain = EmbeddingTable(bundle.llm_dir, llm.embed_tokens)  # what the engines read before the scale was recorded
+    assert torch.equal(plain(ids) * SCALE[family], theirs)
+    assert torch.equal(plain(ids), theirs) == (SCALE[family] == 1.0)
+
+    # Greedy captions through the engines (ONNX vision rows, table rows, transformers) = the training-time model.
+    spec = ImageSpec.from_pretrained(resolve_model_source(config.model.vision.model).path)
+    pixels, _ = sample_pixels(config, spec, manifest_videos(config), 3)
+    expected = model.eval().generate(pixels, max_new_tokens=12)
+    params = GenerationParams(max_new_tokens=12, stop_token_ids=list(bundle.manifest.generation.stop_token_ids))
+    captioner = Captioner(bundle, OnnxVisionEngine(bundle), TransformersEngine(bundle), params)
+    captions = captioner.caption(captioner.encode(pixels.numpy()), [None] * len(pixels))
+    assert [c.text for c in captions] == expected
