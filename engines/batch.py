@@ -80,6 +80,7 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     from vlmcap.engines.llm import GenerationParams
     from vlmcap.engines.llm_vllm import check_params_safe
     from vlmcap.engines.prompt_check import check_prompt
+    from vlmcap.engines.quant_support import check_vllm_can_serve
 
     if settings.providers:
         from vlmcap.onnx_session import pick_providers
@@ -89,6 +90,7 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     params = GenerationParams.from_bundle(bundle, settings.generation)
     if settings.llm_backend == "vllm":
         check_params_safe(params)
+        check_vllm_can_serve(bundle)
     check_prompt(bundle, settings, params)
     return bundle, params
 

@@ -20,6 +20,7 @@ from vlmcap.config import BatchConfig
 from vlmcap.embeddings import build_inputs_embeds
 from vlmcap.engines.llm import GenerationParams, LLMEngine
 from vlmcap.engines.llm_vllm import check_params_safe
+from vlmcap.engines.quant_support import quant_scheme, vllm_quant_problem
 from vlmcap.engines.vision import VisionEngine
 from vlmcap.environment import usable_cpus
 from vlmcap.errors import ConfigError, ModelError
@@ -65,19 +66,22 @@ def open_vision_engine(bundle: Bundle, settings: BatchConfig) -> VisionEngine:
 def open_llm_engine(
     bundle: Bundle, settings: BatchConfig, params: GenerationParams, max_prompt_len: int, batch_size: int = 8
 ) -> LLMEngine:
-    """vLLM or transformers; `auto` takes vLLM when it imports and starts, transformers otherwise."""
+    """vLLM or transformers; `auto` takes vLLM when it imports, starts and has a kernel for the bundle's
+    quantization (engines/quant_support.py), transformers otherwise, and logs why."""
     from vlmcap.engines.llm_transformers import TransformersEngine
 
     backend = settings.llm_backend
+    why_not_vllm = None  # auto: why it took transformers, for the log line and the run's stats
     if backend in ("vllm", "auto"):
         try:
             check_params_safe(params)
         except ConfigError:
             if backend == "vllm":
                 raise
-            log.warning("penalties requested: using the transformers engine (vLLM would risk a crash)")
-            backend = "transformers"
-    if backend in ("vllm", "auto"):
+            why_not_vllm = "penalties requested (vLLM would risk a crash)"
+    if backend == "auto" and why_not_vllm is None:
+        why_not_vllm = vllm_quant_problem(quant_scheme(bundle))
+    if backend == "vllm" or (backend == "auto" and why_not_vllm is None):
         from vlmcap.engines.llm_vllm import VllmEngine
 
         try:
@@ -87,8 +91,12 @@ def open_llm_engine(
         except Exception as e:  # auto: any import or start-up failure falls back, with the reason
             if backend == "vllm":
                 raise ModelError(f"vLLM could not start on {bundle.llm_dir}: {type(e).__name__}: {e}") from None
-            log.warning("vLLM unavailable (%s: %s); using the transformers engine", type(e).__name__, e)
-    return TransformersEngine(bundle, settings.device, settings.vllm.dtype, settings.cpu_threads)
+            why_not_vllm = f"vLLM unavailable ({type(e).__name__}: {e})"
+    engine = TransformersEngine(bundle, settings.device, settings.vllm.dtype, settings.cpu_threads)
+    if why_not_vllm:
+        log.warning("%s; using the transformers engine", why_not_vllm)
+        engine.name = f"{engine.name}; auto chose it: {why_not_vllm}"
+    return engine
 
 
 class Captioner:

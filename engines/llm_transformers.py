@@ -31,7 +31,8 @@ class TransformersEngine:
         )
         self.model.to(self.device).eval()
         self.pad_token_id = self.model.generation_config.pad_token_id
-        self.name = f"transformers ({self.device.type}, {name})"
+        scheme = bundle.manifest.llm.quantization
+        self.name = f"transformers ({self.device.type}, {name}{', ' + scheme.scheme if scheme else ''})"
 
     @torch.no_grad()
     def generate(self, batch: EmbeddedBatch, params: GenerationParams) -> list[Generation]:

@@ -82,7 +82,8 @@ class VllmEngine:
         finally:  # the processes vLLM started (also when it failed half-way) die with this run
             self.watchdog.guard(descendants(os.getpid()) - before)
         self.max_model_len = kwargs["max_model_len"]
-        self.name = f"vllm ({kwargs['dtype']})"
+        scheme = bundle.manifest.llm.quantization
+        self.name = f"vllm ({kwargs['dtype']}{', ' + scheme.scheme if scheme else ''})"
 
     def generate(self, batch: EmbeddedBatch, params: GenerationParams) -> list[Generation]:
         from vllm import SamplingParams

@@ -13,6 +13,28 @@ def _size(num_bytes: float) -> str:
     raise AssertionError("unreachable")
 
 
+def _quality_lines(m: BundleManifest) -> list[str]:
+    """The LLM's quantization and the caption gate's numbers, when the bundle has them."""
+    lines = []
+    q = m.llm.quantization
+    if q is not None:
+        group = f" of {q.group_size}" if q.group_size else ""
+        lines.append(
+            f"quantized  llm {q.scheme} ({q.format}: weights {q.weights}{group};"
+            f" activations {q.activations or 'as is'})"
+            f", {q.layers} layers, calibrated on {q.calibration_sequences} training captions"
+        )
+    gate = m.caption_gate
+    if gate is not None:
+        lines.append(
+            f"gate       {', '.join(gate.lossy)} vs float32 on {gate.videos} videos: chrF++ {gate.chrf:.2f}"
+            f" (min {gate.thresholds['min_chrf']:g}), exact match {gate.exact_match:.2f}"
+            f" (min {gate.thresholds['min_exact_match']:g}), token agreement {gate.token_agreement:.3f}"
+            f" (min {gate.thresholds['min_token_agreement']:g})"
+        )
+    return lines
+
+
 def describe_bundle(m: BundleManifest, verified: bool) -> str:
     vision, llm, image = m.vision, m.llm, m.image
     final = vision.verification["final"]
@@ -35,6 +57,7 @@ def describe_bundle(m: BundleManifest, verified: bool) -> str:
         f" on {', '.join(final.providers or [])}",
         f"           llm: greedy agreement {llm_check.top1_agreement:.3f}, max |logit diff| "
         f"{llm_check.max_abs:.3g} over {llm_check.positions} positions",
+        *_quality_lines(m),
         f"prompt     {m.prompt.default_prompt}",
         f"generate   max {m.generation.max_new_tokens} new tokens, temperature {m.generation.temperature}, "
         f"stop ids {m.generation.stop_token_ids}",

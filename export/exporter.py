@@ -35,13 +35,15 @@ from vlmcap.bundle.manifest import (
     VideoInfo,
     VisionInfo,
 )
-from vlmcap.config import VIDEO_PLACEHOLDER, ExportConfig, dump_config
+from vlmcap.config import VIDEO_PLACEHOLDER, ExportConfig, VlmcapConfig, dump_config
 from vlmcap.errors import ConfigError
-from vlmcap.export.merge_llm import export_llm, shipped_dtype
+from vlmcap.export.caption_gate import GateInputs
+from vlmcap.export.merge_llm import Calibration, export_llm, shipped_dtype
 from vlmcap.export.onnx_graph import EXTERNAL_DATA_THRESHOLD, export_onnx
 from vlmcap.export.precision import convert_precision, fuse_transformer_ops
 from vlmcap.export.publish import publish, staging_directory
-from vlmcap.export.samples import manifest_videos, sample_pixels
+from vlmcap.export.quantize_llm import check_scheme
+from vlmcap.export.samples import calibration_samples, manifest_videos, sample_pixels
 from vlmcap.export.verify import VISION_TOLERANCE, check, compare
 from vlmcap.onnx_session import create_session
 from vlmcap.presets import resolve_model_source
@@ -77,8 +79,15 @@ def _check_destination(out: Path, weights_dir: Path) -> None:
 def run_export_config(run: Path, overrides: dict[str, Any]) -> ExportConfig:
     """The run's `export:` section with command-line values on top, validated."""
     config = weights_config(resolve_weights_dir(run, "run"))
+    merged = config.export.model_dump()
+    for key, value in overrides.items():  # dotted keys (`gate.min_chrf`) set nested fields
+        *sections, name = key.split(".")
+        section = merged
+        for part in sections:
+            section = section[part]
+        section[name] = value
     try:
-        return ExportConfig.model_validate({**config.export.model_dump(), **overrides})
+        return ExportConfig.model_validate(merged)
     except ValueError as e:
         raise ConfigError(f"export options: {e}") from None
 
@@ -128,6 +137,32 @@ def _export_vision(graph: VisionGraph, pixels: torch.Tensor, request: ExportRequ
     }
 
 
+def _rows(graph: VisionGraph, pixels: torch.Tensor, chunk: int = 4) -> torch.Tensor:
+    """float32 vision rows of (N, T, 3, H, W) pixels, a few videos at a time."""
+    with torch.no_grad():
+        return torch.cat([graph(pixels[i : i + chunk]) for i in range(0, len(pixels), chunk)])
+
+
+def _lossy_parts(options: ExportConfig, llm_dtype: str) -> list[str]:
+    """What rounds numbers in this bundle compared with float32 (each triggers the caption gate)."""
+    parts = [f"vision {options.precision}"] if options.precision != "fp32" else []
+    if llm_dtype != "float32":
+        parts.append(f"llm {llm_dtype}")
+    if options.llm_quant != "none":
+        parts.append(f"llm {options.llm_quant}")
+    return parts
+
+
+def _meta_llm(config: VlmcapConfig) -> torch.nn.Module:
+    """The LLM's module structure without weights: what a quantization scheme is checked against."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    source = resolve_model_source(config.model.llm.model, seed=config.seed)
+    llm_config = AutoConfig.from_pretrained(source.path, revision=config.model.llm.revision, trust_remote_code=False)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(llm_config, trust_remote_code=False)
+
+
 def export_bundle(request: ExportRequest) -> BundleManifest:
     """Build, verify and publish the bundle; returns its manifest."""
     weights_dir = resolve_weights_dir(request.run, "run")
@@ -136,30 +171,52 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
     device = torch.device(request.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     vision_source = resolve_model_source(config.model.vision.model, seed=config.seed)
     spec = ImageSpec.from_pretrained(vision_source.path, config.model.vision.revision)
-    graph = build_vision_graph(config, weights_dir)
-    candidates = [*request.sample_videos, *manifest_videos(config)]
-    pixels, sample_sources = sample_pixels(config, spec, candidates, options.verify_videos)
-    with torch.no_grad():
-        vision_rows = graph(pixels)
     llm_dtype = shipped_dtype(config, options.llm_dtype, device)
-
     out = request.out.expanduser().resolve()  # a symlinked destination is replaced where it points
     _check_destination(out, weights_dir)
+    if options.llm_quant != "none":  # a scheme the model cannot take fails before any work
+        check_scheme(_meta_llm(config), options.llm_quant, options.llm_quant_group_size)
+    graph = build_vision_graph(config, weights_dir)
+    calibration = None
+    if options.llm_quant != "none":
+        cal_pixels, cal_samples = calibration_samples(config, spec, options.calibration_videos)
+        calibration = Calibration(
+            _rows(graph, cal_pixels), [s.prompt for s in cal_samples], [s.caption for s in cal_samples]
+        )
+    candidates = [*request.sample_videos, *manifest_videos(config)]
+    pixels, sample_sources = sample_pixels(config, spec, candidates, options.verify_videos)
+    vision_rows = _rows(graph, pixels)
+    lossy = _lossy_parts(options, llm_dtype)
+    if lossy:
+        gate_pixels, gate_sources = sample_pixels(config, spec, candidates, options.gate.videos)
+
     with staging_directory(out) as stage:
         log.info("exporting the vision graph (%s)", options.precision)
         vision = _export_vision(graph, pixels, request, stage)
-        log.info("merging the LLM (%s, into %s weights)", llm_dtype, options.merge_into)
+        gate = None
+        if lossy:
+            session = create_session(stage / VISION_ONNX)
+            shipped_rows = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: gate_pixels.numpy()})[0])
+            gate = GateInputs(_rows(graph, gate_pixels), shipped_rows, gate_sources, lossy)
+        log.info(
+            "merging the LLM (%s, into %s weights%s)",
+            llm_dtype,
+            options.merge_into,
+            f", quantized {options.llm_quant}" if options.llm_quant != "none" else "",
+        )
         start = time.perf_counter()
         llm = export_llm(
-            config,
-            weights_dir,
-            stage / LLM_DIR,
-            vision_rows,
-            options.merge_into,
-            llm_dtype,
-            device,
-            options.max_new_tokens,
+            config, weights_dir, stage / LLM_DIR, vision_rows, options, llm_dtype, device, calibration, gate
         )
+        if llm.caption_gate is not None:
+            log.info(
+                "caption gate passed (%s): chrF++ %.2f, exact match %.2f, token agreement %.3f on %d videos",
+                ", ".join(lossy),
+                llm.caption_gate["chrf"],
+                llm.caption_gate["exact_match"],
+                llm.caption_gate["token_agreement"],
+                llm.caption_gate["videos"],
+            )
         reference = stage / REFERENCE_DIR  # lets the PyTorch vision engine rebuild the same graph
         reference.mkdir()
         shutil.copy2(weights_dir / WEIGHTS_FILE, reference / WEIGHTS_FILE)
@@ -201,8 +258,10 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
                 adapter_merged=llm.adapter_merged,
                 merge_into=options.merge_into if config.model.llm.quantize == "4bit" else "original",
                 verification=llm.verification,
+                quantization=llm.quantization,
                 seconds=round(time.perf_counter() - start, 2),
             ),
+            caption_gate=llm.caption_gate,
             prompt=PromptInfo(
                 default_prompt=config.prompt.default_prompt,
                 system_prompt=config.prompt.system_prompt,

@@ -3,14 +3,16 @@
 With a 4-bit (QLoRA) base the adapter learned to correct the NF4 weights, not the original ones:
 by default it is merged into the dequantized base, which is exactly what training computed with.
 `merge_into=original` merges into the high-precision weights instead. Either way the merge itself
-runs in float32 and the result is cast once to the shipped dtype, and no quantization config is
-left in config.json.
+runs in float32 and the result is cast once to the shipped dtype. The training-time quantization
+config is never left in config.json; with `export.llm_quant` the merged float32 weights are quantized
+afresh for serving (export/quantize_llm.py) and the checkpoint carries that scheme's config.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,9 +20,11 @@ from typing import Literal
 import torch
 from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from vlmcap.config import VlmcapConfig
-from vlmcap.embeddings import build_inputs_embeds
+from vlmcap.config import ExportConfig, VlmcapConfig
+from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
 from vlmcap.errors import ExportError
+from vlmcap.export.caption_gate import GateInputs, greedy_captions, judge, token_agreement
+from vlmcap.export.quantize_llm import quantize_llm, save_quantized
 from vlmcap.export.verify import Tolerance, check, compare
 from vlmcap.llm import DTYPES, compute_dtype, load_llm, load_tokenizer
 from vlmcap.presets import resolve_model_source
@@ -37,6 +41,9 @@ LLM_TOLERANCE = {
     "bfloat16": (Tolerance(), 0.90),
     "float16": (Tolerance(), 0.90),
 }
+# A quantized LLM rounds every weight to 4-8 bits: the logits check only catches a broken checkpoint
+# (a wrong scale or packing falls to chance agreement); the caption gate judges its quality.
+QUANTIZED_TOLERANCE = (Tolerance(), 0.5)
 
 
 @dataclass
@@ -50,6 +57,8 @@ class MergedLLM:
     chat_template: str
     stop_token_ids: list[int]
     verification: dict
+    quantization: dict | None  # export/quantize_llm.py's record
+    caption_gate: dict | None  # export/caption_gate.py's record (lossy exports)
 
 
 def shipped_dtype(config: VlmcapConfig, requested: str, device: torch.device) -> str:
@@ -101,56 +110,100 @@ def _embed_tokens_key(model: PreTrainedModel) -> str:
     raise RuntimeError("input embedding table not found among the model's parameters")
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """Training samples that calibrate LLM quantization: their float32 vision rows and texts."""
+
+    vision_rows: torch.Tensor  # (N, V, D)
+    prompts: list[str | None]
+    captions: list[str]
+
+    def batches(self, prompts: PromptBuilder, rows: Callable, size: int = 4) -> list[EmbeddedBatch]:
+        """Teacher-forced sequences exactly as training builds them (prompt, vision rows, caption)."""
+        tokens = [prompts.encode(p, c) for p, c in zip(self.prompts, self.captions, strict=True)]
+        return [
+            build_inputs_embeds(self.vision_rows[i : i + size], tokens[i : i + size], rows, "right")
+            for i in range(0, len(tokens), size)
+        ]
+
+
 def export_llm(
     config: VlmcapConfig,
     weights_dir: Path,
     out: Path,
     vision_rows: torch.Tensor,
-    merge_into: Literal["dequantized", "original"],
+    options: ExportConfig,
     dtype: str,
     device: torch.device,
-    max_new_tokens: int,
+    calibration: Calibration | None = None,
+    gate: GateInputs | None = None,
 ) -> MergedLLM:
-    """Merge, save to `out` (safetensors + tokenizer + chat template + generation_config), reload, verify."""
-    model, tokenizer, has_adapter = load_unmerged(config, weights_dir, merge_into, device)
+    """Merge (and quantize), save to `out` (safetensors + tokenizer + chat template + generation_config),
+    reload, verify; with `gate`, caption its videos with the float32 and the shipped model (export/caption_gate.py)."""
+    model, tokenizer, has_adapter = load_unmerged(config, weights_dir, options.merge_into, device)
     prompts = PromptBuilder(tokenizer, config.prompt.default_prompt, config.prompt.system_prompt)
     reference = _logits(model, vision_rows, prompts, torch.float32)
     if has_adapter:
         model = model.merge_and_unload()
-    model = model.to(DTYPES[dtype])
     eos = [prompts.end_of_turn_id] + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
     stop_ids = list(dict.fromkeys(eos))
+    max_new = options.max_new_tokens
+    if gate is not None:  # before anything is rounded: the float32 captions the bundle is judged against
+        reference_ids = greedy_captions(
+            model, model.get_input_embeddings(), gate.reference_rows.to(device), prompts, stop_ids, max_new
+        )
+    quantization = None
+    if options.llm_quant != "none":
+        if calibration is None:
+            raise ValueError("quantization needs a calibration set")
+        batches = calibration.batches(prompts, model.get_input_embeddings())
+        quantization = quantize_llm(model, options.llm_quant, options.llm_quant_group_size, batches)
+    model = model.to(DTYPES[dtype])
     model.generation_config = GenerationConfig(
         do_sample=False,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=max_new,
         eos_token_id=stop_ids,
         pad_token_id=tokenizer.pad_token_id,
     )
     model.config.use_cache = True
-    model.save_pretrained(out, safe_serialization=True, max_shard_size="4GB")
-    tokenizer.save_pretrained(out)
     embed_key = _embed_tokens_key(model)
+    if quantization is not None:
+        save_quantized(model, out, quantization["format"])
+    else:
+        model.save_pretrained(out, safe_serialization=True, max_shard_size="4GB")
+    tokenizer.save_pretrained(out)
     hidden, vocab = model.config.hidden_size, model.config.vocab_size
     del model
     gc.collect()
 
-    # Verify what ships: the checkpoint as written to disk, loaded the way transformers users load it.
+    # Verify what ships: the checkpoint as written to disk, loaded the way transformers users load it
+    # (a quantized one through compressed-tensors, which computes with the quantized numbers).
     shipped = AutoModelForCausalLM.from_pretrained(
         out, dtype=DTYPES[dtype], use_safetensors=True, trust_remote_code=False
     ).to(device)
-    if getattr(shipped.config, "quantization_config", None) is not None:
-        raise RuntimeError("merged checkpoint still carries a quantization_config")
+    if (getattr(shipped.config, "quantization_config", None) is not None) != (quantization is not None):
+        raise RuntimeError("the saved checkpoint's quantization_config does not match the export")
     # The engines' text rows, read from the files as shipped, must be the model's own (vlmcap.text_rows).
     layer = shipped.get_input_embeddings()
     ids = _ids_to_check(vocab, prompts)
     scale = measured_scale(layer, ids.to(layer.weight.device))
-    check_rows(EmbeddingTable(out, embed_key, scale), layer, ids)
+    table = EmbeddingTable(out, embed_key, scale)
+    check_rows(table, layer, ids)
     merged = _logits(shipped.eval(), vision_rows, prompts, DTYPES[dtype])
+    gate_record = None
+    if gate is not None:
+        candidate_ids = greedy_captions(shipped, table, gate.shipped_rows, prompts, stop_ids, max_new)
+        agreement = token_agreement(shipped, table, gate.shipped_rows, prompts, reference_ids)
+        texts = [
+            [tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
+            for ids in (reference_ids, candidate_ids)
+        ]
+        gate_record = judge(texts[0], texts[1], agreement, gate, options.gate)
     del shipped
     gc.collect()
     stats = compare(reference, merged)
     stats["top1_agreement"] = float((reference.argmax(-1) == merged.argmax(-1)).mean())
-    tolerance, min_top1 = LLM_TOLERANCE[dtype]
+    tolerance, min_top1 = QUANTIZED_TOLERANCE if quantization else LLM_TOLERANCE[dtype]
     what = f"{out}: merged LLM logits vs the un-merged model"
     record = check(stats, tolerance, what)
     if stats["top1_agreement"] < min_top1:
@@ -160,7 +213,19 @@ def export_llm(
     record["tolerance"]["min_top1_agreement"] = min_top1
     record["positions"] = int(reference.shape[0] * reference.shape[1])
     record["text_rows_checked"] = int(ids.numel())
-    return MergedLLM(dtype, hidden, vocab, embed_key, scale, has_adapter, tokenizer.chat_template, stop_ids, record)
+    return MergedLLM(
+        dtype,
+        hidden,
+        vocab,
+        embed_key,
+        scale,
+        has_adapter,
+        tokenizer.chat_template,
+        stop_ids,
+        record,
+        quantization,
+        gate_record,
+    )
 
 
 def _ids_to_check(vocab: int, prompts: PromptBuilder, sample: int = 8192) -> torch.Tensor:

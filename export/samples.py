@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from vlmcap.config import VlmcapConfig
-from vlmcap.errors import VlmcapError
-from vlmcap.labelled_manifest import load_manifest
+from vlmcap.errors import ConfigError, VlmcapError
+from vlmcap.labelled_manifest import Sample, load_manifest
 from vlmcap.video.decoders import DecodeOptions, decode_video
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.preprocess import preprocess_frames
@@ -60,3 +60,30 @@ def sample_pixels(
         videos.append(preprocess_frames(np.ascontiguousarray(frames), spec))
         sources.append("synthetic")
     return torch.stack(videos), sources
+
+
+def calibration_samples(config: VlmcapConfig, spec: ImageSpec, count: int) -> tuple[torch.Tensor, list[Sample]]:
+    """Up to `count` decodable videos of the run's training manifest, with their captions, for LLM
+    quantization; ConfigError (before any export work) when there is none."""
+    manifest = config.train.data
+    if not manifest:
+        raise ConfigError("export.llm_quant needs calibration data: the run has no training manifest (train.data)")
+    try:
+        samples = load_manifest(manifest)
+    except VlmcapError as e:
+        raise ConfigError(f"export.llm_quant needs calibration data: {e}") from None
+    options = DecodeOptions(num_frames=config.video.num_frames)
+    videos, kept = [], []
+    for sample in samples:
+        if len(kept) == count:
+            break
+        try:
+            decoded = decode_video(sample.video, options)
+        except VlmcapError as e:
+            log.warning("calibration video %s skipped: %s", sample.video, e)
+            continue
+        videos.append(preprocess_frames(decoded.frames, spec))
+        kept.append(sample)
+    if not kept:
+        raise ConfigError(f"export.llm_quant needs calibration data: no video of {manifest} could be decoded")
+    return torch.stack(videos), kept

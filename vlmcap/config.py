@@ -132,6 +132,17 @@ class TrainConfig(_Section):
     tensorboard: bool = False
 
 
+class CaptionGateConfig(_Section):
+    """Thresholds a lossy export must meet against the float32 reference (docs/EXPORT.md, "Caption gate")."""
+
+    videos: int = Field(8, ge=1, le=256, description="Held-out videos captioned by both the bundle and float32.")
+    min_chrf: float = Field(70.0, ge=0, le=100, description="chrF++ of the bundle's captions against float32's.")
+    min_exact_match: float = Field(0.5, ge=0, le=1, description="Share of videos with the identical caption.")
+    min_token_agreement: float = Field(
+        0.9, ge=0, le=1, description="Share of float32 caption tokens the bundle also predicts (teacher-forced)."
+    )
+
+
 class ExportConfig(_Section):
     precision: Literal["fp32", "fp16", "int8"] = Field(
         "fp32", description="vision.onnx weights: fp32, fp16 (GPU) or int8 dynamic quantization (CPU edge boxes)."
@@ -144,8 +155,19 @@ class ExportConfig(_Section):
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="dtype of the merged LLM checkpoint; auto = what training computed in on this device."
     )
+    llm_quant: Literal["none", "w4a16", "w8a8", "fp8"] = Field(
+        "none",
+        description="Quantize the merged LLM (compressed-tensors): 4-bit weights, int8 weights+activations, or FP8.",
+    )
+    llm_quant_group_size: int = Field(
+        128, ge=2, description="w4a16: weights per scale; must divide every quantized layer's input size."
+    )
+    calibration_videos: int = Field(
+        32, ge=1, le=4096, description="Training videos (with their captions) that calibrate LLM quantization."
+    )
     max_new_tokens: int = Field(128, ge=1, description="Default caption length limit stored in the bundle.")
     verify_videos: int = Field(2, ge=1, le=16, description="Sample videos run through both models to verify.")
+    gate: CaptionGateConfig = Field(default_factory=CaptionGateConfig)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -116,6 +116,35 @@ class VisionInfo(_Section):
     grid_size: int
 
 
+class Quantization(_Section):
+    """How the shipped LLM was quantized (export/quantize_llm.py; docs/EXPORT.md, "Quantized LLM")."""
+
+    scheme: Literal["w4a16", "w8a8", "fp8"]
+    format: Literal["pack-quantized", "int-quantized", "float-quantized"]  # compressed-tensors format
+    weights: str
+    activations: str | None
+    group_size: int | None
+    ignored: list[str]
+    method: str
+    layers: int = Field(ge=1)
+    calibration_sequences: int = Field(ge=1)
+    calibration_tokens: int = Field(ge=1)
+    error_reduction_vs_minmax: float
+
+
+class CaptionGate(_Section):
+    """Captions of the lossy bundle against the float32 model's (export/caption_gate.py)."""
+
+    videos: int = Field(ge=1)
+    sources: list[str]
+    lossy: list[str]
+    chrf: float
+    exact_match: float
+    token_agreement: float
+    thresholds: dict[str, float]
+    passed: bool
+
+
 class LLMInfo(_Section):
     dir: str
     dtype: Literal["float32", "bfloat16", "float16"]
@@ -128,6 +157,7 @@ class LLMInfo(_Section):
     adapter_merged: bool
     merge_into: Literal["dequantized", "original"]
     verification: Verification
+    quantization: Quantization | None = None  # None: the merged weights as they are, in `dtype`
     seconds: float
 
 
@@ -159,6 +189,7 @@ class BundleManifest(_Section):
     vision: VisionInfo
     tokens_per_video: int = Field(ge=1)
     llm: LLMInfo
+    caption_gate: CaptionGate | None = None  # None: nothing in the bundle is lossy
     prompt: PromptInfo
     generation: GenerationInfo
     verification_inputs: list[str]

@@ -157,6 +157,35 @@ def bench_batch_cmd(inputs: tuple[str, ...], config: ConfigSource, as_json: bool
     click.echo(f"pipeline engines: {report['pipeline']['engines']}")
 
 
+@bench.command("llm")
+@config_options(overrides=False)
+@engine_options
+@click.option("--batch", "batch_videos", default=4, show_default=True, type=click.IntRange(1), help="Videos.")
+@click.option("--new-tokens", default=64, show_default=True, type=click.IntRange(2))
+@click.option("--repeat", default=2, show_default=True, type=click.IntRange(1))
+@json_option
+def bench_llm_cmd(config: ConfigSource, batch_videos: int, new_tokens: int, repeat: int, as_json: bool) -> None:
+    """LLM decode tokens/s of a bundle through the chosen LLM engine, and the LLM's bytes on disk.
+
+    Example: vlmcap bench llm --engine bundles/w4a16 --llm-backend vllm --batch 4
+    """
+    from vlmcap.bundle import load_bundle
+    from vlmcap.engines.batch import bundle_path
+    from vlmcap.engines.bench_llm import bench_llm
+
+    settings = config.load().batch
+    bundle = load_bundle(bundle_path(settings))
+    report = bench_llm(bundle, settings, batch_videos, new_tokens, repeat)
+    if as_json:
+        _emit_json({"bundle": bundle.id, **report})
+        return
+    click.echo(
+        f"{report['engine']}: llm {report['llm_bytes'] / 1e6:.1f} MB ({report['quantization']}), "
+        f"batch {report['batch']} x {report['prompt_tokens']} prompt tokens, "
+        f"first token {report['first_token_s']} s, decode {report['decode_tokens_per_s']} tokens/s"
+    )
+
+
 @bench.command("stages")
 @config_options(default_preset="tiny")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)

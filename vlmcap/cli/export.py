@@ -24,6 +24,13 @@ from vlmcap.cli.options import ConfigSource, choices, config_option, config_opti
 @config_option("--merge-into", key="export.merge_into", type=choices("export.merge_into"), help="4-bit runs.")
 @config_option("--llm-dtype", key="export.llm_dtype", type=choices("export.llm_dtype"), help="Merged LLM dtype.")
 @config_option("--optimize/--no-optimize", key="export.optimize", help="Fuse transformer ops in vision.onnx.")
+@config_option("--llm-quant", key="export.llm_quant", type=choices("export.llm_quant"))
+@config_option("--llm-quant-group-size", key="export.llm_quant_group_size", type=int)
+@config_option("--calibration-videos", key="export.calibration_videos", type=int)
+@config_option("--gate-videos", key="export.gate.videos", type=int)
+@config_option("--gate-min-chrf", key="export.gate.min_chrf", type=float)
+@config_option("--gate-min-exact-match", key="export.gate.min_exact_match", type=float)
+@config_option("--gate-min-token-agreement", key="export.gate.min_token_agreement", type=float)
 @click.option(
     "--sample-video", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="Verify on this video."
 )
@@ -45,6 +52,7 @@ def export_cmd(
     Examples:
       vlmcap export                                   # latest run -> VLMCAP_HOME/engines/default
       vlmcap export runs/exp1 --out bundles/exp1-int8 --precision int8
+      vlmcap export --llm-quant w4a16 --precision int8   # edge box: 4-bit LLM, int8 vision
     """
     from vlmcap.home import default_engine_dir
     from vlmcap.run_dir import latest_run

@@ -1,0 +1,119 @@
+"""The caption gate: a lossy bundle must caption held-out videos like the float32 model does.
+
+Row-level checks (export/verify.py) show that a quantized graph computes nearly the same numbers;
+captions are what users get, and one flipped token early in a caption changes everything after it.
+So every lossy export (vision fp16/int8, a 16-bit or quantized LLM) captions the same held-out
+videos twice, greedily:
+- reference: the float32 vision graph and the float32 merged LLM, before anything is rounded;
+- bundle: the shipped vision.onnx and the shipped LLM checkpoint as transformers loads it, fed
+  text rows from the table the engines read (vlmcap/text_rows.py).
+Recorded (bundle.json `caption_gate`, shown by `vlmcap inspect`): chrF++ of the bundle's captions
+against the reference's, the share of identical captions, and token agreement: the share of
+reference caption tokens the shipped LLM predicts as its greedy next token when fed the reference
+caption so far (teacher-forced, so one early flip does not hide the rest). Below any threshold
+(`export.gate`, docs/EXPORT.md) the export fails and nothing is published.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from vlmcap.config import CaptionGateConfig
+from vlmcap.embeddings import IGNORE_INDEX, build_inputs_embeds
+from vlmcap.errors import ExportError
+from vlmcap.metrics import caption_metrics
+from vlmcap.prompt import PromptBuilder, PromptTokens
+
+Rows = Callable[[torch.Tensor], torch.Tensor]  # token ids -> embedding rows
+
+
+@dataclass(frozen=True)
+class GateInputs:
+    reference_rows: torch.Tensor  # (N, V, D) float32 vision rows from PyTorch
+    shipped_rows: torch.Tensor  # (N, V, D) vision rows from the shipped vision.onnx
+    sources: list[str]  # where each video came from
+    lossy: list[str]  # what rounds numbers in this bundle, e.g. ["vision int8", "llm w4a16"]
+
+
+def _stop(ids: list[int], stop_ids: Sequence[int]) -> list[int]:
+    for i, token in enumerate(ids):
+        if token in stop_ids:
+            return ids[: i + 1]
+    return ids
+
+
+@torch.no_grad()
+def greedy_captions(
+    model: PreTrainedModel,
+    rows: Rows,
+    vision_rows: torch.Tensor,
+    prompts: PromptBuilder,
+    stop_ids: Sequence[int],
+    max_new_tokens: int,
+) -> list[list[int]]:
+    """Greedy token ids per video (through the first stop token)."""
+    device = next(model.parameters()).device
+    batch = build_inputs_embeds(vision_rows, [prompts.encode(None)] * len(vision_rows), rows, "left")
+    out = model.generate(
+        inputs_embeds=batch.inputs_embeds.to(device, model.dtype),
+        attention_mask=batch.attention_mask.to(device),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=list(stop_ids),
+        pad_token_id=model.generation_config.pad_token_id,
+    )
+    return [_stop(row, stop_ids) for row in out.tolist()]
+
+
+@torch.no_grad()
+def token_agreement(
+    model: PreTrainedModel, rows: Rows, vision_rows: torch.Tensor, prompts: PromptBuilder, reference: list[list[int]]
+) -> float:
+    """Share of reference tokens that are the model's greedy next token given the reference so far."""
+    device = next(model.parameters()).device
+    base = prompts.encode(None)
+    tokens = [PromptTokens(base.before, base.after, ids) for ids in reference]
+    batch = build_inputs_embeds(vision_rows, tokens, rows, "right")
+    logits = model(
+        inputs_embeds=batch.inputs_embeds.to(device, model.dtype), attention_mask=batch.attention_mask.to(device)
+    ).logits
+    predicted = logits[:, :-1].argmax(-1).cpu()
+    labels = batch.labels[:, 1:]
+    scored = labels != IGNORE_INDEX
+    return float((predicted[scored] == labels[scored]).float().mean()) if scored.any() else 1.0
+
+
+def judge(
+    reference: list[str], candidate: list[str], agreement: float, inputs: GateInputs, thresholds: CaptionGateConfig
+) -> dict:
+    """The gate's record; ExportError with every number when a threshold is missed."""
+    metrics = caption_metrics(candidate, reference)
+    record = {
+        "videos": len(reference),
+        "sources": inputs.sources,
+        "lossy": inputs.lossy,
+        "chrf": metrics["chrf++"],
+        "exact_match": round(metrics["exact_match"], 4),
+        "token_agreement": round(agreement, 4),
+        "thresholds": thresholds.model_dump(exclude={"videos"}),
+    }
+    misses = [
+        f"{label} {record[key]} < {limit}"
+        for label, key, limit in (
+            ("chrF++", "chrf", thresholds.min_chrf),
+            ("exact match", "exact_match", thresholds.min_exact_match),
+            ("token agreement", "token_agreement", thresholds.min_token_agreement),
+        )
+        if record[key] < limit
+    ]
+    record["passed"] = not misses
+    if misses:
+        raise ExportError(
+            f"caption gate failed for {', '.join(inputs.lossy)} against float32 on {len(reference)} held-out videos: "
+            f"{'; '.join(misses)} (lower export.gate.* to accept, or choose a less lossy format); nothing was published"
+        )
+    return record
