@@ -7,6 +7,10 @@ embedding rows by sqrt(hidden_size) inside its embedding layer: 8 at hidden 64.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,3 +83,26 @@ def test_the_bundle_records_the_scale_and_the_engines_rows_are_the_models(family
     captioner = Captioner(bundle, OnnxVisionEngine(bundle), TransformersEngine(bundle), params)
     captions = captioner.caption(captioner.encode(pixels.numpy()), [None] * len(pixels))
     assert [c.text for c in captions] == expected
+
+
+@pytest.mark.parametrize("family_bundle", ["gemma3"], indirect=True)
+def test_vllm_captions_a_gemma3_bundle_like_transformers(family_bundle, tmp_path) -> None:
+    """The family whose rows are scaled, through vLLM fed prompt embeds (one engine start: ~1 minute)."""
+    _, config, _, out = family_bundle
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for video in manifest_videos(config)[:4]:
+        shutil.copy2(video, videos / Path(video).name)
+    captions = {}
+    for backend in ("transformers", "vllm"):
+        jsonl = tmp_path / f"{backend}.jsonl"
+        args = [str(videos), "--out", str(jsonl), "--engine", str(out), "--llm-backend", backend]
+        run_ = subprocess.run(
+            [sys.executable, "-m", "vlmcap", "batch", *args, "--max-new-tokens", "12"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run_.returncode == 0, run_.stderr[-3000:]
+        captions[backend] = {r["video"]: r["caption"] for r in map(json.loads, jsonl.read_text().splitlines())}
+    assert len(captions["vllm"]) == 4 and captions["vllm"] == captions["transformers"]
