@@ -20,7 +20,7 @@ from vlmcap.config import BatchConfig
 from vlmcap.embeddings import build_inputs_embeds
 from vlmcap.engines.llm import GenerationParams, LLMEngine
 from vlmcap.engines.llm_vllm import check_params_safe
-from vlmcap.engines.quant_support import quant_scheme, vllm_quant_problem
+from vlmcap.engines.quant_support import check_vllm_can_serve, quant_scheme, vllm_quant_problem
 from vlmcap.engines.vision import VisionEngine
 from vlmcap.environment import usable_cpus
 from vlmcap.errors import ConfigError, ModelError
@@ -79,6 +79,8 @@ def open_llm_engine(
             if backend == "vllm":
                 raise
             why_not_vllm = "penalties requested (vLLM would risk a crash)"
+    if backend == "vllm":
+        check_vllm_can_serve(bundle)  # `vlmcap batch` checked before any work; other callers get here
     if backend == "auto" and why_not_vllm is None:
         why_not_vllm = vllm_quant_problem(quant_scheme(bundle))
     if backend == "vllm" or (backend == "auto" and why_not_vllm is None):

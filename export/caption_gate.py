@@ -92,11 +92,13 @@ def judge(
 ) -> dict:
     """The gate's record; ExportError with every number when a threshold is missed."""
     metrics = caption_metrics(candidate, reference)
+    # chrF++ of empty captions is 0 even when both sides agree (a model that emits only special tokens).
+    chrf = 100.0 if candidate == reference else metrics["chrf++"]
     record = {
         "videos": len(reference),
         "sources": inputs.sources,
         "lossy": inputs.lossy,
-        "chrf": metrics["chrf++"],
+        "chrf": chrf,
         "exact_match": round(metrics["exact_match"], 4),
         "token_agreement": round(agreement, 4),
         "thresholds": thresholds.model_dump(exclude={"videos"}),

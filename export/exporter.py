@@ -174,11 +174,10 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
     llm_dtype = shipped_dtype(config, options.llm_dtype, device)
     out = request.out.expanduser().resolve()  # a symlinked destination is replaced where it points
     _check_destination(out, weights_dir)
-    if options.llm_quant != "none":  # a scheme the model cannot take fails before any work
-        check_scheme(_meta_llm(config), options.llm_quant, options.llm_quant_group_size)
     graph = build_vision_graph(config, weights_dir)
     calibration = None
-    if options.llm_quant != "none":
+    if options.llm_quant != "none":  # a scheme the model cannot take, or no calibration data, fails before any work
+        check_scheme(_meta_llm(config), options.llm_quant, options.llm_quant_group_size)
         cal_pixels, cal_samples = calibration_samples(config, spec, options.calibration_videos)
         calibration = Calibration(
             _rows(graph, cal_pixels), [s.prompt for s in cal_samples], [s.caption for s in cal_samples]

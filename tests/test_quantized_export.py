@@ -196,6 +196,7 @@ def test_the_gate_refuses_with_every_number_it_missed() -> None:
     inputs = GateInputs(torch.zeros(1), torch.zeros(1), ["a.mp4", "b.mp4"], ["llm w4a16"])
     record = judge(reference, candidate, 0.93, inputs, CaptionGateConfig())
     assert record["passed"] and record["exact_match"] == 0.5 and 70 < record["chrf"] < 100
+    assert judge(["", ""], ["", ""], 1.0, inputs, CaptionGateConfig())["chrf"] == 100.0  # agreeing, if empty
     with pytest.raises(ExportError) as failed:
         judge(reference, candidate, 0.93, inputs, CaptionGateConfig(min_exact_match=0.9, min_token_agreement=0.95))
     message = str(failed.value)
