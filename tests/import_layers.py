@@ -18,7 +18,6 @@ import tomllib
 
 STAGES = ("vlmcap.training", "vlmcap.export", "vlmcap.engines")
 CLI = "vlmcap.cli"
-ENTRY_POINTS = ("vlmcap.__main__",)  # `python -m vlmcap`: part of the CLI layer
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def imports(module: str, path: Path) -> Iterator[tuple[int, str]]:
 
 def _owner(name: str) -> str:
     """'cli', a stage package, 'core' (the rest of vlmcap), or '' (not ours)."""
-    if name == CLI or name.startswith(CLI + ".") or name in ENTRY_POINTS:
+    if name == CLI or name.startswith(CLI + "."):
         return "cli"
     for stage in STAGES:
         if name == stage or name.startswith(stage + "."):

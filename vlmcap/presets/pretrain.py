@@ -1,4 +1,4 @@
-"""Pretraining that gives the tiny presets what real checkpoints have (../shared/ENV.md, "tiny presets").
+"""Pretraining that gives the tiny presets what real checkpoints have (docs/TRAINING.md, tiny presets).
 
 A random encoder's features barely depend on the content, and a random LM has no circuit that
 reads earlier context, so a tiny VLM built from them cannot learn to caption in minutes. Real

@@ -1,7 +1,7 @@
 """The few timm building blocks Honeybee's C-Abstractor uses, written out with timm's key names.
 
 timm itself would pull in torchvision, which on the CPU stack here replaces torch with a CUDA
-build (../shared/ENV.md). These mirror, with the arguments the C-Abstractor passes:
+build (docs/MODEL.md, "Dependencies the code avoids"). These mirror, with the arguments the C-Abstractor passes:
 `timm.models.regnet.RegStage` / `Bottleneck` (bottle_ratio 1, group_size 1 -> depthwise 3x3,
 se_ratio 0.25), `timm.layers.ConvNormAct`, `timm.layers.LayerNormAct2d` and
 `timm.layers.SEModule`, so a Honeybee checkpoint loads key for key (`b1.conv1.conv.weight`,
