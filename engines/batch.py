@@ -28,6 +28,7 @@ from vlmcap.engines.output import CaptionWriter, ResumeState, read_resume_state
 from vlmcap.engines.progress import Progress
 from vlmcap.engines.run import BatchRun, RunStats
 from vlmcap.engines.selection import Shard, TaskFilter
+from vlmcap.engines.subtitles import write_sidecars
 from vlmcap.errors import ConfigError
 from vlmcap.files import atomic_write_text
 from vlmcap.home import default_engine_dir
@@ -65,12 +66,27 @@ def check_writable_file(path: Path, flag: str) -> None:
         raise ConfigError(f"{flag} {path}: not writable")
 
 
+def check_writable_dir(path: Path, flag: str) -> None:
+    """`path` is a directory this run can write files into (made if missing)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot create the directory ({e.strerror})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: not writable")
+
+
 def check_paths(settings: BatchConfig) -> Path:
     """Every file the run will write, checked before any work; returns the output."""
     out = output_path(settings)
     check_writable_file(Path(os.path.realpath(out)), "--out")  # where a symlinked output really lives
     if settings.stats is not None:
         check_writable_file(Path(settings.stats), "--stats")
+    for directory, flag in ((settings.srt_dir, "--srt"), (settings.vtt_dir, "--vtt")):
+        if directory is not None:
+            check_writable_dir(Path(directory), flag)
+    if settings.ray.address is not None and settings.segment_plan() is not None:
+        raise ConfigError("--segments runs locally only for now: drop --ray, or caption whole files (--segments none)")
     return out
 
 
@@ -139,10 +155,13 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
         prompt = bundle.manifest.prompt.default_prompt if settings.prompt is None else settings.prompt
         progress = Progress(settings.progress, settings.log_every_s)
         driver = make_driver(bundle, settings, params)
+        srt_dir, vtt_dir = (Path(d) if d is not None else None for d in (settings.srt_dir, settings.vtt_dir))
         try:
             with BatchRun(driver, selection(paths), bundle.id, prompt, stats, progress) as run:
                 for records in run:
                     t0 = time.perf_counter()
+                    # Sidecars first: a run killed before the line is written redoes the video (and them).
+                    write_sidecars(records, srt_dir, vtt_dir)
                     writer.append(records)
                     stats.stage_s["write"] += time.perf_counter() - t0
         finally:

@@ -8,6 +8,9 @@
 - Vision runs in its own thread (ONNX Runtime releases the GIL) while the LLM generates the
   previous batch; the LLM runs in the thread that consumes the outcomes, so the batch it yields
   is handled (written) before the next one starts.
+- With `--segments`, a video comes out of the decode pool one segment at a time; segments are
+  batched like videos (one long file fills batches as short ones do) and gathered back into
+  the video's one outcome when its last segment is captioned (segment_assembly.py).
 - Decoding starts while the LLM engine is still loading (vLLM takes a while), and the engines are
   not started at all when no task comes.
 - After the first signal intake stops, the batch in the LLM finishes and is yielded, queued work
@@ -28,6 +31,7 @@ from vlmcap.config import BatchConfig
 from vlmcap.engines.captioner import Captioner
 from vlmcap.engines.records import Outcome
 from vlmcap.engines.run import Interrupt
+from vlmcap.engines.segment_assembly import SegmentAssembly
 from vlmcap.engines.selection import VideoTask
 from vlmcap.engines.vision import pixel_batch
 from vlmcap.video.decoders import DecodeOptions
@@ -68,6 +72,7 @@ class LocalPipeline:
         encoded: queue.Queue = queue.Queue(maxsize=2)
         failures: list[BaseException] = []
         in_flight: dict[str, VideoTask] = {}
+        assembly = SegmentAssembly()
         has_work = threading.Event()
 
         def intake() -> Iterator[str]:
@@ -85,7 +90,9 @@ class LocalPipeline:
 
         def decode_stage() -> None:
             try:
-                with DecodePool(decode_options, spec, settings.workers, settings.decode_timeout_s) as pool:
+                with DecodePool(
+                    decode_options, spec, settings.workers, settings.decode_timeout_s, segments=settings.segment_plan()
+                ) as pool:
                     for result in pool.imap_unordered(intake()):
                         if interrupt.stop.is_set():
                             break  # interrupted: in-flight decodes are dropped (a re-run does them)
@@ -140,6 +147,8 @@ class LocalPipeline:
                 kind, results, rows, vision_s = item
                 if kind == "errors":
                     failed = [(in_flight.pop(r.path), r) for r in results]
+                    for r in results:
+                        assembly.discard(r.path)  # segments of it captioned already are dropped
                     yield [Outcome.unreadable(t) if t.problem else Outcome.failed(t, r) for t, r in failed]
                     continue
                 if interrupt.stop.is_set():
@@ -153,14 +162,24 @@ class LocalPipeline:
                     raise
                 llm_s = time.perf_counter() - t0
                 outcomes = []
+                # vision and LLM run per batch: each video (segment) is charged its share of the batch's time.
+                vision_ms, llm_ms = vision_s * 1e3 / len(results), llm_s * 1e3 / len(results)
                 for result, caption in zip(results, captions, strict=True):
-                    outcome = Outcome.decoded(in_flight.pop(result.path), result)
-                    outcome.caption, outcome.num_tokens = caption.text, caption.num_tokens
-                    outcome.finish_reason = caption.finish_reason
-                    # vision and LLM run per batch: each video is charged its share of the batch's time.
-                    outcome.vision_ms, outcome.llm_ms = vision_s * 1e3 / len(results), llm_s * 1e3 / len(results)
+                    if result.segment is not None:
+                        if result.path not in in_flight:
+                            continue  # its video failed on a later segment: the error line is written
+                        outcome = assembly.add(in_flight[result.path], result, caption, vision_ms, llm_ms)
+                        if outcome is None:
+                            continue  # more segments to come
+                        del in_flight[result.path]
+                    else:
+                        outcome = Outcome.decoded(in_flight.pop(result.path), result)
+                        outcome.caption, outcome.num_tokens = caption.text, caption.num_tokens
+                        outcome.finish_reason = caption.finish_reason
+                        outcome.vision_ms, outcome.llm_ms = vision_ms, llm_ms
                     outcomes.append(outcome)
-                yield outcomes
+                if outcomes:
+                    yield outcomes
         except BaseException:  # a second signal, a crash, or the consumer gave up (GeneratorExit)
             interrupt.hard.set()  # nobody reads the queues any more: no thread may wait on them
             raise

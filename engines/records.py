@@ -17,6 +17,18 @@ if TYPE_CHECKING:  # the worker module imports torch; records are built before t
 
 
 @dataclass
+class SegmentCaption:
+    """One time segment of a video and its caption (docs/BATCH.md, "Segments")."""
+
+    start_s: float
+    end_s: float
+    caption: str
+    frames_s: list[float]
+    num_tokens: int
+    finish_reason: str
+
+
+@dataclass
 class Outcome:
     """One video's result: decoded and captioned, or the typed error that stopped it."""
 
@@ -32,6 +44,7 @@ class Outcome:
     finish_reason: str = ""  # "stop" (end of turn) or "length" (cut at max_new_tokens)
     vision_ms: float = 0.0  # vision and LLM run per batch: this video's share of its batch
     llm_ms: float = 0.0
+    segments: list[SegmentCaption] | None = None  # a run with --segments: the captions per time segment
 
     @property
     def ok(self) -> bool:
@@ -60,6 +73,15 @@ class Outcome:
             decoder=video.meta.decoder,
         )
 
+    def set_segments(self, segments: list[SegmentCaption]) -> None:
+        """The video's captions per segment; the whole-file fields summarise them: the captions in
+        time order one per line, every frame, the tokens summed, "length" when any was cut."""
+        self.segments = segments
+        self.caption = "\n".join(s.caption for s in segments)
+        self.frames_s = [t for s in segments for t in s.frames_s]
+        self.num_tokens = sum(s.num_tokens for s in segments)
+        self.finish_reason = "length" if any(s.finish_reason == "length" for s in segments) else "stop"
+
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -81,6 +103,18 @@ def to_record(outcome: Outcome, bundle_id: str, prompt: str) -> dict[str, Any]:
     head |= {"bundle": bundle_id, "prompt": prompt}
     if o.ok:
         head |= {"num_tokens": int(o.num_tokens), "finish_reason": o.finish_reason}
+        if o.segments is not None:
+            head["segments"] = [
+                {
+                    "start_s": float(s.start_s),
+                    "end_s": float(s.end_s),
+                    "caption": s.caption,
+                    "frames_s": [float(t) for t in s.frames_s],
+                    "num_tokens": int(s.num_tokens),
+                    "finish_reason": s.finish_reason,
+                }
+                for s in o.segments
+            ]
         timings = {"decode": round(o.decode_ms, 1), "vision": round(o.vision_ms, 1), "llm": round(o.llm_ms, 1)}
     else:
         timings = {"decode": round(o.decode_ms, 1)}

@@ -51,6 +51,44 @@ def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
             out.mux(packet)
 
 
+@dataclass(frozen=True)
+class TimedCaption:
+    start_s: float
+    end_s: float
+    caption: str
+    scene: Scene
+
+
+def write_multiscene_video(
+    path: Path,
+    num_scenes: int,
+    rng: random.Random,
+    scene_s: float = 5.0,
+    fps: int = 8,
+    size: int = 112,
+    frames_per_draw: int = 1,
+) -> list[TimedCaption]:
+    """A video of `num_scenes` consecutive scenes, each a different colour, shape and motion from
+    the one before it, with one caption per scene: cuts a shot detector must find, and reference
+    captions for per-segment evaluation. `frames_per_draw` repeats each drawn frame (cheap long videos)."""
+    frames_per_scene = max(1, round(scene_s * fps))
+    scenes: list[Scene] = []
+    while len(scenes) < num_scenes:
+        scene = Scene.random(rng)
+        previous = scenes[-1] if scenes else None
+        if previous is None or (
+            scene.colour != previous.colour and scene.shape != previous.shape and scene.motion != previous.motion
+        ):
+            scenes.append(scene)
+    draws = -(-frames_per_scene // frames_per_draw)
+    frames = np.concatenate(
+        [np.repeat(render_video(s, draws, size, rng), frames_per_draw, axis=0)[:frames_per_scene] for s in scenes]
+    )
+    write_video(path, frames, fps)
+    scene_len = frames_per_scene / fps
+    return [TimedCaption(i * scene_len, (i + 1) * scene_len, s.caption(rng), s) for i, s in enumerate(scenes)]
+
+
 def _scene(rng: random.Random, heldout: bool) -> Scene:
     if heldout:
         colour, shape = rng.choice(HELDOUT_PAIRS)

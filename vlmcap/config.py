@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vlmcap.errors import ConfigError
+from vlmcap.video.segments import SegmentPlan, parse_segments
 
 ProjectorKind = Literal["linear", "mlp2x_gelu", "c-abstractor", "resampler", "pixel-shuffle"]
 
@@ -243,6 +244,12 @@ class BatchConfig(_Section):
     decode_memory_mb: int = Field(4096, ge=0, description="Address-space limit of each decode worker (0: none).")
     max_frame_pixels: int = Field(8192 * 8192, ge=1, description="Larger frames are refused before decoding.")
     max_aspect_ratio: float = Field(8.0, ge=1, description="Frames further from square are refused before decoding.")
+    segments: str = Field("none", description="none (one caption per file), fixed:SECONDS or scenes.")
+    segment_min_s: float = Field(2.0, gt=0, description="Shorter segments (a tail, a flash) join a neighbour.")
+    segment_max_s: float = Field(60.0, gt=0, description="Longer scenes are split into equal parts.")
+    scene_threshold: float = Field(27.0, gt=0, description="Content change that counts as a cut (PySceneDetect).")
+    srt_dir: str | None = Field(None, description="Write one SRT subtitle file per video here.")
+    vtt_dir: str | None = Field(None, description="Write one WebVTT subtitle file per video here.")
     prompt: str | None = Field(None, description="Instruction for every video (default: the bundle's).")
     allow_control_tokens: bool = Field(False, description="Let --prompt hold chat control tokens (<|im_end|>, ...).")
     limit: int | None = Field(None, ge=1, description="Caption at most this many videos in this run.")
@@ -270,6 +277,27 @@ class BatchConfig(_Section):
             if not re.match(DECODER_NAME, name):
                 raise ValueError(f"unknown decoder {name!r}; use decord, pyav or module:Class")
         return v
+
+    @field_validator("segments")
+    @classmethod
+    def _segments(cls, v: str) -> str:
+        parse_segments(v)
+        return v
+
+    @model_validator(mode="after")
+    def _segment_bounds(self) -> BatchConfig:
+        if self.segment_min_s > self.segment_max_s:
+            raise ValueError(
+                f"segment_min_s ({self.segment_min_s:g}) is more than segment_max_s ({self.segment_max_s:g})"
+            )
+        return self
+
+    def segment_plan(self) -> SegmentPlan | None:
+        """How videos are cut into segments; None: one caption per file."""
+        mode, window_s = parse_segments(self.segments)
+        if mode == "none":
+            return None
+        return SegmentPlan(mode, window_s, self.segment_min_s, self.segment_max_s, self.scene_threshold)
 
     @field_validator("shard")
     @classmethod

@@ -17,6 +17,7 @@ from vlmcap.cli.options import (
     output_options,
     ray_options,
     sampling_options,
+    segment_options,
     vllm_options,
 )
 
@@ -27,6 +28,7 @@ from vlmcap.cli.options import (
 @output_options
 @engine_options
 @decode_options
+@segment_options
 @sampling_options
 @vllm_options
 @ray_options
@@ -42,6 +44,7 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
     \b
     Examples:
       vlmcap batch ./videos --out captions.jsonl
+      vlmcap batch ./recordings --out captions.jsonl --segments fixed:30 --srt subtitles/
       find /data -name '*.mp4' | vlmcap batch - --out captions.jsonl --shard 0/4 --stats stats.json
       vlmcap batch --config nightly.yaml
     """

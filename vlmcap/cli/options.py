@@ -21,6 +21,7 @@ from click.core import ParameterSource
 from pydantic import BaseModel
 
 from vlmcap.config import DECODER_NAME, VlmcapConfig, load_config, parse_shard
+from vlmcap.video.segments import parse_segments
 
 _GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
@@ -157,6 +158,36 @@ def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> str
         except ValueError as e:
             raise click.BadParameter(str(e)) from None
     return value
+
+
+def _segments(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_segments(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+    return value
+
+
+def segment_options(command: Callable) -> Callable:
+    """Captions per time segment of long videos, and subtitle sidecars (batch)."""
+    positive = click.FloatRange(min=0, min_open=True)
+    return _apply(
+        [
+            config_option(
+                "--segments",
+                key="batch.segments",
+                callback=_segments,
+                help="none: one caption per file; fixed:SECONDS: windows (e.g. fixed:30); scenes: detected shots.",
+            ),
+            config_option("--segment-min-s", key="batch.segment_min_s", type=positive),
+            config_option("--segment-max-s", key="batch.segment_max_s", type=positive),
+            config_option("--scene-threshold", key="batch.scene_threshold", type=positive),
+            config_option("--srt", key="batch.srt_dir", type=click.Path(file_okay=False), help="SRT file per video."),
+            config_option("--vtt", key="batch.vtt_dir", type=click.Path(file_okay=False), help="WebVTT per video."),
+        ],
+        command,
+    )
 
 
 def engine_options(command: Callable) -> Callable:

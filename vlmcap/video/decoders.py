@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -20,7 +20,8 @@ import numpy as np
 from vlmcap.config import BatchConfig
 from vlmcap.errors import TruncatedVideo, UnsupportedFrameSize, VideoError
 from vlmcap.video.probe import VideoProbe, probe_video
-from vlmcap.video.sampling import sample_indices
+from vlmcap.video.sampling import frames_at_times, sample_indices, segment_middle_times
+from vlmcap.video.segments import Segment, SegmentPlan, plan_segments
 from vlmcap.video.types import DecodedVideo, VideoMeta
 
 log = logging.getLogger(__name__)
@@ -119,11 +120,49 @@ def available_decoders(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(n for n in names if n != "decord" or importlib.util.find_spec("decord") is not None)
 
 
-def decode_video(path: str, options: DecodeOptions | None = None) -> DecodedVideo:
-    """Decode the T sampled frames of `path`, or raise a VideoError naming the file and the cause."""
+def decode_video(path: str, options: DecodeOptions | None = None, window: Segment | None = None) -> DecodedVideo:
+    """Decode the T sampled frames of `path` (of `window` only, when given: seconds from the first
+    frame), or raise a VideoError naming the file and the cause."""
     options = options or DecodeOptions()
-    probe = probe_video(path, lambda w, h: check_frame_size(path, w, h, options))
-    indices = sample_indices(probe.frame_times_s, probe.end_s, options.num_frames)
+    probe = _probe(path, options)
+    return _decode(probe, window_indices(probe, window, options.num_frames), options)
+
+
+def decode_segments(
+    path: str,
+    options: DecodeOptions,
+    plan: SegmentPlan,
+    first: int = 0,
+    progress: Callable[[], None] | None = None,
+) -> Iterator[tuple[int, list[Segment], DecodedVideo]]:
+    """(index, all segments, frames of that segment) for each segment from `first` on, decoded one
+    at a time, so memory holds one segment's frames however long the file. `progress()` is called
+    while scenes are being detected (a pass over every frame)."""
+    probe = _probe(path, options)
+    cuts = None
+    if plan.mode == "scenes":
+        from vlmcap.video.scenes import detect_cuts
+
+        cuts = detect_cuts(path, plan.scene_threshold, plan.min_s, progress)
+    segments = plan_segments(plan, probe.duration_s, cuts)
+    for index in range(first, len(segments)):
+        yield index, segments, _decode(probe, window_indices(probe, segments[index], options.num_frames), options)
+
+
+def window_indices(probe: VideoProbe, window: Segment | None, num_frames: int) -> np.ndarray:
+    """Frame indices of T equal parts of the window (the whole file when None), at their middles."""
+    if window is None:
+        return sample_indices(probe.frame_times_s, probe.end_s, num_frames)
+    start_s = float(probe.frame_times_s[0]) + window.start_s
+    return frames_at_times(probe.frame_times_s, segment_middle_times(window.length_s, num_frames, start_s))
+
+
+def _probe(path: str, options: DecodeOptions) -> VideoProbe:
+    return probe_video(path, lambda w, h: check_frame_size(path, w, h, options))
+
+
+def _decode(probe: VideoProbe, indices: np.ndarray, options: DecodeOptions) -> DecodedVideo:
+    path = probe.path
     display_w, display_h = probe.display_size()
     coded_size = decode_size(probe.width, probe.height, options.max_short_side)
     chain = available_decoders(options.decoders)

@@ -6,6 +6,11 @@ waits on the workers' pipes and process sentinels with a deadline; a worker past
 killed (SIGKILL), a dead one is noticed, and either way a fresh worker takes its place. The video
 is then retried once with the fallback decoders (PyAV) before it is reported as failed. Workers
 are also recycled after `max_tasks_per_worker` videos, because decord leaks memory.
+
+With a segment plan a video comes back one segment at a time, and the deadline is per message:
+`timeout_s` is the longest a worker may go without delivering a segment (or, while it detects
+scenes, a sign of progress), so an hour-long file is not killed as a hang while a stuck decoder
+still is. A retry resumes at the first segment not yet delivered.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from multiprocessing.connection import Connection, wait
 
 from vlmcap.video.decoders import DecodeOptions, available_decoders
 from vlmcap.video.image_spec import ImageSpec
-from vlmcap.video.worker import DecodeResult, worker_main
+from vlmcap.video.segments import SegmentPlan
+from vlmcap.video.worker import PROGRESS, DecodeResult, worker_main
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,7 @@ class _Task:
     path: str
     decoders: tuple[str, ...]
     failures: list[str] = field(default_factory=list)
+    first_segment: int = 0  # segments before it were delivered already
 
 
 @dataclass
@@ -55,7 +62,8 @@ def _signal_name(exitcode: int | None) -> str:
 
 
 class DecodePool:
-    """`imap_unordered(paths)` yields one DecodeResult per path, in completion order.
+    """`imap_unordered(paths)` yields one DecodeResult per path (per segment, with a segment plan),
+    in completion order.
 
     At most `num_workers` videos are in flight, so memory stays flat however many paths come in.
     """
@@ -68,6 +76,7 @@ class DecodePool:
         timeout_s: float = 60.0,
         max_tasks_per_worker: int = 200,
         start_method: str = "forkserver",
+        segments: SegmentPlan | None = None,
     ) -> None:
         options = options or DecodeOptions()
         self.options = replace(options, decoders=available_decoders(options.decoders))
@@ -75,6 +84,7 @@ class DecodePool:
         self.num_workers = max(1, num_workers)
         self.timeout_s = timeout_s
         self.max_tasks_per_worker = max_tasks_per_worker
+        self.segments = segments
         self._ctx = mp.get_context(start_method)
         if start_method == "forkserver":
             self._ctx.set_forkserver_preload([_WORKER_MODULE])
@@ -86,7 +96,10 @@ class DecodePool:
     def _start_worker(self) -> _Worker:
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(
-            target=worker_main, args=(child, self.options, self.image_spec), daemon=True, name="vlmcap-decode"
+            target=worker_main,
+            args=(child, self.options, self.image_spec, self.segments),
+            daemon=True,
+            name="vlmcap-decode",
         )
         process.start()
         child.close()
@@ -177,7 +190,7 @@ class DecodePool:
     def _assign(self, worker: _Worker, task: _Task) -> None:
         worker.task = task
         worker.deadline = time.monotonic() + self.timeout_s
-        worker.conn.send((task.index, task.path, task.decoders))
+        worker.conn.send((task.index, task.path, task.decoders, task.first_segment))
 
     def _collect(self, worker: _Worker, ready: set, now: float) -> DecodeResult | tuple[str, str] | None:
         """A result, a failure (type, cause), or None while the worker is still within its deadline."""
@@ -187,14 +200,21 @@ class DecodePool:
             except (EOFError, OSError):
                 worker.process.join(timeout=1)
                 return ("DecoderCrashed", f"decode worker died ({_signal_name(worker.process.exitcode)})")
-            worker.task = None
-            worker.tasks_done += 1
+            worker.deadline = now + self.timeout_s  # a sign of life: the next part has its own deadline
+            if result == PROGRESS:
+                return None
+            if result.final:
+                worker.task = None
+                worker.tasks_done += 1
+            else:
+                worker.task.first_segment = result.segment.index + 1
             return result
         if worker.process.sentinel in ready or not worker.process.is_alive():
             worker.process.join(timeout=1)
             return ("DecoderCrashed", f"decode worker died ({_signal_name(worker.process.exitcode)})")
         if now >= worker.deadline:
-            return ("DecodeTimeout", f"decoding took longer than {self.timeout_s:g} s")
+            part = " a segment" if self.segments is not None and self.segments.enabled else ""
+            return ("DecodeTimeout", f"decoding{part} took longer than {self.timeout_s:g} s")
         return None
 
     def _after_failure(self, task: _Task, failure: tuple[str, str]) -> _Task | DecodeResult:
@@ -204,7 +224,7 @@ class DecodePool:
         log.warning("%s: %s with %s", task.path, cause, task.decoders[0])
         if len(task.decoders) > 1:
             self.stats["retries"] += 1
-            return _Task(task.index, task.path, task.decoders[1:], task.failures)
+            return _Task(task.index, task.path, task.decoders[1:], task.failures, task.first_segment)
         message = f"{task.path}: " + "; then ".join(task.failures)
         return DecodeResult(task.index, task.path, None, kind, message)
 

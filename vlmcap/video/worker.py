@@ -16,18 +16,38 @@ from multiprocessing.connection import Connection
 import torch
 
 from vlmcap.errors import VideoError
-from vlmcap.video.decoders import DecodeOptions, available_decoders, decode_video
+from vlmcap.video.decoders import DecodeOptions, available_decoders, decode_segments, decode_video
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.preprocess import resize_and_crop
+from vlmcap.video.segments import SegmentPlan
 from vlmcap.video.types import DecodedVideo
 
 if "decord" in available_decoders(("decord",)):
     import decord  # noqa: F401  -- preloaded after torch
 
 
+# Sent by a worker while it works through a long pass that yields no frames (scene detection):
+# the pool takes any message as a sign of life.
+PROGRESS = "progress"
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    """Which segment of its video a result holds (seconds from the first frame)."""
+
+    index: int
+    count: int
+    start_s: float
+    end_s: float
+
+    @property
+    def last(self) -> bool:
+        return self.index == self.count - 1
+
+
 @dataclass
 class DecodeResult:
-    """One input's outcome: a decoded video, or the typed error that explains why not."""
+    """One input's outcome: a decoded video (or one segment of it), or the typed error that explains why not."""
 
     index: int
     path: str
@@ -35,10 +55,16 @@ class DecodeResult:
     error_type: str | None = None
     error_message: str | None = None
     decode_ms: float = 0.0
+    segment: SegmentRef | None = None  # set when the run captions segments
 
     @property
     def ok(self) -> bool:
         return self.video is not None
+
+    @property
+    def final(self) -> bool:
+        """The last message of its video: a whole video, its last segment, or an error."""
+        return self.segment is None or self.segment.last or not self.ok
 
 
 def decode_one(index: int, path: str, options: DecodeOptions, image_spec: ImageSpec | None) -> DecodeResult:
@@ -49,13 +75,45 @@ def decode_one(index: int, path: str, options: DecodeOptions, image_spec: ImageS
             video.frames = resize_and_crop(video.frames, image_spec)
         return DecodeResult(index, path, video, decode_ms=(time.perf_counter() - start) * 1e3)
     except Exception as e:  # a decoder bug must cost one video, not the run
-        if _out_of_memory(e):
-            limit = f"{options.memory_limit_mb} MB" if options.memory_limit_mb else "the machine's memory"
-            kind, message = "DecodeOutOfMemory", f"{path}: decoding needed more than {limit}"
-        elif isinstance(e, VideoError):
-            kind, message = type(e).__name__, str(e)
-        else:
-            kind, message = "VideoError", f"{path}: {type(e).__name__}: {e}"
+        return _error_result(index, path, options, e, start)
+
+
+def send_segments(
+    conn: Connection,
+    index: int,
+    path: str,
+    options: DecodeOptions,
+    plan: SegmentPlan,
+    first: int,
+    image_spec: ImageSpec | None,
+) -> None:
+    """Send the video's segments from `first` on, one result each, as they are decoded; then nothing
+    (the last one says so), or an error result. The send blocks while the parent is not reading, so
+    a worker holds one segment's frames however long the file."""
+    start = time.perf_counter()
+    try:
+        for number, segments, video in decode_segments(path, options, plan, first, lambda: conn.send(PROGRESS)):
+            if image_spec is not None:
+                video.frames = resize_and_crop(video.frames, image_spec)
+            segment = segments[number]
+            ref = SegmentRef(number, len(segments), round(segment.start_s, 3), round(segment.end_s, 3))
+            conn.send(DecodeResult(index, path, video, decode_ms=(time.perf_counter() - start) * 1e3, segment=ref))
+            if ref.last:
+                return
+            start = time.perf_counter()
+        raise VideoError(f"{path}: has fewer segments than an earlier attempt found ({first})")
+    except Exception as e:
+        conn.send(_error_result(index, path, options, e, start))
+
+
+def _error_result(index: int, path: str, options: DecodeOptions, e: Exception, start: float) -> DecodeResult:
+    if _out_of_memory(e):
+        limit = f"{options.memory_limit_mb} MB" if options.memory_limit_mb else "the machine's memory"
+        kind, message = "DecodeOutOfMemory", f"{path}: decoding needed more than {limit}"
+    elif isinstance(e, VideoError):
+        kind, message = type(e).__name__, str(e)
+    else:
+        kind, message = "VideoError", f"{path}: {type(e).__name__}: {e}"
     return DecodeResult(index, path, None, kind, message, (time.perf_counter() - start) * 1e3)
 
 
@@ -68,8 +126,11 @@ def _out_of_memory(error: BaseException) -> bool:
     return "can't allocate memory" in str(error) or "Cannot allocate memory" in str(error)
 
 
-def worker_main(conn: Connection, options: DecodeOptions, image_spec: ImageSpec | None) -> None:
-    """Serve tasks `(index, path, decoders)` until `None`; the parent owns interrupts and timeouts.
+def worker_main(
+    conn: Connection, options: DecodeOptions, image_spec: ImageSpec | None, plan: SegmentPlan | None = None
+) -> None:
+    """Serve tasks `(index, path, decoders, first segment)` until `None`; the parent owns interrupts
+    and timeouts. With a segment plan, a task gets one result per segment (`send_segments`).
 
     Ctrl-C on a terminal and `systemctl stop` signal the whole process group: the worker ignores
     both, so the parent decides how to stop (it ends workers with a message or SIGKILL).
@@ -86,8 +147,12 @@ def worker_main(conn: Connection, options: DecodeOptions, image_spec: ImageSpec 
         task = conn.recv()
         if task is None:
             return
-        index, path, decoders = task
-        conn.send(decode_one(index, path, _with_decoders(options, decoders), image_spec))
+        index, path, decoders, first_segment = task
+        task_options = _with_decoders(options, decoders)
+        if plan is not None and plan.enabled:
+            send_segments(conn, index, path, task_options, plan, first_segment, image_spec)
+        else:
+            conn.send(decode_one(index, path, task_options, image_spec))
 
 
 def _with_decoders(options: DecodeOptions, decoders: tuple[str, ...]) -> DecodeOptions:
