@@ -61,6 +61,7 @@ class LocalPipeline:
         self.settings = settings
         self.captioner = captioner
         self.decode_pool: dict[str, int] = {}  # the pool's counters, after the run
+        self.llm_batches = {"calls": 0, "items": 0}  # videos or segments per LLM call: how full batches were
 
     def outcomes(
         self, tasks: Iterable[VideoTask], interrupt: Interrupt, ready: Callable[[dict[str, str]], None]
@@ -161,6 +162,8 @@ class LocalPipeline:
                         break  # the signal reached the LLM engine's processes too: drop this batch
                     raise
                 llm_s = time.perf_counter() - t0
+                self.llm_batches["calls"] += 1
+                self.llm_batches["items"] += len(results)
                 outcomes = []
                 # vision and LLM run per batch: each video (segment) is charged its share of the batch's time.
                 vision_ms, llm_ms = vision_s * 1e3 / len(results), llm_s * 1e3 / len(results)

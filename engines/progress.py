@@ -53,7 +53,8 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = [
         f"captioned {report['captioned']}, failed {report['failed']}, skipped {report['skipped_ok']} already done"
         + (f" + {report['skipped_failed']} failed before (--retry-errors)" if report["skipped_failed"] else "")
-        + (f", {report['other_shard']} in other shards" if report["other_shard"] else ""),
+        + (f", {report['other_shard']} in other shards" if report["other_shard"] else "")
+        + (f"; {report['segments']} segment captions" if report.get("segments") else ""),
         f"{report['wall_s']:.1f} s wall, {report['videos_per_s']:.2f} videos/s, "
         f"{report['tokens_per_s']:.0f} generated tokens/s in the LLM",
         f"stage time: {stages} (decode summed over workers)",

@@ -44,6 +44,8 @@ class RunStats:
     stage_s: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "vision": 0.0, "llm": 0.0, "write": 0.0})
     generated_tokens: int = 0
     truncated: int = 0  # captions cut at max_new_tokens (finish_reason "length")
+    segments: int = 0  # segment captions in the captioned videos' lines (--segments)
+    llm_batches: dict[str, int] = field(default_factory=dict)  # local runs: LLM calls and the items they held
     engines: dict[str, str] = field(default_factory=dict)
     decode_pool: dict[str, int] = field(default_factory=dict)  # local runs: timeouts, crashes, retries, workers
 
@@ -56,6 +58,7 @@ class RunStats:
             self.captioned += 1
             self.generated_tokens += o.num_tokens
             self.truncated += o.finish_reason == "length"
+            self.segments += len(o.segments or ())
             self.stage_s["vision"] += o.vision_ms / 1e3
             self.stage_s["llm"] += o.llm_ms / 1e3
 
@@ -113,7 +116,8 @@ class Interrupt:
 class Driver(Protocol):
     """Runs the decode, vision and LLM stages over tasks; yields outcomes a batch at a time.
 
-    A driver may also have `decode_pool`, its decode pool's counters, read after the run.
+    A driver may also have `decode_pool`, its decode pool's counters, and `llm_batches`, its LLM
+    calls and the videos or segments they held, read after the run.
     """
 
     def outcomes(
@@ -181,6 +185,7 @@ class BatchRun:
             self.interrupt.__exit__(exc_type, exc, tb)
             self.progress.close()
             self.stats.decode_pool = dict(getattr(self.driver, "decode_pool", {}))
+            self.stats.llm_batches = dict(getattr(self.driver, "llm_batches", {}))
             self.stats.interrupted_by = self.interrupt.signal.name if self.interrupt.signal else None
             self.stats.wall_s = time.perf_counter() - self._start
         # The second signal's KeyboardInterrupt ends the run like the first, just without waiting.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import time
 
 
 class HangingDecoder:
@@ -45,4 +46,36 @@ class TrapDecoder:
             HangingDecoder().fetch(probe, indices, size)
         if "crash" in name:
             CrashingDecoder().fetch(probe, indices, size)
+        return self.pyav.fetch(probe, indices, size)
+
+
+class SlowDecoder:
+    """PyAV, taking 0.6 s more per fetch: a long video whose segments each decode well within a
+    2 s timeout while the whole file takes longer."""
+
+    name = "slow"
+
+    def __init__(self, num_threads: int = 1) -> None:
+        from vlmcap.video.pyav_decoder import PyAVDecoder
+
+        self.pyav = PyAVDecoder(num_threads)
+
+    def fetch(self, probe, indices, size):
+        time.sleep(0.6)
+        return self.pyav.fetch(probe, indices, size)
+
+
+class LateHangDecoder:
+    """PyAV until a fetch wants a frame past 10 s of the video: then it hangs like HangingDecoder."""
+
+    name = "late-hang"
+
+    def __init__(self, num_threads: int = 1) -> None:
+        from vlmcap.video.pyav_decoder import PyAVDecoder
+
+        self.pyav = PyAVDecoder(num_threads)
+
+    def fetch(self, probe, indices, size):
+        if probe.frame_times_s[indices[0]] - probe.frame_times_s[0] > 10.0:
+            HangingDecoder().fetch(probe, indices, size)
         return self.pyav.fetch(probe, indices, size)

@@ -235,7 +235,7 @@ class BatchConfig(_Section):
     inputs: list[str] = Field(default_factory=list, description="Files, folders, globs, list files, - for stdin.")
     out: str | None = Field(None, description="The captions JSONL.")
     engine: str | None = Field(None, description="Bundle directory (default: VLMCAP_HOME/engines/default).")
-    batch_size: int = Field(8, ge=1, description="Videos per engine call.")
+    batch_size: int = Field(8, ge=1, description="Videos (or segments) per engine call.")
     workers: int = Field(2, ge=1, description="Decode worker processes.")
     decode_timeout_s: float = Field(60.0, gt=0, description="Seconds before a hung decode is killed.")
     decoders: list[str] = Field(

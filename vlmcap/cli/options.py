@@ -213,8 +213,12 @@ def engine_options(command: Callable) -> Callable:
                 "--cpu-threads", key="batch.cpu_threads", type=click.IntRange(1), help="Threads per model engine."
             ),
             config_option(
-                "--batch-size", key="batch.batch_size", type=click.IntRange(1), help="Videos per engine call."
+                "--batch-size",
+                key="batch.batch_size",
+                type=click.IntRange(1),
+                help="Videos (or segments) per engine call.",
             ),
+            config_option("--batch-wait", key="batch.batch_wait_s", type=click.FloatRange(min=0)),
             config_option(
                 "--max-new-tokens",
                 key="batch.generation.max_new_tokens",

@@ -18,21 +18,35 @@ from vlmcap.cli.options import ConfigSource, config_option, config_options
 @click.option("--seed", default=0, show_default=True, help="The data set is deterministic for a seed.")
 @click.option("--frames", "num_frames", default=16, show_default=True, help="Frames per video.")
 @click.option("--size", default=112, show_default=True, help="Width and height in pixels.")
-def synth(out: Path, num_videos: int, seed: int, num_frames: int, size: int) -> None:
+@click.option(
+    "--multi-scene",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Also write this many videos of 3-5 scenes (5 s each) and multiscene.jsonl, one line per scene.",
+)
+def synth(out: Path, num_videos: int, seed: int, num_frames: int, size: int, multi_scene: int) -> None:
     """Write a synthetic Korean video-caption data set to OUT (videos/, train/val manifests).
 
     Coloured shapes move across the screen; captions name colour, shape, lane and motion direction.
     val.jsonl holds random held-out videos; val_heldout_pairs.jsonl holds colour-shape pairs that
-    never occur in train.jsonl.
+    never occur in train.jsonl. With --multi-scene N, multiscene.jsonl captions each scene of N
+    videos that cut between scenes (start_s/end_s per line), for `vlmcap eval` on segments.
 
-    Example: vlmcap synth ./synth --num-videos 1000 --seed 0
+    \b
+    Examples:
+      vlmcap synth ./synth --num-videos 1000 --seed 0
+      vlmcap synth ./synth --multi-scene 20 && vlmcap eval --data synth/multiscene.jsonl
     """
     from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
 
-    manifests = write_synthetic_dataset(out, SynthSpec(num_videos=num_videos, seed=seed, frames=num_frames, size=size))
+    spec = SynthSpec(num_videos=num_videos, seed=seed, frames=num_frames, size=size, multi_scene=multi_scene)
+    manifests = write_synthetic_dataset(out, spec)
     for split, path in manifests.items():
-        count = sum(1 for _ in path.open(encoding="utf-8"))
-        click.echo(f"{split:<18} {count:>6} videos  {path}")
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        videos = len({line["video"] for line in lines})
+        scenes = f" ({len(lines)} scenes)" if split == "multiscene" else ""
+        click.echo(f"{split:<18} {videos:>6} videos  {path}{scenes}")
 
 
 @click.command()

@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection, wait
 
 from vlmcap.video.decoders import DecodeOptions, available_decoders
 from vlmcap.video.image_spec import ImageSpec
-from vlmcap.video.segments import SegmentPlan
+from vlmcap.video.segments import Segment, SegmentPlan
 from vlmcap.video.worker import PROGRESS, DecodeResult, worker_main
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class _Task:
     decoders: tuple[str, ...]
     failures: list[str] = field(default_factory=list)
     first_segment: int = 0  # segments before it were delivered already
+    window: Segment | None = None  # decode this time segment only (training on segments)
 
 
 @dataclass
@@ -62,8 +63,9 @@ def _signal_name(exitcode: int | None) -> str:
 
 
 class DecodePool:
-    """`imap_unordered(paths)` yields one DecodeResult per path (per segment, with a segment plan),
-    in completion order.
+    """`imap_unordered(items)` yields one DecodeResult per item (per segment, with a segment plan),
+    in completion order. An item is a path, or `(path, window)` to sample frames inside `window`
+    only (a labelled segment of a training manifest).
 
     At most `num_workers` videos are in flight, so memory stays flat however many paths come in.
     """
@@ -135,7 +137,7 @@ class DecodePool:
 
     # -- scheduling -------------------------------------------------------------------------------
 
-    def imap_unordered(self, paths: Iterable[str]) -> Iterator[DecodeResult]:
+    def imap_unordered(self, paths: Iterable[str | tuple[str, Segment]]) -> Iterator[DecodeResult]:
         source = iter(enumerate(paths))
         retries: deque[_Task] = deque()
         exhausted = False
@@ -149,7 +151,9 @@ class DecodePool:
                     if nxt is None:
                         exhausted = True
                         break
-                    task = _Task(nxt[0], nxt[1], self.options.decoders)
+                    index, item = nxt
+                    path, window = item if isinstance(item, tuple) else (item, None)
+                    task = _Task(index, path, self.options.decoders, window=window)
                 else:
                     break
                 self._assign(worker, task)
@@ -190,7 +194,7 @@ class DecodePool:
     def _assign(self, worker: _Worker, task: _Task) -> None:
         worker.task = task
         worker.deadline = time.monotonic() + self.timeout_s
-        worker.conn.send((task.index, task.path, task.decoders, task.first_segment))
+        worker.conn.send((task.index, task.path, task.decoders, task.first_segment, task.window))
 
     def _collect(self, worker: _Worker, ready: set, now: float) -> DecodeResult | tuple[str, str] | None:
         """A result, a failure (type, cause), or None while the worker is still within its deadline."""
@@ -224,7 +228,7 @@ class DecodePool:
         log.warning("%s: %s with %s", task.path, cause, task.decoders[0])
         if len(task.decoders) > 1:
             self.stats["retries"] += 1
-            return _Task(task.index, task.path, task.decoders[1:], task.failures, task.first_segment)
+            return _Task(task.index, task.path, task.decoders[1:], task.failures, task.first_segment, task.window)
         message = f"{task.path}: " + "; then ".join(task.failures)
         return DecodeResult(task.index, task.path, None, kind, message)
 

@@ -19,7 +19,7 @@ from vlmcap.errors import VideoError
 from vlmcap.video.decoders import DecodeOptions, available_decoders, decode_segments, decode_video
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.preprocess import resize_and_crop
-from vlmcap.video.segments import SegmentPlan
+from vlmcap.video.segments import Segment, SegmentPlan
 from vlmcap.video.types import DecodedVideo
 
 if "decord" in available_decoders(("decord",)):
@@ -67,10 +67,12 @@ class DecodeResult:
         return self.segment is None or self.segment.last or not self.ok
 
 
-def decode_one(index: int, path: str, options: DecodeOptions, image_spec: ImageSpec | None) -> DecodeResult:
+def decode_one(
+    index: int, path: str, options: DecodeOptions, image_spec: ImageSpec | None, window: Segment | None = None
+) -> DecodeResult:
     start = time.perf_counter()
     try:
-        video = decode_video(path, options)
+        video = decode_video(path, options, window)
         if image_spec is not None:
             video.frames = resize_and_crop(video.frames, image_spec)
         return DecodeResult(index, path, video, decode_ms=(time.perf_counter() - start) * 1e3)
@@ -129,8 +131,9 @@ def _out_of_memory(error: BaseException) -> bool:
 def worker_main(
     conn: Connection, options: DecodeOptions, image_spec: ImageSpec | None, plan: SegmentPlan | None = None
 ) -> None:
-    """Serve tasks `(index, path, decoders, first segment)` until `None`; the parent owns interrupts
-    and timeouts. With a segment plan, a task gets one result per segment (`send_segments`).
+    """Serve tasks `(index, path, decoders, first segment, window)` until `None`; the parent owns
+    interrupts and timeouts. With a segment plan, a task gets one result per segment
+    (`send_segments`); a task with a window (a labelled segment) gets that window's frames.
 
     Ctrl-C on a terminal and `systemctl stop` signal the whole process group: the worker ignores
     both, so the parent decides how to stop (it ends workers with a message or SIGKILL).
@@ -147,12 +150,12 @@ def worker_main(
         task = conn.recv()
         if task is None:
             return
-        index, path, decoders, first_segment = task
+        index, path, decoders, first_segment, window = task
         task_options = _with_decoders(options, decoders)
-        if plan is not None and plan.enabled:
+        if window is None and plan is not None and plan.enabled:
             send_segments(conn, index, path, task_options, plan, first_segment, image_spec)
         else:
-            conn.send(decode_one(index, path, task_options, image_spec))
+            conn.send(decode_one(index, path, task_options, image_spec, window))
 
 
 def _with_decoders(options: DecodeOptions, decoders: tuple[str, ...]) -> DecodeOptions:
