@@ -220,3 +220,37 @@ def bench_stages_cmd(
     for name, row in report["stages"].items():
         extra = {k: v for k, v in row.items() if k not in ("rate", "unit")}
         click.echo(f"{name:<12} {row['rate']:>10} {row['unit']:<9} {json.dumps(extra)}")
+
+
+@bench.command("long")
+@click.option("--minutes", default="10,30,60", show_default=True, help="Lengths of the long files, comma-separated.")
+@click.option("--workdir", default="vlmcap-bench-long", show_default=True, type=click.Path(file_okay=False))
+@click.option("--short-clips", default=20, show_default=True, type=click.IntRange(1), help="Clips of the baseline.")
+@click.argument("batch_args", nargs=-1, type=click.UNPROCESSED)
+@json_option
+def bench_long_cmd(minutes: str, workdir: str, short_clips: int, batch_args: tuple[str, ...], as_json: bool) -> None:
+    """Wall time and peak memory (whole process tree) of `vlmcap batch --segments` on long files.
+
+    Generates 640x360 files of each length (kept in --workdir), then runs `vlmcap batch` with
+    BATCH_ARGS (after --) on a folder of short clips and on each long file.
+
+    Example: vlmcap bench long --minutes 10,30,60 -- --segments fixed:30 --llm-backend transformers
+    """
+    from vlmcap.engines.bench_long import bench_long
+
+    try:
+        lengths = [float(m) for m in minutes.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{minutes!r}: expected minutes, comma-separated (e.g. 10,30,60)") from None
+    args = list(batch_args) or ["--segments", "fixed:30"]
+    report = bench_long(lengths, Path(workdir), args, short_clips)
+    if as_json:
+        _emit_json(report)
+        return
+    click.echo(f"vlmcap batch {' '.join(args)}")
+    click.echo(f"{'run':<16} {'minutes':>8} {'segments':>8} {'wall s':>8} {'s/min':>6} {'peak MB':>8} {'vs short':>8}")
+    for r in report["rows"]:
+        click.echo(
+            f"{r['name']:<16} {r['video_minutes']:>8} {r['segments']:>8} {r['wall_s']:>8} "
+            f"{r['wall_s_per_video_minute']:>6} {r['peak_rss_mb']:>8} {r['peak_rss_vs_short']:>8}"
+        )
