@@ -85,8 +85,6 @@ def check_paths(settings: BatchConfig) -> Path:
     for directory, flag in ((settings.srt_dir, "--srt"), (settings.vtt_dir, "--vtt")):
         if directory is not None:
             check_writable_dir(Path(directory), flag)
-    if settings.ray.address is not None and settings.segment_plan() is not None:
-        raise ConfigError("--segments runs locally only for now: drop --ray, or caption whole files (--segments none)")
     return out
 
 

@@ -149,7 +149,7 @@ class LocalPipeline:
                 if kind == "errors":
                     failed = [(in_flight.pop(r.path), r) for r in results]
                     for r in results:
-                        assembly.discard(r.path)  # segments of it captioned already are dropped
+                        assembly.fail(r.path)  # segments of it captioned already are dropped
                     yield [Outcome.unreadable(t) if t.problem else Outcome.failed(t, r) for t, r in failed]
                     continue
                 if interrupt.stop.is_set():
@@ -168,18 +168,18 @@ class LocalPipeline:
                 # vision and LLM run per batch: each video (segment) is charged its share of the batch's time.
                 vision_ms, llm_ms = vision_s * 1e3 / len(results), llm_s * 1e3 / len(results)
                 for result, caption in zip(results, captions, strict=True):
+                    task = in_flight.get(result.path)
+                    if task is None:
+                        continue  # a segment of a video that failed meanwhile: its error line is written
+                    outcome = Outcome.decoded(task, result)
+                    outcome.caption, outcome.num_tokens = caption.text, caption.num_tokens
+                    outcome.finish_reason = caption.finish_reason
+                    outcome.vision_ms, outcome.llm_ms = vision_ms, llm_ms
                     if result.segment is not None:
-                        if result.path not in in_flight:
-                            continue  # its video failed on a later segment: the error line is written
-                        outcome = assembly.add(in_flight[result.path], result, caption, vision_ms, llm_ms)
+                        outcome = assembly.add(outcome, result.segment)
                         if outcome is None:
                             continue  # more segments to come
-                        del in_flight[result.path]
-                    else:
-                        outcome = Outcome.decoded(in_flight.pop(result.path), result)
-                        outcome.caption, outcome.num_tokens = caption.text, caption.num_tokens
-                        outcome.finish_reason = caption.finish_reason
-                        outcome.vision_ms, outcome.llm_ms = vision_ms, llm_ms
+                    del in_flight[result.path]
                     outcomes.append(outcome)
                 if outcomes:
                     yield outcomes

@@ -2,7 +2,8 @@
 
     tasks (filtered on the driver by vlmcap.engines.selection.TaskFilter)
       -> map_batches(DecodeStage)   actors, each with its own DecodePool: a hung or crashing
-                                    decode costs one video, exactly as locally
+                                    decode costs one video, exactly as locally; with --segments
+                                    a row per segment, yielded as decoded (memory stays bounded)
       -> map_batches(VisionStage)   actor pool over the bundle's vision.onnx (GPUs per actor configurable)
       -> map_batches(LLMStage)      actor pool of LLM engines (vLLM fed prompt embeds, or transformers)
       -> outcomes, back on the driver (vlmcap.engines.run.BatchRun turns them into records)
@@ -32,9 +33,11 @@ from vlmcap.engines.captioner import Captioner, open_llm_engine, open_vision_eng
 from vlmcap.engines.llm import GenerationParams
 from vlmcap.engines.records import Outcome
 from vlmcap.engines.run import Interrupt
+from vlmcap.engines.segment_assembly import SegmentAssembly
 from vlmcap.engines.selection import VideoTask
 from vlmcap.engines.vision import pixel_batch
 from vlmcap.video.decoders import DecodeOptions
+from vlmcap.video.worker import SegmentRef
 
 log = logging.getLogger(__name__)
 
@@ -49,27 +52,41 @@ class DecodeStage:
         self.spec = bundle.manifest.image.spec()
         self.num_frames = bundle.manifest.video.num_frames
         decode = DecodeOptions.from_settings(settings, self.num_frames)
-        self.pool = DecodePool(decode, self.spec, settings.workers, settings.decode_timeout_s)
+        self.pool = DecodePool(
+            decode, self.spec, settings.workers, settings.decode_timeout_s, segments=settings.segment_plan()
+        )
         self.frame_shape = (self.num_frames, *self.spec.output_hw, 3)
+        self.rows_per_block = settings.batch_size
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        paths = [str(p) for p in batch["video"]]
-        results = {r.path: r for r in self.pool.imap_unordered(paths)}
-        out: dict[str, list] = {k: [] for k in ("video", "ok", "error_type", "error_message", "frames")}
-        out.update({k: [] for k in ("frames_s", "duration_s", "decoder", "decode_ms")})
-        for path in paths:
-            r = results[path]
-            video = r.video
-            out["video"].append(path)
-            out["ok"].append(r.ok)
-            out["error_type"].append(r.error_type or "")
-            out["error_message"].append(r.error_message or "")
-            out["frames"].append(video.frames if video else np.zeros(self.frame_shape, np.uint8))
-            out["frames_s"].append(np.asarray(video.timestamps_s if video else [0.0] * self.num_frames, np.float64))
-            out["duration_s"].append(video.meta.duration_s if video else 0.0)
-            out["decoder"].append(video.meta.decoder if video else "")
-            out["decode_ms"].append(r.decode_ms)
-        return {k: np.asarray(v) if k != "frames" else np.stack(v) for k, v in out.items()}
+    def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+        """Rows in blocks of `batch_size` as results come (a video's segments may span blocks)."""
+        rows = []
+        for result in self.pool.imap_unordered([str(p) for p in batch["video"]]):
+            rows.append(self._row(result))
+            if len(rows) >= self.rows_per_block:
+                yield _columns(rows)
+                rows = []
+        if rows:
+            yield _columns(rows)
+
+    def _row(self, r) -> dict[str, Any]:
+        video, segment = r.video, r.segment
+        return {
+            "video": r.path,
+            "ok": r.ok,
+            "error_type": r.error_type or "",
+            "error_message": r.error_message or "",
+            "frames": video.frames if video else np.zeros(self.frame_shape, np.uint8),
+            "frames_s": np.asarray(video.timestamps_s if video else [0.0] * self.num_frames, np.float64),
+            "duration_s": video.meta.duration_s if video else 0.0,
+            "decoder": video.meta.decoder if video else "",
+            "decode_ms": r.decode_ms,
+            # -1: a whole video (or an error); else which segment of how many, and its span
+            "segment_index": segment.index if segment else -1,
+            "segment_count": segment.count if segment else 0,
+            "segment_start_s": segment.start_s if segment else 0.0,
+            "segment_end_s": segment.end_s if segment else 0.0,
+        }
 
     def __del__(self) -> None:
         pool = getattr(self, "pool", None)
@@ -175,6 +192,7 @@ class RayPipeline:
                 by_video.setdefault(task.video, task)
         if unreadable:
             yield unreadable
+        assembly = SegmentAssembly()
         if not by_video or interrupt.stop.is_set():
             return  # everything is done already: Ray is not even started
         settings, ray_options = self.settings, self.settings.ray
@@ -184,7 +202,17 @@ class RayPipeline:
             for batch in self._dataset(list(by_video)).iter_batches(
                 batch_size=settings.batch_size, batch_format="numpy"
             ):
-                yield [_outcome(batch, i, by_video) for i in range(len(batch["video"]))]
+                outcomes = []
+                for i in range(len(batch["video"])):
+                    outcome = _outcome(batch, i, by_video)
+                    if int(batch["segment_index"][i]) >= 0:
+                        outcome = assembly.add(outcome, _segment_ref(batch, i))
+                    elif not outcome.ok:
+                        assembly.fail(outcome.task.video)
+                    if outcome is not None:
+                        outcomes.append(outcome)
+                if outcomes:
+                    yield outcomes
                 if interrupt.stop.is_set():
                     break
         finally:
@@ -219,6 +247,19 @@ class RayPipeline:
             num_cpus=ray_options.cpus_per_model_actor,
             num_gpus=ray_options.gpus_per_llm_actor,
         )
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    return {k: np.stack([r[k] for r in rows]) if k == "frames" else np.asarray([r[k] for r in rows]) for k in rows[0]}
+
+
+def _segment_ref(batch: dict[str, np.ndarray], i: int) -> SegmentRef:
+    return SegmentRef(
+        int(batch["segment_index"][i]),
+        int(batch["segment_count"][i]),
+        float(batch["segment_start_s"][i]),
+        float(batch["segment_end_s"][i]),
+    )
 
 
 def _outcome(batch: dict[str, np.ndarray], i: int, tasks: dict[str, VideoTask]) -> Outcome:

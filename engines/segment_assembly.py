@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vlmcap.engines.records import Outcome, SegmentCaption
-from vlmcap.engines.selection import VideoTask
 
 if TYPE_CHECKING:
-    from vlmcap.engines.captioner import Caption
-    from vlmcap.video.worker import DecodeResult
+    from vlmcap.video.worker import SegmentRef
 
 
 @dataclass
@@ -27,38 +25,37 @@ class _Partial:
 
 
 class SegmentAssembly:
+    """Both drivers build an `Outcome` per captioned item as for a whole video; for a segment they
+    hand it here with its `SegmentRef` and get the video's outcome back with its last segment."""
+
     def __init__(self) -> None:
         self._partial: dict[str, _Partial] = {}
+        self._failed: set[str] = set()
 
-    def add(
-        self, task: VideoTask, result: DecodeResult, caption: Caption, vision_ms: float, llm_ms: float
-    ) -> Outcome | None:
-        """Record one captioned segment (and its share of its batches' time); the video's outcome
-        once all its segments are in."""
-        segment, video = result.segment, result.video
-        assert segment is not None and video is not None
-        partial = self._partial.get(result.path)
+    def add(self, part: Outcome, segment: SegmentRef) -> Outcome | None:
+        """One captioned segment (its caption, frames and times in `part`); the video's outcome
+        once all its segments are in, None before, and None for a video that failed meanwhile."""
+        video = part.task.video
+        if video in self._failed:
+            return None  # its error line is written; segments still in the pipeline are dropped
+        partial = self._partial.get(video)
         if partial is None:
-            outcome = Outcome.decoded(task, result)
-            outcome.decode_ms, outcome.frames_s = 0.0, []
-            partial = self._partial[result.path] = _Partial(outcome, segment.count)
-        partial.outcome.decode_ms += result.decode_ms
-        partial.outcome.vision_ms += vision_ms
-        partial.outcome.llm_ms += llm_ms
+            whole = Outcome(part.task, 0.0, duration_s=part.duration_s, decoder=part.decoder)
+            partial = self._partial[video] = _Partial(whole, segment.count)
+        whole = partial.outcome
+        whole.decode_ms += part.decode_ms
+        whole.vision_ms += part.vision_ms
+        whole.llm_ms += part.llm_ms
         partial.parts[segment.index] = SegmentCaption(
-            start_s=segment.start_s,
-            end_s=segment.end_s,
-            caption=caption.text,
-            frames_s=[round(t, 3) for t in video.timestamps_s],
-            num_tokens=caption.num_tokens,
-            finish_reason=caption.finish_reason,
+            segment.start_s, segment.end_s, part.caption, part.frames_s, part.num_tokens, part.finish_reason
         )
         if len(partial.parts) < partial.count:
             return None
-        del self._partial[result.path]
-        partial.outcome.set_segments([partial.parts[i] for i in range(partial.count)])
-        return partial.outcome
+        del self._partial[video]
+        whole.set_segments([partial.parts[i] for i in range(partial.count)])
+        return whole
 
-    def discard(self, path: str) -> None:
-        """The video failed: its segments captioned so far are dropped (the error line replaces them)."""
-        self._partial.pop(path, None)
+    def fail(self, video: str) -> None:
+        """The video failed: its segments captioned so far, and any still to come, are dropped."""
+        self._partial.pop(video, None)
+        self._failed.add(video)

@@ -43,23 +43,28 @@ def ray_inputs(small_synth, broken_inputs, tmp_path_factory) -> Path:
 
 
 def test_ray_run_equals_the_local_run_and_leaves_no_processes(tiny_bundle, ray_inputs, tmp_path) -> None:
+    """With segments (two per 2 s video): decode rows per segment, gathered back into one line per video."""
     local = tmp_path / "local.jsonl"
     common = [str(ray_inputs), "--engine", str(tiny_bundle), "--max-new-tokens", "16"]
+    common += ["--segments", "fixed:1", "--segment-min-s", "0.5"]
     local_run = run(*common, "--out", str(local), "--llm-backend", "transformers", "--batch-size", "4")
     assert local_run.returncode == 1, local_run.stderr[-2000:]
     before = ray_processes()
     out = tmp_path / "ray.jsonl"
     result = run(*common, "--out", str(out), *RAY_ARGS)
     assert result.returncode == 1, result.stderr[-3000:]
-    expected = {r["video"]: (r["status"], r.get("caption"), (r.get("error") or {}).get("type")) for r in lines(local)}
-    got = {r["video"]: (r["status"], r.get("caption"), (r.get("error") or {}).get("type")) for r in lines(out)}
+    def summary(r: dict) -> tuple:
+        return r["status"], r.get("caption"), (r.get("error") or {}).get("type"), r.get("segments")
+
+    expected = {r["video"]: summary(r) for r in lines(local)}
+    got = {r["video"]: summary(r) for r in lines(out)}
     assert got == expected
     assert {Path(v).name: s[2] for v, s in got.items() if s[0] == "error"} == {
         "truncated.mp4": "TruncatedVideo",
         "random.mp4": "NotAVideo",
     }
     ok = [r for r in lines(out) if r["status"] == "ok"]
-    assert all(len(r["frames_s"]) == 8 and r["file"]["size"] > 0 for r in ok)
+    assert all(len(r["segments"]) == 2 and len(r["frames_s"]) == 16 and r["file"]["size"] > 0 for r in ok)
     time.sleep(2)
     assert set(ray_processes()) <= set(before)  # the local cluster this run started is gone
 

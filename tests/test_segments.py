@@ -221,7 +221,6 @@ def test_a_video_that_fails_part_way_leaves_an_error_line_and_no_segments(tiny_b
         (["--segments", "fixed:"], "--segments"),
         (["--segments", "shots"], "--segments"),
         (["--segment-min-s", "90"], "segment_min_s (90) is more than segment_max_s (60)"),
-        (["--segments", "scenes", "--ray", "auto"], "--segments runs locally only"),
     ],
 )
 def test_bad_segment_settings_fail_before_any_work(tiny_bundle, long_videos, tmp_path, flags, message) -> None:
