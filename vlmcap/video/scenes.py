@@ -1,10 +1,9 @@
 """Shot cuts of a video, found by PySceneDetect's ContentDetector on its PyAV backend.
 
-Why PySceneDetect and not TransNetV2: on the synthetic cuts both find every cut within a frame,
-PySceneDetect runs inside a decode worker on one core at a few hundred frames/s (downscaled
-frames, HSV + edge differences), and it needs no model weights. TransNetV2's PyTorch port ships
-its weights only as a pickled `.pth`, which this project never loads (docs/VIDEO.md, "Segments",
-has the measurement).
+Why PySceneDetect and not TransNetV2 (docs/VIDEO.md, "Segments", has the measurement from
+scripts/compare-shot-detectors): it runs inside a decode worker on one core 10-12x faster, needs
+no model weights, and every cut it reports is right within a frame. TransNetV2's PyTorch port
+ships its weights only as a pickled `.pth`, which this project never loads.
 
 Detection reads every frame, so an hour takes a while: it runs in chunks of `chunk_s` of video
 and calls `progress()` after each, which the decode pool takes as a sign of life (a stuck decoder
