@@ -78,7 +78,7 @@ def calibration_samples(config: VlmcapConfig, spec: ImageSpec, count: int) -> tu
         if len(kept) == count:
             break
         try:
-            decoded = decode_video(sample.video, options)
+            decoded = decode_video(sample.video, options, sample.window)  # a labelled segment: its frames
         except VlmcapError as e:
             log.warning("calibration video %s skipped: %s", sample.video, e)
             continue

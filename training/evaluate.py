@@ -11,6 +11,7 @@ import torch
 from vlmcap.files import write_jsonl
 from vlmcap.labelled_manifest import Sample
 from vlmcap.metrics import caption_metrics
+from vlmcap.training.data import decode_item
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.pool import DecodePool
@@ -30,27 +31,31 @@ def caption_samples(
     num_workers: int = 2,
     decode_timeout_s: float = 60.0,
 ) -> list[dict]:
-    """One record per sample: the generated caption, or the decode error."""
+    """One record per sample, in manifest order: the generated caption, or the decode error. A
+    sample with a window (a labelled segment) is captioned from frames inside it."""
     was_training = model.training
     model.eval()
     device = next(model.projector.parameters()).device
-    by_path = {s.video: s for s in samples}
-    records, pending = [], []
+    records: list[tuple[int, dict]] = []
+    pending = []
+
+    def record(index: int, **fields) -> None:
+        sample = samples[index]
+        window = {} if sample.window is None else {"start_s": sample.window.start_s, "end_s": sample.window.end_s}
+        records.append((index, {"video": sample.video, **window, "reference": sample.caption, **fields}))
 
     def flush() -> None:
         pixels = normalize(np.stack([r.video.frames for r in pending]), image_spec).to(device)
-        prompts = [by_path[r.path].prompt for r in pending]
+        prompts = [samples[r.index].prompt for r in pending]
         for result, caption in zip(pending, model.generate(pixels, prompts, max_new_tokens), strict=True):
-            sample = by_path[result.path]
-            records.append({"video": sample.video, "reference": sample.caption, "caption": caption})
+            record(result.index, caption=caption)
         pending.clear()
 
     try:
         with DecodePool(decode, image_spec, num_workers, decode_timeout_s) as pool:
-            for result in pool.imap_unordered([s.video for s in samples]):
+            for result in pool.imap_unordered([decode_item(s) for s in samples]):
                 if not result.ok:
-                    sample = by_path[result.path]
-                    records.append({"video": result.path, "reference": sample.caption, "error": result.error_message})
+                    record(result.index, error=result.error_message)
                     continue
                 pending.append(result)
                 if len(pending) == batch_size:
@@ -59,8 +64,7 @@ def caption_samples(
                 flush()
     finally:
         model.train(was_training)
-    order = {s.video: i for i, s in enumerate(samples)}
-    return sorted(records, key=lambda r: order[r["video"]])
+    return [r for _, r in sorted(records, key=lambda r: r[0])]
 
 
 def evaluate(

@@ -3,8 +3,9 @@
 The encoder never changes during training, so its output for a video is a pure function of the
 encoder (weights, feature layer), the frame sampling (T, decode options), the preprocessing and
 the file. The cache key covers all of them; a file is identified by its resolved path, size and
-modification time, so an edited or replaced video never hits a stale entry. Entries are fp16
-safetensors written atomically (temp file + rename), one per video.
+modification time, so an edited or replaced video never hits a stale entry, and a labelled
+segment of it also by its window, so two segments of one file never share features. Entries are
+fp16 safetensors written atomically (temp file + rename), one per video or segment.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from vlmcap.files import atomic_write_bytes, file_identity
+from vlmcap.video.segments import Segment
 
 
 def encoder_fingerprint(model_path: str, revision: str | None, extra: dict) -> str:
@@ -36,30 +38,32 @@ class FeatureCache:
         self.dir = Path(root) / fingerprint
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def _entry(self, video: str) -> Path:
+    def _entry(self, video: str, window: Segment | None = None) -> Path:
         identity = file_identity(video)
         if identity is None:
             raise FileNotFoundError(video)
         fields = {"path": os.path.realpath(video), **identity.as_dict()}
+        if window is not None:  # whole-file keys stay as they were: existing caches keep hitting
+            fields["window_s"] = [window.start_s, window.end_s]
         key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:40]
         return self.dir / key[:2] / f"{key}.safetensors"
 
-    def contains(self, video: str) -> bool:
+    def contains(self, video: str, window: Segment | None = None) -> bool:
         try:
-            return self._entry(video).exists()
+            return self._entry(video, window).exists()
         except OSError:
             return False
 
-    def get(self, video: str) -> torch.Tensor | None:
+    def get(self, video: str, window: Segment | None = None) -> torch.Tensor | None:
         """The cached features, or None: not cached, the video vanished, or the entry is damaged."""
         try:
-            entry = self._entry(video)
+            entry = self._entry(video, window)
             features = load_file(entry)["features"]
         except Exception:  # OSError (vanished video, missing entry), or safetensors' error on a torn file
             return None
         return features
 
-    def put(self, video: str, features: torch.Tensor) -> None:
-        entry = self._entry(video)
+    def put(self, video: str, features: torch.Tensor, window: Segment | None = None) -> None:
+        entry = self._entry(video, window)
         entry.parent.mkdir(exist_ok=True)
         atomic_write_bytes(entry, save({"features": features.detach().to("cpu", torch.float16).contiguous()}))

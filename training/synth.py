@@ -8,6 +8,9 @@ templates. Three manifests:
 - val.jsonl: random held-out videos of the same distribution;
 - val_heldout_pairs.jsonl: colour-shape pairs that never appear in training (each colour and each
   shape on its own does), to test composition rather than memorisation.
+
+and, with `multi_scene` > 0, a fourth: multiscene.jsonl, one line per scene (`start_s`, `end_s`)
+of videos that cut from scene to scene, for training and evaluating on segments.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from vlmcap.presets.synthetic import COLOURS, SHAPES, Scene, render_video
 
 # One pair per shape and per colour: every colour and shape still occurs in training.
 HELDOUT_PAIRS = (("red", "triangle"), ("green", "circle"), ("blue", "square"))
+# Long enough to be a segment of its own under the batch path's default segment_min_s (2 s).
+MULTI_SCENE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class SynthSpec:
     size: int = 112
     val_fraction: float = 0.1
     heldout_fraction: float = 0.1
+    multi_scene: int = 0  # multi-scene videos (3-5 scenes of MULTI_SCENE_S each) in multiscene.jsonl
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
@@ -99,8 +105,41 @@ def _scene(rng: random.Random, heldout: bool) -> Scene:
             return scene
 
 
+def write_multiscene_set(out_dir: Path, spec: SynthSpec) -> Path:
+    """`spec.multi_scene` videos of 3-5 scenes under out_dir/videos and multiscene.jsonl, one line per
+    scene. Its own random stream (from the seed), so the other splits are the same with or without it."""
+    out_dir = Path(out_dir)
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    rng = random.Random(f"multiscene:{spec.seed}")
+    lines = []
+    for index in range(spec.multi_scene):
+        name = f"videos/multiscene-{index:05d}.mp4"
+        scenes = write_multiscene_video(
+            out_dir / name, rng.randint(3, 5), rng, MULTI_SCENE_S, spec.fps, spec.size, frames_per_draw=1
+        )
+        lines += [
+            {
+                "video": name,
+                "start_s": round(scene.start_s, 3),
+                "end_s": round(scene.end_s, 3),
+                "caption": scene.caption,
+                "attributes": {
+                    "colour": scene.scene.colour,
+                    "shape": scene.scene.shape,
+                    "motion": scene.scene.motion,
+                    "lane": scene.scene.lane,
+                },
+            }
+            for scene in scenes
+        ]
+    path = out_dir / "multiscene.jsonl"
+    write_jsonl(path, lines)
+    return path
+
+
 def write_synthetic_dataset(out_dir: Path, spec: SynthSpec = SynthSpec()) -> dict[str, Path]:
-    """Write videos/ and the three manifests under `out_dir`; returns the manifest paths."""
+    """Write videos/ and the three manifests (four with `spec.multi_scene`) under `out_dir`; returns
+    the manifest paths."""
     out_dir = Path(out_dir)
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(spec.seed)
@@ -131,6 +170,8 @@ def write_synthetic_dataset(out_dir: Path, spec: SynthSpec = SynthSpec()) -> dic
         path = out_dir / f"{split}.jsonl"
         write_jsonl(path, lines)
         manifests[split] = path
+    if spec.multi_scene > 0:
+        manifests["multiscene"] = write_multiscene_set(out_dir, spec)
     return manifests
 
 

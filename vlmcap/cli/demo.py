@@ -1,7 +1,8 @@
 """`vlmcap demo`: the whole job on the embedded tiny default, offline, in a few minutes on 2 cores.
 
 synthetic Korean video-caption set -> train the tiny preset -> export to the default engine ->
-caption the held-out videos through the batch path -> a table of captions vs references.
+caption the held-out videos through the batch path -> a table of captions vs references -> one
+multi-scene video captioned per scene (`vlmcap batch --segments scenes`).
 Afterwards `vlmcap batch ./videos --out captions.jsonl` works with no other flag.
 
 The one workflow that crosses all three stages, so it lives in the CLI layer; the stages are
@@ -11,6 +12,7 @@ imported when it runs, not when the CLI starts.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -45,10 +47,13 @@ def run_demo(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     from vlmcap.bundle import load_bundle
+    from vlmcap.engines.batch import caption_videos
     from vlmcap.engines.evaluate import evaluate_bundle
     from vlmcap.export.exporter import ExportRequest, export_bundle
-    from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
+    from vlmcap.segment_metrics import best_match
+    from vlmcap.training.synth import SynthSpec, write_multiscene_set, write_synthetic_dataset
     from vlmcap.training.trainer import run_training
+    from vlmcap.video.segments import Segment
 
     timings: dict[str, float] = {}
 
@@ -97,11 +102,47 @@ def run_demo(
         f"{accuracy.get('all', 0):.0%}, chrF++ {metrics['chrf++']}, CIDEr-D {metrics['cider_d']} "
         f"(on characters), exact match {metrics['exact_match']:.0%}"
     )
+
+    step("scenes", "one video of several scenes, captioned per scene: vlmcap batch --segments scenes")
+    # Its own folder, so synth/videos stays the 2 s clips that docs/PERFORMANCE.md benchmarks on.
+    references = write_multiscene_set(workdir / "multiscene", SynthSpec(seed=0, multi_scene=1))
+    scene_refs = [json.loads(line) for line in references.read_text(encoding="utf-8").splitlines()]
+    out = workdir / "multiscene" / "captions.jsonl"
+    scene_settings = BatchConfig(
+        inputs=[str(references.parent / scene_refs[0]["video"])],
+        out=str(out),
+        segments="scenes",
+        llm_backend=llm_backend,
+        overwrite=True,
+        progress=False,
+    )
+    caption_videos(scene_settings)
+    (line,) = [json.loads(text) for text in out.read_text(encoding="utf-8").splitlines()]
+    timings["scenes_end"] = time.perf_counter()
+    scenes = line.get("segments") or []
+    say(f"   {line['video']}: {len(scene_refs)} scenes of 5 s, {len(scenes)} found")
+    say(f"   {'time':<12} {'generated caption':<44} reference (the scene it overlaps most)")
+    truth = [Segment(r["start_s"], r["end_s"]) for r in scene_refs]
+    for segment in scenes:
+        reference = scene_refs[best_match(Segment(segment["start_s"], segment["end_s"]), truth)]
+        span = f"{_clock(segment['start_s'])}-{_clock(segment['end_s'])}"
+        say(f"   {span:<12} {segment['caption']:<44} {reference['caption']}")
+    if line["status"] != "ok":
+        say(f"   ({line['status']}: {line.get('error', {}).get('message')})")
+    say(f"   -> {out}")
+
     names = ["synth", "train", "export", "caption", "end"]
     spans = {a: round(timings[b] - timings[a], 1) for a, b in itertools.pairwise(names)}
+    spans["scenes"] = round(timings["scenes_end"] - timings["scenes"], 1)
     say(f"time: {spans}")
     say(f"\nnext: vlmcap batch ./videos --out captions.jsonl   (uses {engine})")
-    return {"metrics": metrics, "seconds": spans, "bundle": manifest.id}
+    return {"metrics": metrics, "seconds": spans, "bundle": manifest.id, "scenes": scenes}
+
+
+def _clock(seconds: float) -> str:
+    """mm:ss, as a player shows a time."""
+    whole = int(seconds + 0.5)
+    return f"{whole // 60:02d}:{whole % 60:02d}"
 
 
 @click.command()
@@ -112,7 +153,8 @@ def run_demo(
 def demo(workdir: Path, num_videos: int, steps: int, llm_backend: str) -> None:
     """The whole job offline on the tiny preset: synth -> train -> export -> batch-caption -> scores.
 
-    A few minutes on 2 CPU cores. Leaves a trained run and the default engine behind, so
+    Ends with one multi-scene video captioned per scene (vlmcap batch --segments scenes). A few
+    minutes on 2 CPU cores. Leaves a trained run and the default engine behind, so
     `vlmcap batch ./videos --out captions.jsonl` works afterwards with no other flag.
     """
     run_demo(workdir, num_videos, steps, llm_backend, say=click.echo)

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from vlmcap.cli.options import ConfigSource, config_options, decode_options, engine_options, json_option
+from vlmcap.cli.options import (
+    ConfigSource,
+    config_options,
+    decode_options,
+    engine_options,
+    json_option,
+    segment_plan_options,
+)
 
 
 @click.command("eval")
@@ -15,6 +22,7 @@ from vlmcap.cli.options import ConfigSource, config_options, decode_options, eng
 @config_options(overrides=False)
 @engine_options
 @decode_options
+@segment_plan_options
 @click.option("--records", type=click.Path(dir_okay=False, path_type=Path), help="Write per-video captions here.")
 @json_option
 def eval_cmd(data: Path, config: ConfigSource, records: Path | None, as_json: bool) -> None:
@@ -23,7 +31,15 @@ def eval_cmd(data: Path, config: ConfigSource, records: Path | None, as_json: bo
     CIDEr-D is computed on characters (Hangul syllables, whitespace removed), not words. Engine
     settings come from the flags and the `batch:` section of --config FILE.
 
-    Example: vlmcap eval --data synth/val.jsonl --json
+    A manifest whose lines carry start_s/end_s is scored per segment: videos are captioned per
+    segment (--segments, scenes unless given), each reference segment is compared with the
+    predicted segment that overlaps it most, and the boundary recall counts the reference cuts
+    with a predicted boundary within 0.5 s.
+
+    \b
+    Examples:
+      vlmcap eval --data synth/val.jsonl --json
+      vlmcap eval --data synth/multiscene.jsonl --segments scenes
     """
     from vlmcap.bundle import load_bundle
     from vlmcap.engines.batch import bundle_path, check_writable_file
@@ -37,8 +53,17 @@ def eval_cmd(data: Path, config: ConfigSource, records: Path | None, as_json: bo
     if as_json:
         click.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
         return
-    click.echo(f"{data}: {metrics['n']} captioned, {metrics['failed']} failed, bundle {metrics['bundle']}")
+    scored = "reference segments scored" if "segments_reference" in metrics else "captioned"
+    click.echo(f"{data}: {metrics['n']} {scored}, {metrics['failed']} failed, bundle {metrics['bundle']}")
     click.echo(f"chrF++ {metrics.get('chrf++')}  CIDEr-D {metrics.get('cider_d')} ({metrics.get('cider_d_tokens')})")
     click.echo(f"exact match {metrics.get('exact_match', 0):.3f}")
     if "attribute_accuracy" in metrics:
         click.echo(f"attribute accuracy {json.dumps(metrics['attribute_accuracy'])}")
+    if "segments_reference" in metrics:
+        recall = metrics["boundary_recall"]
+        click.echo(
+            f"segments ({metrics['segments']}): {metrics['segments_reference']} reference, "
+            f"{metrics['segments_predicted']} predicted; boundary recall "
+            f"{'n/a (no reference cuts)' if recall is None else f'{recall:.3f}'} "
+            f"(within {metrics['boundary_tolerance_s']:g} s)"
+        )

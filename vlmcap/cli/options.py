@@ -169,20 +169,31 @@ def _segments(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return value
 
 
+def _segment_plan_options() -> list[Callable]:
+    positive = click.FloatRange(min=0, min_open=True)
+    return [
+        config_option(
+            "--segments",
+            key="batch.segments",
+            callback=_segments,
+            help="none: one caption per file; fixed:SECONDS: windows (e.g. fixed:30); scenes: detected shots.",
+        ),
+        config_option("--segment-min-s", key="batch.segment_min_s", type=positive),
+        config_option("--segment-max-s", key="batch.segment_max_s", type=positive),
+        config_option("--scene-threshold", key="batch.scene_threshold", type=positive),
+    ]
+
+
+def segment_plan_options(command: Callable) -> Callable:
+    """How videos are cut into time segments (eval: no sidecars, it writes no captions file)."""
+    return _apply(_segment_plan_options(), command)
+
+
 def segment_options(command: Callable) -> Callable:
     """Captions per time segment of long videos, and subtitle sidecars (batch)."""
-    positive = click.FloatRange(min=0, min_open=True)
     return _apply(
         [
-            config_option(
-                "--segments",
-                key="batch.segments",
-                callback=_segments,
-                help="none: one caption per file; fixed:SECONDS: windows (e.g. fixed:30); scenes: detected shots.",
-            ),
-            config_option("--segment-min-s", key="batch.segment_min_s", type=positive),
-            config_option("--segment-max-s", key="batch.segment_max_s", type=positive),
-            config_option("--scene-threshold", key="batch.scene_threshold", type=positive),
+            *_segment_plan_options(),
             config_option("--srt", key="batch.srt_dir", type=click.Path(file_okay=False), help="SRT file per video."),
             config_option("--vtt", key="batch.vtt_dir", type=click.Path(file_okay=False), help="WebVTT per video."),
         ],
