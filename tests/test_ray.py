@@ -53,6 +53,7 @@ def test_ray_run_equals_the_local_run_and_leaves_no_processes(tiny_bundle, ray_i
     out = tmp_path / "ray.jsonl"
     result = run(*common, "--out", str(out), *RAY_ARGS)
     assert result.returncode == 1, result.stderr[-3000:]
+
     def summary(r: dict) -> tuple:
         return r["status"], r.get("caption"), (r.get("error") or {}).get("type"), r.get("segments")
 
