@@ -151,22 +151,23 @@ def _decoder_list(ctx: click.Context, param: click.Parameter, value: str | None)
     return items
 
 
-def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        try:
-            parse_shard(value)
-        except ValueError as e:
-            raise click.BadParameter(str(e)) from None
-    return value
+def _checked_by(parse: Callable[[str], object]) -> Callable:
+    """A click callback that runs the config's own parser on a flag's text: a bad value is a usage
+    error naming the flag, with the parser's reason."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse(value)
+            except ValueError as e:
+                raise click.BadParameter(str(e)) from None
+        return value
+
+    return check
 
 
-def _segments(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is not None:
-        try:
-            parse_segments(value)
-        except ValueError as e:
-            raise click.BadParameter(str(e)) from None
-    return value
+_shard = _checked_by(parse_shard)
+_segments = _checked_by(parse_segments)
 
 
 def _segment_plan_options() -> list[Callable]:
