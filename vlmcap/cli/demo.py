@@ -112,7 +112,9 @@ def run_demo(
         inputs=[str(references.parent / scene_refs[0]["video"])],
         out=str(out),
         segments="scenes",
-        llm_backend=llm_backend,
+        # One short video: starting vLLM (~50 s on 2 cores) would dwarf its few captions, while
+        # transformers starts in seconds; an explicit --llm-backend is still honoured.
+        llm_backend="transformers" if llm_backend == "auto" else llm_backend,
         overwrite=True,
         progress=False,
     )
