@@ -101,6 +101,7 @@ def test_the_documented_nightly_config_is_valid_and_flags_win_over_it() -> None:
     example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "nightly.yaml"
     config = load_config(example)
     assert config.batch.inputs == ["/data/videos"] and config.batch.generation.max_new_tokens == 96
+    assert config.batch.segment_plan().mode == "fixed" and config.batch.segment_plan().window_s == 30.0
     flagged = load_config(example, flags={"batch.batch_size": 4, "batch.prompt": "설명: 짧게"})
     assert flagged.batch.batch_size == 4 and flagged.batch.workers == 8
     assert flagged.batch.prompt == "설명: 짧게"  # flag values are taken as they are, not parsed as YAML
@@ -112,6 +113,8 @@ def test_the_documented_nightly_config_is_valid_and_flags_win_over_it() -> None:
         ("batch.decoders=[]", "batch.decoders"),
         ("batch.shard=3/3", "batch.shard"),
         ("batch.decoders=[ffmpeg]", "batch.decoders"),
+        ("batch.segments=fixed:abc", "batch.segments"),
+        ("batch.segment_min_s=0", "batch.segment_min_s"),
     ],
 )
 def test_bad_batch_settings_in_a_config_name_the_field(override: str, field: str) -> None:
