@@ -18,15 +18,15 @@ import subprocess
 import sys
 import threading
 import time
-from fractions import Fraction
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
 import psutil
 
 from vlmcap.presets.synthetic import Scene, draw_shape
+from vlmcap.video.encode import write_h264
 
 WIDTH, HEIGHT, FPS, SCENE_S, KEYFRAME_S = 640, 360, 5, 20.0, 10.0
 
@@ -38,30 +38,34 @@ def write_long_video(path: Path, seconds: float, seed: int) -> Path:
     rng = random.Random(seed)
     tmp = path.with_suffix(".partial.mp4")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(tmp), "w") as out:
-        stream = out.add_stream("libx264", rate=FPS)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        stream.options = {"preset": "ultrafast", "crf": "28", "g": str(int(FPS * KEYFRAME_S))}
-        stream.codec_context.time_base = Fraction(1, FPS)
-        total = round(seconds * FPS)
-        per_scene = round(SCENE_S * FPS)
-        for start in range(0, total, per_scene):
-            scene = Scene.random(rng)
-            background = np.random.default_rng(rng.getrandbits(32)).integers(10, 60, (HEIGHT, WIDTH, 3), np.uint8)
-            count = min(per_scene, total - start)
-            for i in range(count):
-                img = background.copy()
-                along = 0.15 + 0.7 * i / max(count - 1, 1)
-                along = 1 - along if scene.motion in ("right_to_left", "bottom_to_top") else along
-                horizontal = scene.motion in ("left_to_right", "right_to_left")
-                cx, cy = (along * WIDTH, HEIGHT / 2) if horizontal else (WIDTH / 2, along * HEIGHT)
-                draw_shape(img, scene.shape, scene.colour, cx, cy, HEIGHT * 0.15)
-                for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                    out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    write_h264(
+        tmp,
+        _frames(seconds, rng),
+        FPS,
+        WIDTH,
+        HEIGHT,
+        {"preset": "ultrafast", "crf": "28", "g": str(int(FPS * KEYFRAME_S))},
+    )
     tmp.rename(path)
     return path
+
+
+def _frames(seconds: float, rng: random.Random) -> Iterator[np.ndarray]:
+    """Scenes of SCENE_S: a shape crossing a noise background, a new shape and background each scene."""
+    total = round(seconds * FPS)
+    per_scene = round(SCENE_S * FPS)
+    for start in range(0, total, per_scene):
+        scene = Scene.random(rng)
+        background = np.random.default_rng(rng.getrandbits(32)).integers(10, 60, (HEIGHT, WIDTH, 3), np.uint8)
+        count = min(per_scene, total - start)
+        for i in range(count):
+            img = background.copy()
+            along = 0.15 + 0.7 * i / max(count - 1, 1)
+            along = 1 - along if scene.motion in ("right_to_left", "bottom_to_top") else along
+            horizontal = scene.motion in ("left_to_right", "right_to_left")
+            cx, cy = (along * WIDTH, HEIGHT / 2) if horizontal else (WIDTH / 2, along * HEIGHT)
+            draw_shape(img, scene.shape, scene.colour, cx, cy, HEIGHT * 0.15)
+            yield img
 
 
 def _tree_rss(process: psutil.Process) -> int:

@@ -12,6 +12,7 @@ the run found (vlmcap.segment_metrics).
 
 from __future__ import annotations
 
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -118,15 +119,18 @@ def _score_segments(
     done = [r for r in records if r["status"] == "ok"]
     metrics = caption_metrics([r["caption"] for r in done], [r["reference"] for r in done])
     metrics["failed"] = len(records) - len(done)
+    windows: dict[str, list[Segment]] = defaultdict(list)  # per video, in manifest order
+    for s in references:
+        windows[s.video].append(s.window)
     cuts = found = predicted = 0
-    for video in dict.fromkeys(s.video for s in references):
+    for video, reference in windows.items():
         r = by_video[video]
         if r["status"] != "ok":
             continue
         segments, _ = _predicted(r)
         predicted += len(segments)
         duration_s = float(r["duration_s"])
-        reference_cuts = inner_boundaries([s.window for s in references if s.video == video], duration_s)
+        reference_cuts = inner_boundaries(reference, duration_s)
         cuts += len(reference_cuts)
         found += boundaries_found(reference_cuts, inner_boundaries(segments, duration_s))
     metrics["segments_reference"] = len(references)

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 
 from vlmcap.files import write_jsonl
 from vlmcap.presets.synthetic import COLOURS, SHAPES, Scene, render_video
+from vlmcap.video.encode import write_h264
 
 # One pair per shape and per colour: every colour and shape still occurs in training.
 HELDOUT_PAIRS = (("red", "triangle"), ("green", "circle"), ("blue", "square"))
@@ -45,16 +44,7 @@ class SynthSpec:
 
 
 def write_video(path: Path, frames: np.ndarray, fps: int) -> None:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast"}
-        stream.codec_context.time_base = Fraction(1, fps)
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    write_h264(path, frames, fps, frames.shape[2], frames.shape[1], {"crf": "18", "preset": "veryfast"})
 
 
 @dataclass(frozen=True)
@@ -72,11 +62,10 @@ def write_multiscene_video(
     scene_s: float = 5.0,
     fps: int = 8,
     size: int = 112,
-    frames_per_draw: int = 1,
 ) -> list[TimedCaption]:
     """A video of `num_scenes` consecutive scenes, each a different colour, shape and motion from
     the one before it, with one caption per scene: cuts a shot detector must find, and reference
-    captions for per-segment evaluation. `frames_per_draw` repeats each drawn frame (cheap long videos)."""
+    captions for per-segment evaluation."""
     frames_per_scene = max(1, round(scene_s * fps))
     scenes: list[Scene] = []
     while len(scenes) < num_scenes:
@@ -86,10 +75,7 @@ def write_multiscene_video(
             scene.colour != previous.colour and scene.shape != previous.shape and scene.motion != previous.motion
         ):
             scenes.append(scene)
-    draws = -(-frames_per_scene // frames_per_draw)
-    frames = np.concatenate(
-        [np.repeat(render_video(s, draws, size, rng), frames_per_draw, axis=0)[:frames_per_scene] for s in scenes]
-    )
+    frames = np.concatenate([render_video(s, frames_per_scene, size, rng) for s in scenes])
     write_video(path, frames, fps)
     scene_len = frames_per_scene / fps
     return [TimedCaption(i * scene_len, (i + 1) * scene_len, s.caption(rng), s) for i, s in enumerate(scenes)]
@@ -114,9 +100,7 @@ def write_multiscene_set(out_dir: Path, spec: SynthSpec) -> Path:
     lines = []
     for index in range(spec.multi_scene):
         name = f"videos/multiscene-{index:05d}.mp4"
-        scenes = write_multiscene_video(
-            out_dir / name, rng.randint(3, 5), rng, MULTI_SCENE_S, spec.fps, spec.size, frames_per_draw=1
-        )
+        scenes = write_multiscene_video(out_dir / name, rng.randint(3, 5), rng, MULTI_SCENE_S, spec.fps, spec.size)
         lines += [
             {
                 "video": name,

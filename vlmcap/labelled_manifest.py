@@ -17,7 +17,7 @@ from pathlib import Path
 
 from vlmcap.errors import ConfigError, VideoError
 from vlmcap.video.probe import probe_video
-from vlmcap.video.segments import Segment, overlap_s
+from vlmcap.video.segments import Segment
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +117,18 @@ def _segment_problems(samples: list[Sample]) -> list[tuple[int, str]]:
     for video, segments in by_video.items():
         segments.sort(key=lambda s: (s.window.start_s, _line(s)))
         for i, a in enumerate(segments):
-            # Sorted by start: once a later segment starts at or after a's end, none further overlaps it.
+            # Sorted by start: a later segment overlaps a exactly when it starts before a ends.
             for b in segments[i + 1 :]:
                 if b.window.start_s >= a.window.end_s:
                     break
-                if overlap_s(a.window, b.window) > 0:
-                    first, second = sorted((a, b), key=_line)
-                    problems.append(
-                        (
-                            _line(second),
-                            f"{second.source}: segment {_span(second.window)} overlaps {_span(first.window)} of the "
-                            f"same video at line {_line(first)}; segments of one video must not overlap",
-                        )
+                first, second = sorted((a, b), key=_line)
+                problems.append(
+                    (
+                        _line(second),
+                        f"{second.source}: segment {_span(second.window)} overlaps {_span(first.window)} of the "
+                        f"same video at line {_line(first)}; segments of one video must not overlap",
                     )
+                )
         try:
             duration_s = probe_video(video).duration_s
         except VideoError as e:

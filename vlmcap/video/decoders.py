@@ -20,7 +20,7 @@ import numpy as np
 from vlmcap.config import BatchConfig
 from vlmcap.errors import TruncatedVideo, UnsupportedFrameSize, VideoError
 from vlmcap.video.probe import VideoProbe, probe_video
-from vlmcap.video.sampling import frames_at_times, sample_indices, segment_middle_times
+from vlmcap.video.sampling import sample_indices
 from vlmcap.video.segments import Segment, SegmentPlan, plan_segments
 from vlmcap.video.types import DecodedVideo, VideoMeta
 
@@ -125,7 +125,7 @@ def decode_video(path: str, options: DecodeOptions | None = None, window: Segmen
     frame), or raise a VideoError naming the file and the cause."""
     options = options or DecodeOptions()
     probe = _probe(path, options)
-    return _decode(probe, window_indices(probe, window, options.num_frames), options)
+    return _decode(probe, sample_indices(probe.frame_times_s, probe.end_s, options.num_frames, window), options)
 
 
 def decode_segments(
@@ -146,15 +146,8 @@ def decode_segments(
         cuts = detect_cuts(path, plan.scene_threshold, plan.min_s, progress)
     segments = plan_segments(plan, probe.duration_s, cuts)
     for index in range(first, len(segments)):
-        yield index, segments, _decode(probe, window_indices(probe, segments[index], options.num_frames), options)
-
-
-def window_indices(probe: VideoProbe, window: Segment | None, num_frames: int) -> np.ndarray:
-    """Frame indices of T equal parts of the window (the whole file when None), at their middles."""
-    if window is None:
-        return sample_indices(probe.frame_times_s, probe.end_s, num_frames)
-    start_s = float(probe.frame_times_s[0]) + window.start_s
-    return frames_at_times(probe.frame_times_s, segment_middle_times(window.length_s, num_frames, start_s))
+        indices = sample_indices(probe.frame_times_s, probe.end_s, options.num_frames, segments[index])
+        yield index, segments, _decode(probe, indices, options)
 
 
 def _probe(path: str, options: DecodeOptions) -> VideoProbe:

@@ -217,7 +217,7 @@ class DecodePool:
             worker.process.join(timeout=1)
             return ("DecoderCrashed", f"decode worker died ({_signal_name(worker.process.exitcode)})")
         if now >= worker.deadline:
-            part = " a segment" if self.segments is not None and self.segments.enabled else ""
+            part = " a segment" if self.segments is not None else ""
             return ("DecodeTimeout", f"decoding{part} took longer than {self.timeout_s:g} s")
         return None
 

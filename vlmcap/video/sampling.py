@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vlmcap.video.segments import Segment
+
 
 def segment_middle_times(duration_s: float, num_frames: int, start_s: float = 0.0) -> np.ndarray:
     """Times at the middle of `num_frames` equal segments of [start, start + duration)."""
@@ -21,7 +23,12 @@ def frames_at_times(frame_times_s: np.ndarray, targets_s: np.ndarray) -> np.ndar
     return np.clip(idx, 0, len(frame_times_s) - 1)
 
 
-def sample_indices(frame_times_s: np.ndarray, end_s: float, num_frames: int) -> np.ndarray:
-    """Frame indices for T segments spanning from the first frame to `end_s`."""
-    start = float(frame_times_s[0])
-    return frames_at_times(frame_times_s, segment_middle_times(max(end_s - start, 0.0), num_frames, start))
+def sample_indices(
+    frame_times_s: np.ndarray, end_s: float, num_frames: int, window: Segment | None = None
+) -> np.ndarray:
+    """Frame indices for T segments spanning from the first frame to `end_s`, or `window` only
+    (seconds from the first frame, as a segment of a long video or a labelled one is given)."""
+    first = float(frame_times_s[0])
+    if window is None:
+        window = Segment(0.0, max(end_s - first, 0.0))
+    return frames_at_times(frame_times_s, segment_middle_times(window.length_s, num_frames, first + window.start_s))

@@ -31,17 +31,13 @@ class Segment:
 
 @dataclass(frozen=True)
 class SegmentPlan:
-    """How a run cuts videos into segments; `mode` "none" means one caption per file."""
+    """How a run cuts videos into segments (a run with no plan captions whole files)."""
 
-    mode: str = "none"  # none | fixed | scenes
+    mode: str  # fixed | scenes
     window_s: float = 0.0  # fixed: the window length
     min_s: float = 2.0  # shorter pieces join their neighbour (a tail, a flash, a flicker)
     max_s: float = 60.0  # scenes: longer shots are split into equal parts no longer than this
     scene_threshold: float = 27.0  # PySceneDetect ContentDetector's score for a cut (its default)
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "none"
 
 
 def parse_segments(text: str) -> tuple[str, float]:
@@ -81,9 +77,7 @@ def scene_segments(cuts_s: list[float], duration_s: float, min_s: float, max_s: 
 def plan_segments(plan: SegmentPlan, duration_s: float, cuts_s: list[float] | None = None) -> list[Segment]:
     if plan.mode == "fixed":
         return fixed_segments(duration_s, plan.window_s, plan.min_s)
-    if plan.mode == "scenes":
-        return scene_segments(cuts_s or [], duration_s, plan.min_s, plan.max_s)
-    return [Segment(0.0, duration_s)]
+    return scene_segments(cuts_s or [], duration_s, plan.min_s, plan.max_s)
 
 
 def _merge_short(segments: list[Segment], min_s: float) -> list[Segment]:

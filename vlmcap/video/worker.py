@@ -152,7 +152,7 @@ def worker_main(
             return
         index, path, decoders, first_segment, window = task
         task_options = _with_decoders(options, decoders)
-        if window is None and plan is not None and plan.enabled:
+        if window is None and plan is not None:
             send_segments(conn, index, path, task_options, plan, first_segment, image_spec)
         else:
             conn.send(decode_one(index, path, task_options, image_spec, window))
