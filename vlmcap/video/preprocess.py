@@ -7,7 +7,8 @@ CLIPImageProcessorPil runs): antialiased bicubic with a=-0.5, horizontal pass fi
 uint8 between the passes.
 
 Split in two so the expensive part runs in decode workers on uint8 data: `resize_and_crop`
-(uint8 in, uint8 out) and `normalize` (uint8 -> float32, batched in the engine).
+(uint8 in, uint8 out) and `normalize` (uint8 -> float32, batched in the engine; `normalize_into`
+writes into the engines' reused buffers).
 """
 
 from __future__ import annotations
@@ -62,12 +63,30 @@ def resize_and_crop(frames: np.ndarray, spec: ImageSpec) -> np.ndarray:
     return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def normalization(spec: ImageSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (3,) float32 mean and std that `normalize` applies to 0-255 values.
+
+    Computed on the CPU and moved where needed, so the engines' staged path (on a GPU too)
+    subtracts and divides by the very same float32 numbers as `normalize`.
+    """
+    return torch.tensor(spec.mean) / spec.rescale_factor, torch.tensor(spec.std) / spec.rescale_factor
+
+
 def normalize(frames: np.ndarray | torch.Tensor, spec: ImageSpec) -> torch.Tensor:
     """(..., h, w, 3) uint8 -> (..., 3, h, w) float32, rescaled and normalised."""
     x = torch.as_tensor(frames).float()
-    mean = torch.tensor(spec.mean) / spec.rescale_factor
-    std = torch.tensor(spec.std) / spec.rescale_factor
+    mean, std = normalization(spec)
     return ((x - mean) / std).movedim(-1, -3).contiguous()
+
+
+def normalize_into(frames: torch.Tensor, out: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """`normalize` written into `out` ((..., 3, h, w) float, on frames' device), with no temporaries.
+
+    `mean` and `std` come from `normalization` (moved to out's device once by the caller). The same
+    subtraction and division in float32 as `normalize`, so a float32 `out` holds identical values.
+    """
+    out.copy_(frames.movedim(-1, -3))
+    return out.sub_(mean[:, None, None]).div_(std[:, None, None])
 
 
 def preprocess_frames(frames: np.ndarray, spec: ImageSpec) -> torch.Tensor:
