@@ -136,6 +136,16 @@ class Captioner:
             raise ValueError(f"expected {self.num_frames} frames per video, got {pixel_values.shape[1]}")
         return self.vision.encode(pixel_values)
 
+    def encode_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Vision stage from decoded frames: uint8 (T, H, W, 3) per video (resized and cropped by the
+        decode workers) -> (B, T*M, Dl) float32, equal to `encode(pixel_batch(frames, spec))`.
+
+        The engine writes the frames into its reused staging buffer (pinned on GPUs) and hands the
+        batch to the device in one copy (engines/frame_staging.py); a video with the wrong frame
+        count or size is a ValueError naming the expected shape.
+        """
+        return self.vision.encode_frames(frames)
+
     def caption(self, vision_rows: np.ndarray, prompts: Sequence[str | None]) -> list[Caption]:
         """LLM stage: one caption per video, in input order."""
         batch = build_inputs_embeds(

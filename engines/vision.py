@@ -4,16 +4,28 @@
 rebuilds the encoder + trained projector in PyTorch from the bundle's reference/ copy of the run
 (for checking the ONNX path, or where ONNX Runtime is missing). Both are constructed once and
 then called per batch, like vLLM's `LLM`.
+
+`encode_frames` is the pipeline's entry: decoded uint8 frames go into the engine's reused staging
+buffer (engines/frame_staging.py) and reach the device in one copy per batch. The torch engine
+copies the uint8 bytes and normalises on the device; ONNX Runtime normalises on the host into a
+float32 buffer it copies itself. `encode` takes pixel_values already normalised (callers that
+have them: benchmarks, tests).
+
+Only CUDA machines run the GPU branches (pinned buffers, the asynchronous copy, ONNX Runtime's
+IO binding); the CPU tests go through the same functions with `Tensor.to` as the identity and
+ONNX Runtime's plain `run` on the staged array.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
 from vlmcap.bundle import REFERENCE_DIR, Bundle
+from vlmcap.engines.frame_staging import FrameStaging
 from vlmcap.errors import BundleError, ConfigError
 from vlmcap.run_dir import CONFIG_FILE
 from vlmcap.video.image_spec import ImageSpec
@@ -30,9 +42,17 @@ class VisionEngine(Protocol):
 
     def encode(self, pixel_values: np.ndarray) -> np.ndarray: ...
 
+    def encode_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray: ...
+
 
 class OnnxVisionEngine:
-    def __init__(self, bundle: Bundle, providers: Sequence[str] | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        providers: Sequence[str] | None = None,
+        threads: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
         from vlmcap.onnx_session import create_session
 
         vision = bundle.manifest.vision
@@ -47,12 +67,30 @@ class OnnxVisionEngine:
         self.output_name = vision.output.name
         self.provider = self.session.get_providers()[0]
         self.name = f"onnxruntime ({self.provider.replace('ExecutionProvider', '')}, {vision.precision})"
+        # float32 whatever the graph's precision (fp16 graphs cast inside); the staging device stays
+        # the CPU because ONNX Runtime copies the bound buffer to its own device.
+        self.staging = FrameStaging(
+            bundle.manifest.video.num_frames,
+            bundle.manifest.image.spec(),
+            host_normalize=True,
+            pinned=self.provider != "CPUExecutionProvider",
+            capacity=batch_size or 0,
+        )
+        self._staging_lock = threading.Lock()  # one buffer: batches from several threads take turns
 
     def encode(self, pixel_values: np.ndarray) -> np.ndarray:
-        pixel_values = np.ascontiguousarray(pixel_values, dtype=np.float32)
-        if self.provider == "CPUExecutionProvider":
+        return self._run(np.ascontiguousarray(pixel_values, dtype=np.float32))
+
+    def encode_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Decoded uint8 (T, h, w, 3) per video -> vision rows, through the staging buffer."""
+        with self._staging_lock:
+            return self._run(self.staging.to_device(self.staging.write(frames)).numpy())
+
+    def _run(self, pixel_values: np.ndarray) -> np.ndarray:
+        if self.provider == "CPUExecutionProvider":  # reads the array in place: no copy
             return self.session.run([self.output_name], {self.input_name: pixel_values})[0]
-        # GPU providers: bind the host buffer once and let ONNX Runtime copy it to the device itself,
+        # GPU providers (only on CUDA machines): bind the host buffer and let ONNX Runtime copy it to
+        # the device itself, one copy (a direct DMA when the buffer is the pinned staging one),
         # instead of the default path's extra staging copies; results come back to host memory.
         binding = self.session.io_binding()
         binding.bind_cpu_input(self.input_name, pixel_values)
@@ -62,7 +100,9 @@ class OnnxVisionEngine:
 
 
 class TorchVisionEngine:
-    def __init__(self, bundle: Bundle, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(
+        self, bundle: Bundle, device: str = "cpu", threads: int | None = None, batch_size: int | None = None
+    ) -> None:
         import torch
 
         from vlmcap.config import load_config
@@ -76,10 +116,33 @@ class TorchVisionEngine:
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.graph = build_vision_graph(config, reference, "sdpa").to(self.device, self.dtype)
         self.name = f"torch ({self.device.type}, {str(self.dtype).removeprefix('torch.')})"
+        # uint8 frames cross to the device (a quarter of float32's bytes) and are normalised there.
+        self.staging = FrameStaging(
+            bundle.manifest.video.num_frames,
+            bundle.manifest.image.spec(),
+            host_normalize=False,
+            pinned=self.device.type == "cuda",
+            device=self.device,
+            capacity=batch_size or 0,
+        )
+        self._staging_lock = threading.Lock()  # one buffer: batches from several threads take turns
 
     def encode(self, pixel_values: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(pixel_values)).to(self.device, self.dtype)
-            return self.graph(x).float().cpu().numpy()
+            return self._run(torch.from_numpy(np.ascontiguousarray(pixel_values)).to(self.device, self.dtype))
+
+    def encode_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Decoded uint8 (T, h, w, 3) per video -> vision rows, through the staging buffer."""
+        import torch
+
+        with self._staging_lock, torch.no_grad():
+            raw = self.staging.to_device(self.staging.write(frames))
+            # Normalised in float32, then cast: bf16 pixels equal `encode`'s (float32 from the host, cast).
+            return self._run(self.staging.normalize(raw).to(self.dtype))
+
+    def _run(self, pixels) -> np.ndarray:
+        # The read-back synchronises the device, so the staging buffer's asynchronous copy is done
+        # before the next batch writes into it.
+        return self.graph(pixels).float().cpu().numpy()
