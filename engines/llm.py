@@ -8,7 +8,9 @@ text cannot differ either. Greedy decoding gives identical captions (tested).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+import torch
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import GenerationOverrides
@@ -51,6 +53,24 @@ class LLMEngine(Protocol):
     def generate(self, batch: EmbeddedBatch, params: GenerationParams) -> list[Generation]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingLLMEngine(LLMEngine, Protocol):
+    """An engine that takes requests one at a time and returns each when it finishes (continuous
+    batching): no batch waits for its longest caption (engines/llm_stage.py)."""
+
+    def capacity(self) -> int:
+        """Full-length sequences the engine can hold at once (its KV cache and scheduler limit)."""
+        ...
+
+    def submit(self, key: str, prompt_embeds: torch.Tensor, params: GenerationParams) -> None: ...
+
+    def step(self) -> list[tuple[str, Generation]]:
+        """One engine iteration; the requests it finished. Call only while some are in flight."""
+        ...
+
+    def abort(self, keys: list[str]) -> None: ...
 
 
 def finish_reason(token_ids: list[int], params: GenerationParams) -> str:

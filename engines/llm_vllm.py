@@ -1,8 +1,10 @@
 """The vLLM engine: the bundle's merged checkpoint, fed finished prompt embeddings.
 
-`LLM(model=<bundle>/llm, enable_prompt_embeds=True)` and one `generate` call per batch with
-`{"prompt_embeds": (seq, hidden)}` prompts (docs/BATCH.md, "The pipeline"). vLLM schedules the batch with
-continuous batching and paged attention; we only hand it work.
+`LLM(model=<bundle>/llm, enable_prompt_embeds=True)` fed `{"prompt_embeds": (seq, hidden)}` prompts
+(docs/BATCH.md, "The pipeline") in one of two ways: one `generate` call per batch, or streamed,
+a request at a time through the engine's `add_request`/`step` (engines/llm_stage.py), so a
+request enters as soon as its vision rows exist and leaves when it finishes. vLLM schedules
+with continuous batching and paged attention either way; we only hand it work.
 
 The tokenizer is not initialised inside vLLM (`skip_tokenizer_init`): prompts arrive as
 embeddings, stop tokens come from the bundle, and token ids are decoded with the bundle's
@@ -14,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 from typing import Any
+
+import torch
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import VllmConfig
@@ -46,7 +50,7 @@ class VllmEngine:
         options: VllmConfig,
         max_prompt_len: int,
         max_new_tokens: int,
-        batch_size: int,
+        max_seqs: int,
         seed: int = 0,
     ) -> None:
         try:
@@ -72,7 +76,7 @@ class VllmEngine:
         elif _on_cpu() and options.gpu_memory_utilization is None:
             # vLLM's CPU build reserves gpu_memory_utilization (default 0.92) of all RAM up front and
             # refuses to start when that much is not free; size the cache for our batches instead.
-            seqs = options.max_num_seqs or batch_size
+            seqs = options.max_num_seqs or max_seqs
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(bundle, kwargs["max_model_len"], seqs)
         log.info("starting vLLM: %s", kwargs)
         self.watchdog = EngineWatchdog()
@@ -82,33 +86,44 @@ class VllmEngine:
         finally:  # the processes vLLM started (also when it failed half-way) die with this run
             self.watchdog.guard(descendants(os.getpid()) - before)
         self.max_model_len = kwargs["max_model_len"]
+        self._params: dict[str, GenerationParams] = {}  # streaming: each request's own, until it finishes
         scheme = bundle.manifest.llm.quantization
         self.name = f"vllm ({kwargs['dtype']}{', ' + scheme.scheme if scheme else ''})"
 
     def generate(self, batch: EmbeddedBatch, params: GenerationParams) -> list[Generation]:
-        from vllm import SamplingParams
-
-        check_params_safe(params)
-        sampling = SamplingParams(
-            max_tokens=params.max_new_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            seed=params.seed,
-            stop_token_ids=params.stop_token_ids,
-            detokenize=False,
-        )
         prompts = [{"prompt_embeds": batch.unpadded(i)} for i in range(len(batch.lengths))]
-        outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
-        generations = []
-        for out in outputs:
-            completion = out.outputs[0]
-            if completion.finish_reason not in ("stop", "length"):
-                # "abort": the engine was stopped (a signal to the process group) mid-request; the
-                # partial text must not be written as a caption.
-                raise ModelError(f"vLLM ended a request with finish_reason={completion.finish_reason!r}")
-            ids = list(completion.token_ids)
-            generations.append(Generation(ids, finish_reason(ids, params)))
-        return generations
+        outputs = self.llm.generate(prompts, _sampling(params), use_tqdm=False)
+        return [_generation(out, params) for out in outputs]
+
+    # Streaming (engines/llm_stage.py): the same engine driven one request at a time through
+    # LLMEngine.add_request/step, which is what `LLM.generate` does inside, minus its barrier.
+
+    def capacity(self) -> int:
+        """Full-length sequences the KV cache holds, at most the scheduler's max_num_seqs."""
+        config = self.llm.llm_engine.vllm_config
+        blocks = config.cache_config.num_gpu_blocks or 0
+        fits = blocks * config.cache_config.block_size // self.max_model_len
+        return max(1, min(fits, config.scheduler_config.max_num_seqs))
+
+    def submit(self, key: str, prompt_embeds: torch.Tensor, params: GenerationParams) -> None:
+        from vllm.sampling_params import RequestOutputKind
+
+        sampling = _sampling(params)
+        sampling.output_kind = RequestOutputKind.FINAL_ONLY  # step() returns a request once, when it finishes
+        self._params[key] = params
+        self.llm.llm_engine.add_request(key, {"prompt_embeds": prompt_embeds}, sampling)
+
+    def step(self) -> list[tuple[str, Generation]]:
+        finished = []
+        for out in self.llm.llm_engine.step():
+            if out.finished:
+                finished.append((out.request_id, _generation(out, self._params.pop(out.request_id))))
+        return finished
+
+    def abort(self, keys: list[str]) -> None:
+        self.llm.llm_engine.abort_request(keys)
+        for key in keys:
+            self._params.pop(key, None)
 
     def close(self) -> None:
         engine = getattr(self.llm, "llm_engine", None)
@@ -117,6 +132,30 @@ class VllmEngine:
             core.shutdown()  # stops the engine-core process now rather than at interpreter exit
         del self.llm
         self.watchdog.release()
+
+
+def _sampling(params: GenerationParams):
+    from vllm import SamplingParams
+
+    check_params_safe(params)
+    return SamplingParams(
+        max_tokens=params.max_new_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        seed=params.seed,
+        stop_token_ids=params.stop_token_ids,
+        detokenize=False,
+    )
+
+
+def _generation(out, params: GenerationParams) -> Generation:
+    completion = out.outputs[0]
+    if completion.finish_reason not in ("stop", "length"):
+        # "abort": the engine was stopped (a signal to the process group) mid-request; the
+        # partial text must not be written as a caption.
+        raise ModelError(f"vLLM ended a request with finish_reason={completion.finish_reason!r}")
+    ids = list(completion.token_ids)
+    return Generation(ids, finish_reason(ids, params))
 
 
 def _on_cpu() -> bool:
