@@ -17,8 +17,8 @@ from transformers import AutoTokenizer
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
-from vlmcap.embeddings import build_inputs_embeds
-from vlmcap.engines.llm import GenerationParams, LLMEngine
+from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
+from vlmcap.engines.llm import Generation, GenerationParams, LLMEngine
 from vlmcap.engines.llm_vllm import check_params_safe
 from vlmcap.engines.quant_support import check_vllm_can_serve, quant_scheme, vllm_quant_problem
 from vlmcap.engines.vision import VisionEngine
@@ -54,6 +54,11 @@ def cpu_threads_per_engine(decode_workers: int) -> int:
     return max(1, (usable_cpus() - decode_workers) // 2)
 
 
+def llm_seqs(settings: BatchConfig) -> int:
+    """Sequences the LLM engine must hold at once: the streaming bound if set, else one batch."""
+    return settings.max_inflight or settings.batch_size
+
+
 def open_vision_engine(bundle: Bundle, settings: BatchConfig) -> VisionEngine:
     from vlmcap.engines.vision import OnnxVisionEngine, TorchVisionEngine
 
@@ -64,7 +69,7 @@ def open_vision_engine(bundle: Bundle, settings: BatchConfig) -> VisionEngine:
 
 
 def open_llm_engine(
-    bundle: Bundle, settings: BatchConfig, params: GenerationParams, max_prompt_len: int, batch_size: int = 8
+    bundle: Bundle, settings: BatchConfig, params: GenerationParams, max_prompt_len: int, max_seqs: int = 8
 ) -> LLMEngine:
     """vLLM or transformers; `auto` takes vLLM when it imports, starts and has a kernel for the bundle's
     quantization (engines/quant_support.py), transformers otherwise, and logs why."""
@@ -87,9 +92,7 @@ def open_llm_engine(
         from vlmcap.engines.llm_vllm import VllmEngine
 
         try:
-            return VllmEngine(
-                bundle, settings.vllm, max_prompt_len, params.max_new_tokens, batch_size, params.seed or 0
-            )
+            return VllmEngine(bundle, settings.vllm, max_prompt_len, params.max_new_tokens, max_seqs, params.seed or 0)
         except Exception as e:  # auto: any import or start-up failure falls back, with the reason
             if backend == "vllm":
                 raise ModelError(f"vLLM could not start on {bundle.llm_dir}: {type(e).__name__}: {e}") from None
@@ -119,7 +122,7 @@ class Captioner:
         """Start both engines; vLLM's context length is sized for the video tokens + the prompt + output."""
         captioner = cls(bundle, open_vision_engine(bundle, settings), None, params)
         max_prompt_len = captioner.max_prompt_len(settings.prompt)
-        captioner.llm = open_llm_engine(bundle, settings, params, max_prompt_len, settings.batch_size)
+        captioner.llm = open_llm_engine(bundle, settings, params, max_prompt_len, llm_seqs(settings))
         return captioner
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 -- one captioner per run; a handful of distinct prompts
@@ -148,10 +151,16 @@ class Captioner:
 
     def caption(self, vision_rows: np.ndarray, prompts: Sequence[str | None]) -> list[Caption]:
         """LLM stage: one caption per video, in input order."""
-        batch = build_inputs_embeds(
+        return self.captions(self.llm.generate(self.embed(vision_rows, prompts), self.params))
+
+    def embed(self, vision_rows: np.ndarray, prompts: Sequence[str | None]) -> EmbeddedBatch:
+        """The LLM's left-padded input rows: chat prompt around each video's vision rows."""
+        return build_inputs_embeds(
             torch.from_numpy(vision_rows), [self.prompt_tokens(p) for p in prompts], self.table, "left"
         )
-        generations = self.llm.generate(batch, self.params)
+
+    def captions(self, generations: Sequence[Generation]) -> list[Caption]:
+        """Generated token ids -> caption texts, decoded by the bundle's tokenizer."""
         texts = self.tokenizer.batch_decode([g.token_ids for g in generations], skip_special_tokens=True)
         return [
             Caption(text.strip(), len(g.token_ids), g.finish_reason) for text, g in zip(texts, generations, strict=True)

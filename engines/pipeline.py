@@ -29,18 +29,16 @@ from typing import Any
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
 from vlmcap.engines.captioner import Captioner
+from vlmcap.engines.llm_stage import DONE, EncodedFeed, LLMStage, failures_only, streaming_bound
 from vlmcap.engines.records import Outcome
 from vlmcap.engines.run import Interrupt
 from vlmcap.engines.segment_assembly import SegmentAssembly
 from vlmcap.engines.selection import VideoTask
-from vlmcap.engines.vision import pixel_batch
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.pool import DecodePool
 from vlmcap.video.worker import DecodeResult
 
 log = logging.getLogger(__name__)
-
-_DONE = object()
 
 
 class _Unreadable:
@@ -61,7 +59,9 @@ class LocalPipeline:
         self.settings = settings
         self.captioner = captioner
         self.decode_pool: dict[str, int] = {}  # the pool's counters, after the run
-        self.llm_batches = {"calls": 0, "items": 0}  # videos or segments per LLM call: how full batches were
+        self.llm_batches: dict[str, Any] = {}  # the LLM stage's schedule and how full it kept the engine
+        # Seconds each stage waited on its neighbours: where a run's time goes (`vlmcap bench batch`).
+        self.waits = {"decode_blocked_s": 0.0, "vision_idle_s": 0.0, "llm_idle_s": 0.0}
 
     def outcomes(
         self, tasks: Iterable[VideoTask], interrupt: Interrupt, ready: Callable[[dict[str, str]], None]
@@ -69,7 +69,8 @@ class LocalPipeline:
         settings = self.settings
         spec = self.bundle.manifest.image.spec()
         decode_options = DecodeOptions.from_settings(settings, self.bundle.manifest.video.num_frames)
-        decoded: queue.Queue = queue.Queue(maxsize=2 * settings.batch_size)
+        vision_batch = settings.vision_batch_size
+        decoded: queue.Queue = queue.Queue(maxsize=2 * vision_batch)
         encoded: queue.Queue = queue.Queue(maxsize=2)
         failures: list[BaseException] = []
         in_flight: dict[str, VideoTask] = {}
@@ -97,15 +98,27 @@ class LocalPipeline:
                     for result in pool.imap_unordered(intake()):
                         if interrupt.stop.is_set():
                             break  # interrupted: in-flight decodes are dropped (a re-run does them)
+                        t0 = time.perf_counter()
                         _put(decoded, result, interrupt)
+                        if ready_at:  # blocked since the engines were up: the stages after it are behind
+                            self.waits["decode_blocked_s"] += time.perf_counter() - max(t0, ready_at[0])
                 self.decode_pool = dict(pool.stats)
             except BaseException as e:  # surfaces in the consumer's thread, unless we are stopping anyway
                 if not interrupt.stop.is_set():
                     failures.append(e)
             finally:
-                _put(decoded, _DONE, interrupt, force=True)
+                _put(decoded, DONE, interrupt, force=True)
+
+        def failed_outcomes(feed: EncodedFeed) -> list[Outcome]:
+            outcomes = []
+            for result in feed.pop_failed():
+                task = in_flight.pop(result.path)
+                assembly.fail(result.path)  # segments of it captioned already are dropped
+                outcomes.append(Outcome.unreadable(task) if task.problem else Outcome.failed(task, result))
+            return outcomes
 
         captioner_ready = threading.Event()
+        ready_at: list[float] = []  # when the engines were up (or the run knew it needs none)
         captioner_box: list[Captioner] = []
 
         def vision_stage() -> None:
@@ -113,17 +126,19 @@ class LocalPipeline:
                 captioner_ready.wait()
                 finished = False
                 while not finished:
-                    batch, errors, finished = _gather(decoded, settings.batch_size, settings.batch_wait_s)
+                    t0 = time.perf_counter()
+                    batch, errors, finished = _gather(decoded, vision_batch, settings.batch_wait_s)
+                    self.waits["vision_idle_s"] += time.perf_counter() - t0
                     if errors:
                         _put(encoded, ("errors", errors, None, 0.0), interrupt, force=True)
                     if batch and not interrupt.stop.is_set() and captioner_box:
                         t0 = time.perf_counter()
-                        rows = captioner_box[0].encode(pixel_batch([r.video.frames for r in batch], spec))
+                        rows = captioner_box[0].encode_frames([r.video.frames for r in batch])
                         _put(encoded, ("batch", batch, rows, time.perf_counter() - t0), interrupt)
             except BaseException as e:
                 failures.append(e)
             finally:
-                _put(encoded, _DONE, interrupt, force=True)
+                _put(encoded, DONE, interrupt, force=True)
 
         decoder = threading.Thread(target=decode_stage, name="vlmcap-decode", daemon=True)
         encoder = threading.Thread(target=vision_stage, name="vlmcap-vision", daemon=True)
@@ -138,51 +153,50 @@ class LocalPipeline:
                     captioner = self.captioner if isinstance(self.captioner, Captioner) else self.captioner()
                     captioner_box.append(captioner)  # decoding has already started meanwhile
             finally:
+                ready_at.append(time.perf_counter())
                 captioner_ready.set()
+            feed = EncodedFeed(encoded, interrupt.stop)
             if captioner_box:
-                ready({"vision": captioner_box[0].vision.name, "llm": captioner_box[0].llm.name})
+                captioner = captioner_box[0]
+                bound = streaming_bound(settings, captioner.llm)
+                stage = LLMStage(captioner, settings.prompt, settings.batch_size, settings.batch_wait_s, bound)
+                ready({"vision": captioner.vision.name, "llm": captioner.llm.name, "llm_schedule": stage.describe()})
+                finished = stage.run(feed)
+            else:
+                finished = failures_only(feed)  # nothing to caption came: error lines only
             while True:
-                item = encoded.get()
-                if item is _DONE:
-                    break
-                kind, results, rows, vision_s = item
-                if kind == "errors":
-                    failed = [(in_flight.pop(r.path), r) for r in results]
-                    for r in results:
-                        assembly.fail(r.path)  # segments of it captioned already are dropped
-                    yield [Outcome.unreadable(t) if t.problem else Outcome.failed(t, r) for t, r in failed]
-                    continue
-                if interrupt.stop.is_set():
-                    continue  # interrupted: drop encoded batches that have not started; a re-run does them
-                t0 = time.perf_counter()
                 try:
-                    captions = captioner_box[0].caption(rows, [settings.prompt] * len(results))
+                    captioned = next(finished, None)
                 except Exception:
                     if interrupt.stop.is_set():
-                        break  # the signal reached the LLM engine's processes too: drop this batch
+                        break  # the signal reached the LLM engine's processes too: drop what is in it
                     raise
-                llm_s = time.perf_counter() - t0
-                self.llm_batches["calls"] += 1
-                self.llm_batches["items"] += len(results)
-                outcomes = []
-                # vision and LLM run per batch: each video (segment) is charged its share of the batch's time.
-                vision_ms, llm_ms = vision_s * 1e3 / len(results), llm_s * 1e3 / len(results)
-                for result, caption in zip(results, captions, strict=True):
+                if captioned is None:
+                    break
+                outcomes = failed_outcomes(feed)
+                for done in captioned:
+                    result = done.item.result
                     task = in_flight.get(result.path)
                     if task is None:
                         continue  # a segment of a video that failed meanwhile: its error line is written
                     outcome = Outcome.decoded(task, result)
-                    outcome.caption, outcome.num_tokens = caption.text, caption.num_tokens
-                    outcome.finish_reason = caption.finish_reason
-                    outcome.vision_ms, outcome.llm_ms = vision_ms, llm_ms
+                    outcome.caption, outcome.num_tokens = done.caption.text, done.caption.num_tokens
+                    outcome.finish_reason = done.caption.finish_reason
+                    outcome.vision_ms, outcome.llm_ms = done.item.vision_ms, done.llm_ms
                     if result.segment is not None:
                         outcome = assembly.add(outcome, result.segment)
                         if outcome is None:
                             continue  # more segments to come
                     del in_flight[result.path]
                     outcomes.append(outcome)
+                if captioner_box:
+                    self.llm_batches = dict(stage.stats)
                 if outcomes:
                     yield outcomes
+            tail = failed_outcomes(feed)  # failures read with the end of the stream
+            if tail:
+                yield tail
+            self.waits["llm_idle_s"] = feed.idle_s
         except BaseException:  # a second signal, a crash, or the consumer gave up (GeneratorExit)
             interrupt.hard.set()  # nobody reads the queues any more: no thread may wait on them
             raise
@@ -237,7 +251,7 @@ def _gather(
             item = decoded.get(timeout=timeout)
         except queue.Empty:
             break
-        if item is _DONE:
+        if item is DONE:
             return batch, errors, True
         (batch if item.ok else errors).append(item)
         if deadline is None:

@@ -8,9 +8,10 @@
       -> map_batches(LLMStage)      actor pool of LLM engines (vLLM fed prompt embeds, or transformers)
       -> outcomes, back on the driver (vlmcap.engines.run.BatchRun turns them into records)
 
-One implementation, two drivers: the stage bodies are the same `Captioner.caption`, vision engine
-and `pixel_batch` the local pipeline uses, and both drivers hand `Outcome`s to the same run core,
-so the output schema, resume keys and error semantics are the same. Ray Data's own LLM processor
+One implementation, two drivers: the stage bodies are the same `Captioner.caption` and vision
+engine `encode_frames` the local pipeline uses (here the LLM runs batched, not streamed), and both
+drivers hand `Outcome`s to the same run core, so the output schema, resume keys and error
+semantics are the same. Ray Data's own LLM processor
 takes token prompts, not prompt embeddings, so the LLM stage is our engine class in actors.
 
 Every actor opens the bundle with `load_bundle`, which verifies each file's sha256 on that node
@@ -35,7 +36,6 @@ from vlmcap.engines.records import Outcome
 from vlmcap.engines.run import Interrupt
 from vlmcap.engines.segment_assembly import SegmentAssembly
 from vlmcap.engines.selection import VideoTask
-from vlmcap.engines.vision import pixel_batch
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.worker import SegmentRef
 
@@ -97,7 +97,6 @@ class DecodeStage:
 class VisionStage:
     def __init__(self, bundle_path: str, settings: BatchConfig) -> None:
         self.bundle = load_bundle(bundle_path)
-        self.spec = self.bundle.manifest.image.spec()
         self.engine = open_vision_engine(self.bundle, settings)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -106,7 +105,7 @@ class VisionStage:
         rows = np.zeros(shape, np.float32)
         start = time.perf_counter()
         if ok.any():
-            rows[ok] = self.engine.encode(pixel_batch(batch["frames"][ok], self.spec))
+            rows[ok] = self.engine.encode_frames(list(batch["frames"][ok]))
         elapsed_ms = (time.perf_counter() - start) * 1e3
         out = {k: v for k, v in batch.items() if k != "frames"}
         out["vision_rows"] = rows

@@ -45,7 +45,8 @@ class RunStats:
     generated_tokens: int = 0
     truncated: int = 0  # captions cut at max_new_tokens (finish_reason "length")
     segments: int = 0  # segment captions in the captioned videos' lines (--segments)
-    llm_batches: dict[str, int] = field(default_factory=dict)  # local runs: LLM calls and the items they held
+    llm_batches: dict[str, Any] = field(default_factory=dict)  # local runs: the LLM schedule, calls and items
+    waits: dict[str, float] = field(default_factory=dict)  # local runs: seconds each stage waited on another
     engines: dict[str, str] = field(default_factory=dict)
     decode_pool: dict[str, int] = field(default_factory=dict)  # local runs: timeouts, crashes, retries, workers
 
@@ -116,8 +117,9 @@ class Interrupt:
 class Driver(Protocol):
     """Runs the decode, vision and LLM stages over tasks; yields outcomes a batch at a time.
 
-    A driver may also have `decode_pool`, its decode pool's counters, and `llm_batches`, its LLM
-    calls and the videos or segments they held, read after the run.
+    A driver may also have `decode_pool`, its decode pool's counters, `llm_batches`, its LLM
+    schedule with the calls and the videos or segments they held, and `waits`, the seconds each
+    stage waited on its neighbours, read after the run.
     """
 
     def outcomes(
@@ -186,6 +188,7 @@ class BatchRun:
             self.progress.close()
             self.stats.decode_pool = dict(getattr(self.driver, "decode_pool", {}))
             self.stats.llm_batches = dict(getattr(self.driver, "llm_batches", {}))
+            self.stats.waits = {k: round(v, 3) for k, v in getattr(self.driver, "waits", {}).items()}
             self.stats.interrupted_by = self.interrupt.signal.name if self.interrupt.signal else None
             self.stats.wall_s = time.perf_counter() - self._start
         # The second signal's KeyboardInterrupt ends the run like the first, just without waiting.

@@ -235,7 +235,18 @@ class BatchConfig(_Section):
     inputs: list[str] = Field(default_factory=list, description="Files, folders, globs, list files, - for stdin.")
     out: str | None = Field(None, description="The captions JSONL.")
     engine: str | None = Field(None, description="Bundle directory (default: VLMCAP_HOME/engines/default).")
-    batch_size: int = Field(8, ge=1, description="Videos (or segments) per engine call.")
+    batch_size: int = Field(8, ge=1, description="Videos (or segments) per LLM call (batched schedule).")
+    vision_batch: int | None = Field(
+        None, ge=1, description="Videos (or segments) per vision call (default: batch_size)."
+    )
+    llm_schedule: Literal["auto", "stream", "batch"] = Field(
+        "auto",
+        description="stream: each request enters vLLM when its vision rows exist and leaves when done; "
+        "batch: one generate per batch_size; auto: stream on vLLM, batch on transformers.",
+    )
+    max_inflight: int | None = Field(
+        None, ge=1, description="Streaming: requests in the LLM engine at once (default: what its KV cache holds)."
+    )
     workers: int = Field(2, ge=1, description="Decode worker processes.")
     decode_timeout_s: float = Field(60.0, gt=0, description="Seconds before a hung decode is killed.")
     decoders: list[str] = Field(
@@ -283,6 +294,16 @@ class BatchConfig(_Section):
     def _segments(cls, v: str) -> str:
         parse_segments(v)
         return v
+
+    @model_validator(mode="after")
+    def _stream_needs_vllm(self) -> BatchConfig:
+        if self.llm_schedule == "stream" and self.llm_backend == "transformers":
+            raise ValueError("llm_schedule stream needs the vLLM engine; transformers runs batched generate")
+        return self
+
+    @property
+    def vision_batch_size(self) -> int:
+        return self.vision_batch or self.batch_size
 
     @model_validator(mode="after")
     def _segment_bounds(self) -> BatchConfig:

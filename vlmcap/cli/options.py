@@ -228,9 +228,12 @@ def engine_options(command: Callable) -> Callable:
                 "--batch-size",
                 key="batch.batch_size",
                 type=click.IntRange(1),
-                help="Videos (or segments) per engine call.",
+                help="Videos (or segments) per LLM call (batched schedule).",
             ),
             config_option("--batch-wait", key="batch.batch_wait_s", type=click.FloatRange(min=0)),
+            config_option("--vision-batch", key="batch.vision_batch", type=click.IntRange(1)),
+            config_option("--llm-schedule", key="batch.llm_schedule", type=choices("batch.llm_schedule")),
+            config_option("--max-inflight", key="batch.max_inflight", type=click.IntRange(1)),
             config_option(
                 "--max-new-tokens",
                 key="batch.generation.max_new_tokens",
