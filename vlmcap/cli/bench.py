@@ -12,7 +12,14 @@ from typing import Any
 
 import click
 
-from vlmcap.cli.options import ConfigSource, config_options, decode_options, engine_options, json_option
+from vlmcap.cli.options import (
+    ConfigSource,
+    config_options,
+    decode_options,
+    engine_options,
+    json_option,
+    sampling_options,
+)
 
 
 def _emit_json(report: dict[str, Any]) -> None:
@@ -128,6 +135,7 @@ def bench_vision_cmd(
 @config_options(overrides=False)
 @engine_options
 @decode_options
+@sampling_options
 @json_option
 def bench_batch_cmd(inputs: tuple[str, ...], config: ConfigSource, as_json: bool) -> None:
     """End-to-end videos/s: `vlmcap batch`'s pipeline vs a naive one-video-at-a-time loop, same bundle.
@@ -149,11 +157,16 @@ def bench_batch_cmd(inputs: tuple[str, ...], config: ConfigSource, as_json: bool
         _emit_json({"bundle": bundle.id, **report})
         return
     click.echo(f"{report['videos']} videos, bundle {bundle.id}, {report['max_new_tokens']} max new tokens")
-    click.echo(f"{'run':<9} {'startup s':>9} {'wall s':>8} {'videos/s':>9}")
-    for name in ("naive", "pipeline"):
-        r = report[name]
-        click.echo(f"{name:<9} {r['startup_s']:>9} {r['wall_s']:>8} {r['videos_per_s']:>9}")
+    runs = {"naive": report["naive"], **report.get("schedules", {"pipeline": report["pipeline"]})}
+    click.echo(f"{'run':<9} {'startup s':>9} {'wall s':>8} {'videos/s':>9}  held back by")
+    for name, r in runs.items():
+        bound = f"{r['bound']} (recommended --workers {r['recommended_workers']})" if "bound" in r else ""
+        click.echo(f"{name:<9} {r['startup_s']:>9} {r['wall_s']:>8} {r['videos_per_s']:>9}  {bound}")
     click.echo(f"speed-up {report['speedup']}x; same captions {report['same_captions']}")
+    if "stream_vs_batch" in report:
+        click.echo(
+            f"stream vs batch {report['stream_vs_batch']}x; same captions {report['same_captions_stream_batch']}"
+        )
     click.echo(f"pipeline engines: {report['pipeline']['engines']}")
 
 
