@@ -103,12 +103,14 @@ def test_mixed_folder_captions_the_good_and_records_each_failure(tiny_bundle, ba
 
 
 def test_vllm_engine_writes_the_same_captions_as_transformers(tiny_bundle, batch_dir, tmp_path) -> None:
-    """The real vLLM CPU engine fed prompt embeds: greedy captions identical to transformers generate."""
+    """The real vLLM CPU engine fed prompt embeds, streamed (its default schedule) with at most 2
+    requests in flight: greedy captions identical to transformers generate, failures still written."""
     reference = tmp_path / "transformers.jsonl"
     batch(str(batch_dir), *base_args(tiny_bundle, reference), "--batch-size", "4")
-    out = tmp_path / "vllm.jsonl"
+    out, stats = tmp_path / "vllm.jsonl", tmp_path / "stats.json"
     args = [str(batch_dir), "--out", str(out), "--engine", str(tiny_bundle), "--llm-backend", "vllm"]
-    proc = batch_subprocess(*args, "--max-new-tokens", "16", "--batch-size", "3", stderr=subprocess.PIPE, text=True)
+    args += ["--max-new-tokens", "16", "--vision-batch", "3", "--max-inflight", "2", "--stats", str(stats)]
+    proc = batch_subprocess(*args, stderr=subprocess.PIPE, text=True)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1, stderr[-3000:]
     assert "llm vllm (float32)" in stderr
@@ -116,6 +118,11 @@ def test_vllm_engine_writes_the_same_captions_as_transformers(tiny_bundle, batch
     got = {r["video"]: r.get("caption") or r["error"]["type"] for r in lines(out)}
     assert got == expected
     assert sum(1 for r in lines(out) if r["status"] == "ok") == GOOD
+    report = json.loads(stats.read_text())
+    assert report["engines"]["llm_schedule"] == "stream (at most 2 in flight)"
+    streamed = report["llm_batches"]
+    assert streamed["schedule"] == "stream" and streamed["items"] == GOOD
+    assert streamed["peak_inflight"] == 2 and streamed["steps"] >= GOOD  # 2 at a time: no batch of 9 formed
 
 
 def test_penalties_are_refused_with_vllm_before_it_starts(tiny_bundle, batch_dir, tmp_path) -> None:

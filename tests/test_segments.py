@@ -167,7 +167,7 @@ def test_batch_segments_give_one_line_per_video_with_timed_segments_and_sidecars
     report = json.loads(stats.read_text())
     assert report["segments"] == 4 + 6 + 1
     # 11 segments in batches of 4: filled across videos (3 calls), not one partial batch per video (4+).
-    assert report["llm_batches"] == {"calls": 3, "items": 11}
+    assert report["llm_batches"] == {"schedule": "batch", "calls": 3, "items": 11}
 
 
 def test_kill_9_during_a_long_video_resumes_to_one_line_per_video_with_every_segment(

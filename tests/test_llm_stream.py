@@ -1,0 +1,55 @@
+"""The streaming LLM stage against the per-batch one, on vLLM's CPU build, through `vlmcap bench batch`.
+
+One engine start serves the naive loop's reference (transformers), the per-batch schedule and the
+streaming schedule, so the greedy captions of all three are compared in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from vlmcap.cli import cli
+
+
+@pytest.fixture(scope="module")
+def six_videos(small_synth, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("stream-videos")
+    for src in sorted((Path(small_synth["train"]).parent / "videos").glob("*.mp4"))[:6]:
+        shutil.copy(src, root / src.name)
+    return root
+
+
+def test_streaming_writes_the_per_batch_captions_and_reports_where_time_goes(tiny_bundle, six_videos) -> None:
+    args = ["bench", "batch", str(six_videos), "--engine", str(tiny_bundle), "--llm-backend", "vllm", "--json"]
+    args += ["--max-new-tokens", "12", "--batch-size", "4", "--vision-batch", "2", "--max-inflight", "3"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["vision_batch"] == 2 and report["batch_size"] == 4
+    assert report["same_captions"] == "6/6"  # streamed vLLM vs the naive loop's transformers, greedy
+    assert report["same_captions_stream_batch"] == "6/6"
+    batch, stream = report["schedules"]["batch"], report["schedules"]["stream"]
+    assert report["pipeline"] == stream  # what `vlmcap batch` runs on vLLM
+    assert batch["llm_batches"]["schedule"] == "batch" and batch["llm_batches"]["items"] == 6
+    assert batch["llm_batches"]["calls"] >= 2  # batches of at most 4
+    assert stream["llm_batches"]["schedule"] == "stream" and stream["llm_batches"]["items"] == 6
+    assert 1 <= stream["llm_batches"]["peak_inflight"] <= 3
+    for row in (batch, stream):
+        assert row["videos"] == 6 and row["videos_per_s"] > 0
+        assert row["bound"] in ("decode", "engine") and row["recommended_workers"] >= 1
+        assert set(row["waits_s"]) == {"decode_blocked_s", "vision_idle_s", "llm_idle_s"}
+        assert row["caption_tokens"]["max"] <= 12
+    assert report["stream_vs_batch"] > 0
+
+
+def test_streaming_needs_vllm(tiny_bundle, six_videos, tmp_path) -> None:
+    out = tmp_path / "c.jsonl"
+    args = ["batch", str(six_videos), "--out", str(out), "--engine", str(tiny_bundle)]
+    result = CliRunner().invoke(cli, [*args, "--llm-backend", "transformers", "--llm-schedule", "stream"])
+    assert result.exit_code == 2 and "needs the vLLM engine" in result.output, result.output
+    assert not out.exists()
