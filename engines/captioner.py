@@ -60,12 +60,14 @@ def llm_seqs(settings: BatchConfig) -> int:
 
 
 def open_vision_engine(bundle: Bundle, settings: BatchConfig) -> VisionEngine:
+    """The vision engine, its staging buffer allocated once for `--vision-batch` videos."""
     from vlmcap.engines.vision import OnnxVisionEngine, TorchVisionEngine
 
+    batch = settings.vision_batch_size
     if settings.vision_backend == "torch":
         device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return TorchVisionEngine(bundle, device, settings.cpu_threads)
-    return OnnxVisionEngine(bundle, settings.providers, settings.cpu_threads)
+        return TorchVisionEngine(bundle, device, settings.cpu_threads, batch_size=batch)
+    return OnnxVisionEngine(bundle, settings.providers, settings.cpu_threads, batch_size=batch)
 
 
 def open_llm_engine(
