@@ -233,7 +233,7 @@ class RayPipeline:
         ds = ds.map_batches(
             VisionStage,
             fn_constructor_kwargs={"bundle_path": root, "settings": settings},
-            batch_size=settings.batch_size,
+            batch_size=settings.vision_batch_size,
             compute=ray.data.ActorPoolStrategy(size=ray_options.vision_actors),
             num_cpus=ray_options.cpus_per_model_actor,
             num_gpus=ray_options.gpus_per_vision_actor,
