@@ -12,11 +12,14 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from vlmcap.errors import NotAVideo, NoVideoStream, TruncatedVideo, UnsupportedCodec, VideoNotFound
+
+if TYPE_CHECKING:  # PyAV is imported where a file is opened: importing the trainer or the manifest
+    import av  # checks must not need it (scripts/gpu-check runs on a machine without PyAV)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ def is_utf8_path(path: str) -> bool:
 def open_container(path: str, stack: contextlib.ExitStack):
     """`av.open` for any file name: FFmpeg takes names as UTF-8, so a name that is not valid UTF-8
     goes in as a Python file object instead. Both are closed with `stack`."""
+    import av
+
     source = path if is_utf8_path(path) else stack.enter_context(open(path, "rb"))  # noqa: SIM115
     return stack.enter_context(av.open(source))
 
@@ -105,6 +110,8 @@ def probe_video(path: str, check_size: Callable[[int, int], None] | None = None)
 
 
 def _probe(path: str, stack: contextlib.ExitStack, check_size: Callable[[int, int], None] | None) -> VideoProbe:
+    import av
+
     try:
         container = open_container(path, stack)
     except av.error.FFmpegError as e:
@@ -144,6 +151,8 @@ def _probe(path: str, stack: contextlib.ExitStack, check_size: Callable[[int, in
 
 
 def _first_frame_rotation(path: str, container, stream) -> tuple[int, Fraction]:
+    import av
+
     try:
         for frame in container.decode(stream):
             return round(frame.rotation or 0) % 360, stream.time_base
