@@ -6,8 +6,9 @@ PyTorch encoder + projector, transformers `generate` with batch size 1. Pipeline
 Both use the same bundle, videos and generation settings; engine start-up is timed separately,
 since it is paid once per run, not per video. Greedy captions of both are compared as a sanity check.
 
-Where the LLM engine streams (vLLM), the pipeline runs twice on the same engines, with the per-batch
-schedule and the streaming one (engines/llm_stage.py), so both numbers come from one sitting. Each
+Where the LLM engine streams (vLLM), the pipeline runs on the same engines with the per-batch
+schedule and the streaming one (engines/llm_stage.py), each twice in A B B A order, so both
+numbers come from one sitting. Each
 run says whether decoding or the engines held it back and how many decode workers would keep the
 engines fed (`bound_report`).
 """
@@ -82,9 +83,17 @@ def pipeline_runs(bundle: Bundle, videos: Sequence[str], params: GenerationParam
         # warm-up batch, so the timed run measures the steady state, as the naive loop's does.
         _run(bundle, videos[: settings.batch_size], captioner, settings)
         startup = time.perf_counter() - start
-        for schedule in schedules(captioner, settings):
+        names = schedules(captioner, settings)
+        # Each schedule twice, in A B B A order, so neither gains from going second (warmer caches,
+        # a quieter machine); the faster of its two runs is reported, both rates are listed.
+        for schedule in names + names[::-1]:
             stats, records = _run(bundle, videos, captioner, settings.model_copy(update={"llm_schedule": schedule}))
-            runs[schedule] = {"startup_s": round(startup, 2), "stats": stats, "records": records}
+            rate = (stats.captioned + stats.failed) / stats.wall_s
+            best = runs.get(schedule)
+            rates = [*best["rates"], round(rate, 3)] if best else [round(rate, 3)]
+            if best is None or rate > max(best["rates"]):
+                best = {"startup_s": round(startup, 2), "stats": stats, "records": records}
+            runs[schedule] = {**best, "rates": rates}
     finally:
         captioner.close()
     return runs
@@ -131,6 +140,7 @@ def bench_batch(bundle: Bundle, videos: Sequence[str], settings: BatchConfig) ->
             "engines": stats["engines"],
             "llm_batches": stats["llm_batches"],
             "stage_s": stats["stage_s"],
+            "videos_per_s_each_run": run["rates"],
             "caption_tokens": {"min": tokens[0], "median": tokens[len(tokens) // 2], "max": tokens[-1]}
             if tokens
             else {},

@@ -3,18 +3,20 @@
     tasks -> decode pool (processes) --q--> vision (thread) --q--> LLM (the consumer's thread) -> outcomes
 
 - The decode pool has at most `workers` videos in flight and both queues hold at most two
-  batches, so memory stays flat however many inputs there are, and a slow or hung video holds
-  up nothing but its own worker (it is killed at the timeout and becomes an error outcome).
-- Vision runs in its own thread (ONNX Runtime releases the GIL) while the LLM generates the
-  previous batch; the LLM runs in the thread that consumes the outcomes, so the batch it yields
-  is handled (written) before the next one starts.
+  vision batches, so memory stays flat however many inputs there are, and a slow or hung video
+  holds up nothing but its own worker (it is killed at the timeout and becomes an error outcome).
+- Vision runs in its own thread (ONNX Runtime releases the GIL), `vision_batch` videos per call,
+  while the LLM generates; the LLM stage (engines/llm_stage.py: batched, or streamed on vLLM)
+  runs in the thread that consumes the outcomes, so what it yields is handled (written) before
+  it goes on.
 - With `--segments`, a video comes out of the decode pool one segment at a time; segments are
   batched like videos (one long file fills batches as short ones do) and gathered back into
   the video's one outcome when its last segment is captioned (segment_assembly.py).
 - Decoding starts while the LLM engine is still loading (vLLM takes a while), and the engines are
   not started at all when no task comes.
-- After the first signal intake stops, the batch in the LLM finishes and is yielded, queued work
-  is dropped (a re-run picks it up). After the second nothing waits.
+- After the first signal intake stops, the batch in the LLM (streamed: the requests in flight)
+  finishes and is yielded, queued work is dropped (a re-run picks it up). After the second
+  nothing waits.
 """
 
 from __future__ import annotations
