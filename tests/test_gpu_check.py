@@ -99,7 +99,8 @@ def test_gpu_check_runs_uninstalled_with_carried_wheels_and_records_every_sectio
     out = tmp_path / "gpu-check.json"
     args = ["--device", "cpu", "--preset", "tiny", "--batches", "1,-1", "--train-batch", "1", "--train-steps", "3"]
     args += ["--warmup-steps", "1", "--caption-tokens", "16", "--new-tokens", "4", "--repeat", "1"]
-    args += ["--wheels", str(wheels), "--out", str(out), "--work", str(tmp_path / "work")]
+    args += ["--handoff-repeat", "1", "--wheels", str(wheels), "--out", str(out), "--work", str(tmp_path / "work")]
+    args += ["batch.vision_batch=2"]  # the handoff section's videos per batch (8 by default)
     run = subprocess.run(
         [sys.executable, "-S", "scripts/gpu-check", *args], cwd=REPO, env=env, capture_output=True, text=True
     )
@@ -140,6 +141,19 @@ def test_gpu_check_runs_uninstalled_with_carried_wheels_and_records_every_sectio
     }
     assert all(row["rate"] > 0 for row in stages["stages"].values())
 
+    handoff = sections["handoff/tiny-clip"]
+    assert handoff["status"] == "ok", handoff
+    assert (handoff["device"], handoff["dtype"], handoff["batch_videos"]) == ("cpu", "float32", 2)
+    for rate in (handoff["handoff_frames_per_s"], handoff["compute_frames_per_s"], *handoff["copy_gb_per_s"].values()):
+        assert rate > 0
+    assert 0 <= handoff["handoff_share"] < 1
+    assert set(handoff["handoff_parts_ms"]) == {"write", "copy", "normalize", "graph"}
+    # The staged, normalised-where-it-lands pixels are pixel_batch's; one copy per batch into one buffer.
+    assert handoff["pixels_equal"] is True and handoff["pixels_max_abs_diff"] <= 1e-5
+    assert handoff["transfers_per_batch"] == 1 and handoff["transfers"] == handoff["batches"] > 1
+    assert handoff["allocations"] == 1
+    assert handoff["pinned"] is False  # page-locked memory only with a CUDA device
+
     impossible = sections["stages/tiny-qwen3/batch-1"]
     assert impossible["status"] == "error" and "negative dimension" in impossible["error"]
     assert sections["qlora/qwen3-0.6b"] == {
@@ -149,6 +163,7 @@ def test_gpu_check_runs_uninstalled_with_carried_wheels_and_records_every_sectio
     }
     assert list(sections) == [
         "train/tiny-qwen3",
+        "handoff/tiny-clip",
         "stages/tiny-qwen3/batch1",
         "stages/tiny-qwen3/batch-1",
         "qlora/qwen3-0.6b",
