@@ -38,7 +38,8 @@ from vlmcap.video.preprocess import preprocess_frames
 
 def naive_loop(bundle: Bundle, videos: Sequence[str], params: GenerationParams) -> dict[str, Any]:
     start = time.perf_counter()
-    captioner = Captioner(bundle, TorchVisionEngine(bundle, "cpu"), TransformersEngine(bundle, "cpu"), params)
+    vision = TorchVisionEngine.from_bundle(bundle, "cpu")
+    captioner = Captioner(bundle, vision, TransformersEngine(bundle, "cpu"), params)
     startup = time.perf_counter() - start
     spec = bundle.manifest.image.spec()
     options = DecodeOptions(num_frames=bundle.manifest.video.num_frames)

@@ -66,7 +66,7 @@ def open_vision_engine(bundle: Bundle, settings: BatchConfig) -> VisionEngine:
     batch = settings.vision_batch_size
     if settings.vision_backend == "torch":
         device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return TorchVisionEngine(bundle, device, settings.cpu_threads, batch_size=batch)
+        return TorchVisionEngine.from_bundle(bundle, device, settings.cpu_threads, batch_size=batch)
     return OnnxVisionEngine(bundle, settings.providers, settings.cpu_threads, batch_size=batch)
 
 

@@ -100,32 +100,44 @@ class OnnxVisionEngine:
 
 
 class TorchVisionEngine:
+    """Encoder + projector in PyTorch: bf16 on CUDA, float32 on CPU, fed through a staging buffer."""
+
     def __init__(
-        self, bundle: Bundle, device: str = "cpu", threads: int | None = None, batch_size: int | None = None
+        self, graph, num_frames: int, spec: ImageSpec, device: str = "cpu", batch_size: int | None = None
     ) -> None:
         import torch
 
-        from vlmcap.config import load_config
-        from vlmcap.vision_graph import build_vision_graph
-
-        reference = bundle.root / REFERENCE_DIR
-        config = load_config(reference / CONFIG_FILE)
         self.device = torch.device(device)
-        if self.device.type == "cpu" and threads:
-            torch.set_num_threads(threads)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        self.graph = build_vision_graph(config, reference, "sdpa").to(self.device, self.dtype)
+        self.graph = graph.to(self.device, self.dtype)
         self.name = f"torch ({self.device.type}, {str(self.dtype).removeprefix('torch.')})"
         # uint8 frames cross to the device (a quarter of float32's bytes) and are normalised there.
         self.staging = FrameStaging(
-            bundle.manifest.video.num_frames,
-            bundle.manifest.image.spec(),
+            num_frames,
+            spec,
             host_normalize=False,
             pinned=self.device.type == "cuda",
             device=self.device,
             capacity=batch_size or 0,
         )
         self._staging_lock = threading.Lock()  # one buffer: batches from several threads take turns
+
+    @classmethod
+    def from_bundle(
+        cls, bundle: Bundle, device: str = "cpu", threads: int | None = None, batch_size: int | None = None
+    ) -> TorchVisionEngine:
+        """The bundle's trained graph, rebuilt from its reference/ copy of the run."""
+        import torch
+
+        from vlmcap.config import load_config
+        from vlmcap.vision_graph import build_vision_graph
+
+        if torch.device(device).type == "cpu" and threads:
+            torch.set_num_threads(threads)
+        reference = bundle.root / REFERENCE_DIR
+        graph = build_vision_graph(load_config(reference / CONFIG_FILE), reference, "sdpa")
+        manifest = bundle.manifest
+        return cls(graph, manifest.video.num_frames, manifest.image.spec(), device, batch_size)
 
     def encode(self, pixel_values: np.ndarray) -> np.ndarray:
         import torch

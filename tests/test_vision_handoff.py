@@ -16,7 +16,7 @@ from vlmcap.engines.captioner import Captioner
 from vlmcap.engines.llm import GenerationParams
 from vlmcap.engines.vision import OnnxVisionEngine, TorchVisionEngine, pixel_batch
 
-ENGINES = {"onnx": OnnxVisionEngine, "torch": TorchVisionEngine}
+ENGINES = {"onnx": OnnxVisionEngine, "torch": TorchVisionEngine.from_bundle}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_staged_rows_equal_the_old_path_batch_after_batch_with_one_buffer_and_on
 
 
 def test_without_a_batch_size_the_buffer_is_sized_by_the_first_batch_and_grows_to_fit(bundle) -> None:
-    engine = TorchVisionEngine(bundle)
+    engine = TorchVisionEngine.from_bundle(bundle)
     assert engine.staging.capacity == 0
     spec = bundle.manifest.image.spec()
     for size, capacity in ((1, 1), (3, 3), (2, 3)):
