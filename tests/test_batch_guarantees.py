@@ -235,3 +235,13 @@ def test_engine_processes_die_with_a_killed_run(tiny_bundle, small_synth, tmp_pa
     proc.wait()
     _, alive = psutil.wait_procs(children, timeout=20)
     assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [p.cmdline() for p in alive]
+
+    # Killed mid-stream (vLLM's default schedule writes in completion order): the re-run captions
+    # exactly the videos without a line, so every video ends with one line.
+    written = {json.loads(line)["video"] for line in out.read_text().splitlines() if line.endswith("}")}
+    assert written
+    rerun = subprocess.run([*cmd[:4], str(videos), *flags(tiny_bundle, out)], env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"skipped {len(written)} already done" in rerun.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["video"] for r in records) == sorted(str(v) for v in videos.glob("*.mp4"))

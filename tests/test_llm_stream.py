@@ -47,9 +47,19 @@ def test_streaming_writes_the_per_batch_captions_and_reports_where_time_goes(tin
     assert report["stream_vs_batch"] > 0
 
 
-def test_streaming_needs_vllm(tiny_bundle, six_videos, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--llm-backend", "transformers", "--llm-schedule", "stream"], "needs the vLLM engine"),
+        (["--llm-backend", "transformers", "--max-inflight", "4"], "max_inflight bounds the streaming schedule"),
+        (["--llm-schedule", "batch", "--max-inflight", "4"], "max_inflight bounds the streaming schedule"),
+        (["--max-inflight", "0"], "--max-inflight"),
+        (["--vision-batch", "0"], "--vision-batch"),
+    ],
+)
+def test_schedule_flags_that_cannot_work_fail_before_work(tiny_bundle, six_videos, tmp_path, flags, message) -> None:
     out = tmp_path / "c.jsonl"
     args = ["batch", str(six_videos), "--out", str(out), "--engine", str(tiny_bundle)]
-    result = CliRunner().invoke(cli, [*args, "--llm-backend", "transformers", "--llm-schedule", "stream"])
-    assert result.exit_code == 2 and "needs the vLLM engine" in result.output, result.output
+    result = CliRunner().invoke(cli, [*args, *flags])
+    assert result.exit_code == 2 and message in result.output, result.output
     assert not out.exists()

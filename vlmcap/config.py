@@ -299,6 +299,8 @@ class BatchConfig(_Section):
     def _stream_needs_vllm(self) -> BatchConfig:
         if self.llm_schedule == "stream" and self.llm_backend == "transformers":
             raise ValueError("llm_schedule stream needs the vLLM engine; transformers runs batched generate")
+        if self.max_inflight is not None and (self.llm_backend == "transformers" or self.llm_schedule == "batch"):
+            raise ValueError("max_inflight bounds the streaming schedule, which needs vLLM (schedule auto or stream)")
         return self
 
     @property
