@@ -60,7 +60,9 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         f"stage time: {stages} (decode summed over workers)",
     ]
     if report.get("engines"):
-        lines.append(f"engines: vision {report['engines'].get('vision')}, llm {report['engines'].get('llm')}")
+        engines = report["engines"]
+        schedule = f", {engines['llm_schedule']}" if engines.get("llm_schedule") else ""
+        lines.append(f"engines: vision {engines.get('vision')}, llm {engines.get('llm')}{schedule}")
     if report.get("interrupted_by"):
         lines.append(f"interrupted by {report['interrupted_by']}: re-run the same command to continue")
     return lines
