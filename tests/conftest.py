@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,15 @@ def small_synth(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
 
     return write_synthetic_dataset(tmp_path_factory.mktemp("synth-small"), SynthSpec(num_videos=60, seed=5))
+
+
+@pytest.fixture(scope="session")
+def six_videos(small_synth, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six videos of the small synthetic set, alone in a folder (treat as read-only)."""
+    folder = tmp_path_factory.mktemp("six-videos")
+    for video in sorted((Path(small_synth["train"]).parent / "videos").glob("*.mp4"))[:6]:
+        shutil.copy2(video, folder / video.name)
+    return folder
 
 
 def _train_tiny_run(small_synth, out: Path, *overrides: str) -> Path:

@@ -7,21 +7,11 @@ streaming schedule, so the greedy captions of all three are compared in one run.
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from vlmcap.cli import cli
-
-
-@pytest.fixture(scope="module")
-def six_videos(small_synth, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("stream-videos")
-    for src in sorted((Path(small_synth["train"]).parent / "videos").glob("*.mp4"))[:6]:
-        shutil.copy(src, root / src.name)
-    return root
 
 
 def test_streaming_writes_the_per_batch_captions_and_reports_where_time_goes(tiny_bundle, six_videos) -> None:

@@ -52,15 +52,6 @@ def w8a8_bundle(tiny_run, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def batch_dir(small_synth, tmp_path_factory) -> Path:
-    """Six videos of the small synthetic set."""
-    folder = tmp_path_factory.mktemp("quantized-videos")
-    for video in sorted((Path(small_synth["val"]).parent / "videos").glob("*.mp4"))[:6]:
-        shutil.copy2(video, folder / video.name)
-    return folder
-
-
 def _batch(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "vlmcap", "batch", *args],
@@ -104,14 +95,15 @@ def test_an_unrounded_bundle_has_no_gate(tiny_bundle) -> None:
 
 
 def test_quantized_bundles_caption_through_transformers_and_auto_says_why_not_vllm(
-    w4a16_bundle, tiny_bundle, batch_dir, tmp_path
+    w4a16_bundle, tiny_bundle, six_videos, tmp_path
 ) -> None:
     reference, quantized = tmp_path / "fp32.jsonl", tmp_path / "w4a16.jsonl"
     common = ["--max-new-tokens", "16", "--batch-size", "4"]
-    assert _batch(str(batch_dir), "--out", str(reference), "--engine", str(tiny_bundle), "--llm-backend",
+    assert _batch(str(six_videos), "--out", str(reference), "--engine", str(tiny_bundle), "--llm-backend",
                   "transformers", *common).returncode == 0  # fmt: skip
     stats = tmp_path / "stats.json"
-    run = _batch(str(batch_dir), "--out", str(quantized), "--engine", str(w4a16_bundle), "--stats", str(stats), *common)
+    run = _batch(str(six_videos), "--out", str(quantized), "--engine", str(w4a16_bundle), "--stats", str(stats),
+                 *common)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     llm = json.loads(stats.read_text())["engines"]["llm"]
     problem = vllm_quant_problem("w4a16")
@@ -124,14 +116,14 @@ def test_quantized_bundles_caption_through_transformers_and_auto_says_why_not_vl
     assert sum(got[v] == expected[v] for v in got) >= len(got) - 1
 
 
-def test_vllm_serves_w8a8_with_prompt_embeds(w8a8_bundle, batch_dir, tmp_path) -> None:
+def test_vllm_serves_w8a8_with_prompt_embeds(w8a8_bundle, six_videos, tmp_path) -> None:
     """vLLM's CPU build runs int8 W8A8 (oneDNN) on every x86 CPU: its captions against transformers
     computing the same quantized numbers (activations rounded per token) in PyTorch."""
     common = ["--engine", str(w8a8_bundle), "--max-new-tokens", "16", "--batch-size", "4"]
     reference = tmp_path / "transformers.jsonl"
-    assert _batch(str(batch_dir), "--out", str(reference), "--llm-backend", "transformers", *common).returncode == 0
+    assert _batch(str(six_videos), "--out", str(reference), "--llm-backend", "transformers", *common).returncode == 0
     out, stats = tmp_path / "vllm.jsonl", tmp_path / "stats.json"
-    run = _batch(str(batch_dir), "--out", str(out), "--llm-backend", "vllm", "--stats", str(stats), *common)
+    run = _batch(str(six_videos), "--out", str(out), "--llm-backend", "vllm", "--stats", str(stats), *common)
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(stats.read_text())["engines"]["llm"] == "vllm (float32, w8a8)"
     got, expected = _captions(out), _captions(reference)
@@ -140,20 +132,20 @@ def test_vllm_serves_w8a8_with_prompt_embeds(w8a8_bundle, batch_dir, tmp_path) -
 
 
 @pytest.mark.skipif(vllm_quant_problem("w4a16") is not None, reason="vLLM's W4A16 CPU kernel needs AVX-512")
-def test_vllm_serves_w4a16_where_it_has_the_kernel(w4a16_bundle, batch_dir, tmp_path) -> None:
+def test_vllm_serves_w4a16_where_it_has_the_kernel(w4a16_bundle, six_videos, tmp_path) -> None:
     out, stats = tmp_path / "vllm.jsonl", tmp_path / "stats.json"
-    run = _batch(str(batch_dir), "--out", str(out), "--engine", str(w4a16_bundle), "--llm-backend", "vllm",
+    run = _batch(str(six_videos), "--out", str(out), "--engine", str(w4a16_bundle), "--llm-backend", "vllm",
                  "--stats", str(stats), "--max-new-tokens", "16")  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     assert json.loads(stats.read_text())["engines"]["llm"] == "vllm (float32, w4a16)"
 
 
-def test_fp8_exports_on_cpu_and_vllm_refuses_it_before_any_work(tiny_run, batch_dir, tmp_path) -> None:
+def test_fp8_exports_on_cpu_and_vllm_refuses_it_before_any_work(tiny_run, six_videos, tmp_path) -> None:
     bundle = tmp_path / "fp8"
     export_bundle(ExportRequest(tiny_run, bundle, ExportConfig(llm_quant="fp8", calibration_videos=4)))
     assert load_bundle(bundle).manifest.llm.quantization.format == "float-quantized"
     out = tmp_path / "c.jsonl"
-    run = _batch(str(batch_dir), "--out", str(out), "--engine", str(bundle), "--llm-backend", "vllm", timeout=120)
+    run = _batch(str(six_videos), "--out", str(out), "--engine", str(bundle), "--llm-backend", "vllm", timeout=120)
     assert run.returncode == 2
     assert "no kernel for FP8 with per-channel weights; fp8 bundles run on GPUs" in run.stderr
     assert not out.exists()
