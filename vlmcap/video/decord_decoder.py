@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import numpy as np
 
 # isort: off
 import torch  # noqa: F401  -- decord must be imported after torch, or the process can segfault
+
+with contextlib.suppress(ImportError):  # decord bundles an older FFmpeg: loaded first, its libav
+    import av  # noqa: F401  -- symbols break PyAV's (VP9 encoding fails with EINVAL)
 import decord
 
 # isort: on

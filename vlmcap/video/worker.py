@@ -23,7 +23,7 @@ from vlmcap.video.segments import Segment, SegmentPlan
 from vlmcap.video.types import DecodedVideo
 
 if "decord" in available_decoders(("decord",)):
-    import decord  # noqa: F401  -- preloaded after torch
+    import vlmcap.video.decord_decoder  # noqa: F401  -- preloads decord after torch and PyAV
 
 
 # Sent by a worker while it works through a long pass that yields no frames (scene detection):
