@@ -12,6 +12,7 @@ import click
 from vlmcap import __version__
 from vlmcap.cli.batch import batch, probe
 from vlmcap.cli.bench import bench
+from vlmcap.cli.captions import captions
 from vlmcap.cli.config import config, summary
 from vlmcap.cli.demo import demo
 from vlmcap.cli.environment import info, presets
@@ -83,7 +84,22 @@ def cli(ctx: click.Context, verbose: int) -> None:
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
-for command in (info, presets, config, summary, synth, train, export_cmd, inspect, demo, eval_cmd, batch, probe, bench):
+for command in (
+    info,
+    presets,
+    config,
+    summary,
+    synth,
+    train,
+    export_cmd,
+    inspect,
+    demo,
+    eval_cmd,
+    batch,
+    probe,
+    bench,
+    captions,
+):
     cli.add_command(command)
 
 
