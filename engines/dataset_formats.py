@@ -36,7 +36,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmcap.engines.output import _caption_record, _real_path
+from vlmcap.engines.output import caption_record, real_path
 from vlmcap.errors import ConfigError
 from vlmcap.files import fsync_path, remove_stale_temporaries, temp_sibling
 
@@ -260,7 +260,7 @@ def _scan(f: IO[bytes], stats: ConvertStats) -> _Scan:
         scan.lines += 1
         if not line.strip():
             continue  # a blank line: nothing to report
-        record = _caption_record(line)
+        record = caption_record(line)
         if record is None:
             if not line.endswith(b"\n"):
                 stats.torn_lines += 1  # only the last line can lack its newline
@@ -271,7 +271,7 @@ def _scan(f: IO[bytes], stats: ConvertStats) -> _Scan:
                 scan.foreign_at.append(index + 1)
             continue
         records += 1
-        scan.latest[_real_path(record) or ""] = index  # the key compaction keeps a video's last line by
+        scan.latest[real_path(record) or ""] = index  # the key compaction keeps a video's last line by
     stats.lines = scan.lines
     stats.duplicates = records - len(scan.latest)
     return scan
@@ -283,7 +283,7 @@ def _latest_records(f: IO[bytes], scan: _Scan) -> Iterator[tuple[dict[str, Any],
     f.seek(0)
     for index, line in enumerate(itertools.islice(f, scan.lines)):
         if index in keep:
-            record = _caption_record(line)
+            record = caption_record(line)
             if record is not None:
                 yield record, line.rstrip(b"\r\n")
 

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 Key = tuple[str, int, int]  # (real path, size, mtime_ns)
 
 
-def _real_path(record: dict[str, Any]) -> str | None:
+def real_path(record: dict[str, Any]) -> str | None:
     """The real path a record is about: its own `file.path`, else (older lines) its `video` resolved."""
     file = record.get("file")
     if isinstance(file, dict) and isinstance(file.get("path"), str):
@@ -41,7 +41,7 @@ def _real_path(record: dict[str, Any]) -> str | None:
     return os.path.realpath(video) if isinstance(video, str) else None
 
 
-def _caption_record(line: str | bytes) -> dict[str, Any] | None:
+def caption_record(line: str | bytes) -> dict[str, Any] | None:
     """The record on a line, or None for anything that is not a caption record (torn, corrupt, foreign)."""
     try:
         record = json.loads(line)
@@ -61,7 +61,7 @@ def record_key(record: dict[str, Any]) -> Key | None:
     size, mtime_ns = file.get("size"), file.get("mtime_ns")
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (size, mtime_ns)):
         return None
-    real = _real_path(record)
+    real = real_path(record)
     return (real, size, mtime_ns) if real is not None else None
 
 
@@ -88,12 +88,12 @@ def read_resume_state(path: Path) -> ResumeState:
         for number, line in enumerate(f, start=1):
             if not line.endswith("\n"):
                 break  # torn tail: repaired by CaptionWriter before it appends
-            record = _caption_record(line)
+            record = caption_record(line)
             if record is None:
                 state.foreign_lines += 1
                 log.warning("%s:%d: not a vlmcap caption record; skipped and left as it is", path, number)
                 continue
-            real = _real_path(record)
+            real = real_path(record)
             if real in state.videos:
                 state.duplicated += 1
             state.videos.add(real)
@@ -188,16 +188,16 @@ class CaptionWriter:
         records = 0
         with open(self.path, "rb") as f:
             for i, line in enumerate(f):
-                record = _caption_record(line)
+                record = caption_record(line)
                 if record is not None:
-                    latest[_real_path(record) or ""] = i
+                    latest[real_path(record) or ""] = i
                     records += 1
         if records == len(latest):
             return 0  # nothing superseded: leave the file as it is
         keep = set(latest.values())
         with open(self.path, "rb") as src, atomic_file(self.path, "wb", before_replace=self._relock) as dst:
             for i, line in enumerate(src):
-                if i in keep or _caption_record(line) is None:
+                if i in keep or caption_record(line) is None:
                     dst.write(line)
         return records - len(latest)
 
