@@ -171,7 +171,11 @@ class LLMStage:
         engine = self.captioner.llm
         assert isinstance(engine, StreamingLLMEngine)
         bound = self.max_inflight
-        inflight: dict[str, list] = {}  # request key -> [item, engine ms charged so far]
+        # request key -> (item, the slot clock when it entered). The slot clock sums each step's time
+        # divided by the requests in it, so a request's share is the clock's advance while it was in
+        # flight: O(1) per step, however many are in flight.
+        inflight: dict[str, tuple[Encoded, float]] = {}
+        slot_ms = 0.0
         keys = map(str, itertools.count())
         self.stats.update(schedule="stream", max_inflight=bound, steps=0, items=0, peak_inflight=0)
         running_sum = 0
@@ -183,7 +187,7 @@ class LLMStage:
                         key = next(keys)
                         embeds = self.captioner.embed(item.rows[None], [self.prompt]).unpadded(0)
                         engine.submit(key, embeds, self.captioner.params)
-                        inflight[key] = [item, 0.0]
+                        inflight[key] = (item, slot_ms)
                         self.stats["items"] += 1
                 if not inflight:
                     if feed.exhausted:
@@ -192,17 +196,19 @@ class LLMStage:
                     continue
                 t0 = time.perf_counter()
                 finished = engine.step()
-                share = (time.perf_counter() - t0) * 1e3 / len(inflight)
-                for entry in inflight.values():
-                    entry[1] += share
+                slot_ms += (time.perf_counter() - t0) * 1e3 / len(inflight)
                 self.stats["steps"] += 1
                 self.stats["peak_inflight"] = max(self.stats["peak_inflight"], len(inflight))
                 running_sum += len(inflight)
                 self.stats["mean_inflight"] = round(running_sum / self.stats["steps"], 2)
                 done = []
-                for key, generation in finished:
-                    item, ms = inflight.pop(key)
-                    done.append(Captioned(item, self.captioner.captions([generation])[0], ms))
+                if finished:  # (a tokenizer decodes an empty batch to [""])
+                    entered = [inflight.pop(key) for key, _ in finished]
+                    captions = self.captioner.captions([generation for _, generation in finished])
+                    done = [
+                        Captioned(item, caption, slot_ms - since)
+                        for (item, since), caption in zip(entered, captions, strict=True)
+                    ]
                 if done or feed.failed:
                     yield done
         finally:
