@@ -23,7 +23,6 @@ import datetime
 import hashlib
 import io
 import itertools
-import json
 import logging
 import os
 import re
@@ -38,7 +37,7 @@ import pyarrow.parquet as pq
 
 from vlmcap.engines.output import caption_record, real_path
 from vlmcap.errors import ConfigError
-from vlmcap.files import fsync_path, remove_stale_temporaries, temp_sibling
+from vlmcap.files import fsync_path, json_line, remove_stale_temporaries, temp_sibling
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +202,7 @@ def _fit(value: Any, kind: pa.DataType) -> tuple[Any, Any]:
 
 
 def _json(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if _utf8(text) else json.dumps(value, ensure_ascii=True)  # lone surrogates: \udcxx escapes
+    return json_line(value).rstrip("\n")  # as the JSONL spells it: UTF-8, or \udcxx escapes for lone surrogates
 
 
 def to_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -409,27 +407,35 @@ def _write_csv(records: Iterable[dict[str, Any]], f: IO[str]) -> int:
     return written
 
 
+def _captioned_path(record: dict[str, Any]) -> str:
+    """The file the record was captioned from: `file.path` (the real path), else (older lines) `video`."""
+    file = record.get("file")
+    return file["path"] if isinstance(file, dict) and isinstance(file.get("path"), str) else record["video"]
+
+
 def sample_key(record: dict[str, Any]) -> str:
     """The WebDataset key of a record's sample: stable (the same ledger gives the same keys), tar- and
     WebDataset-safe (ASCII letters, digits, `_` and `-`; no dot, which would end the key), readable
-    (the file name's stem) and unique (a hash of the video's real path, the ledger's own key)."""
-    file = record.get("file")
-    path = file["path"] if isinstance(file, dict) and isinstance(file.get("path"), str) else record["video"]
+    (the file name's stem) and unique (a hash of the path it was captioned from)."""
+    path = _captioned_path(record)
     digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     stem = re.sub(r"[^A-Za-z0-9]+", "_", os.path.splitext(os.path.basename(path))[0]).strip("_")[:48]
     return f"{stem}-{digest}" if stem else digest
 
 
-def _tar_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
+def _tar_member(tar: tarfile.TarFile, name: str, f: IO[bytes], size: int, mtime: int) -> None:
     info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), mtime, 0o644
-    tar.addfile(info, io.BytesIO(data))
+    info.size, info.mtime, info.mode = size, mtime, 0o644
+    tar.addfile(info, f)
+
+
+def _tar_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: int) -> None:
+    _tar_member(tar, name, io.BytesIO(data), len(data), mtime)
 
 
 def _open_video(record: dict[str, Any]) -> tuple[IO[bytes], int, str] | None:
     """(the open video, its size, its extension) when it is still the file that was captioned."""
-    file = record.get("file")
-    path = file["path"] if isinstance(file, dict) and isinstance(file.get("path"), str) else record["video"]
+    file, path = record.get("file"), _captioned_path(record)
     try:
         f = open(path, "rb")  # noqa: SIM115 -- closed by the caller
     except OSError as e:
@@ -505,9 +511,7 @@ def _write_webdataset(
             if video is not None:
                 f, size, extension = video
                 with f:
-                    info = tarfile.TarInfo(f"{key}.{extension}")
-                    info.size, info.mtime, info.mode = size, mtime, 0o644
-                    tar.addfile(info, f)
+                    _tar_member(tar, f"{key}.{extension}", f, size, mtime)
             stats.records += 1
         if not shards.written:  # no samples: still one (empty) tar, so the output exists
             shards.tar()

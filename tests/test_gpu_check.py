@@ -116,7 +116,6 @@ def test_gpu_check_runs_uninstalled_with_carried_wheels_and_records_every_sectio
     assert boot["modules"]["vlmcap.engines"] == str(REPO / "engines" / "__init__.py")
     assert sorted(w.split("-")[0] for w in boot["wheels"]) == sorted(CARRIED)
     assert not boot["modules"]["pydantic"].startswith(str(site)), "pydantic must come from the carried wheels"
-    assert "placeholders" not in boot
 
     machine = report["machine"]
     assert machine["python"] and machine["torch"] and machine["cuda_available"] is False
