@@ -26,6 +26,7 @@ from vlmcap.config import BatchConfig
 from vlmcap.engines.lock import OutputLock
 from vlmcap.engines.output import CaptionWriter, ResumeState, read_resume_state
 from vlmcap.engines.progress import Progress
+from vlmcap.engines.provenance import Provenance
 from vlmcap.engines.run import BatchRun, RunStats
 from vlmcap.engines.selection import Shard, TaskFilter
 from vlmcap.engines.subtitles import write_sidecars
@@ -91,6 +92,7 @@ def check_paths(settings: BatchConfig) -> Path:
 def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     """The bundle, verified, and generation settings it accepts; raises ConfigError/BundleError (exit 2)."""
     from vlmcap.bundle import load_bundle
+    from vlmcap.engines.captioner import decodings
     from vlmcap.engines.llm import GenerationParams
     from vlmcap.engines.llm_vllm import check_params_safe
     from vlmcap.engines.prompt_check import check_prompt
@@ -103,7 +105,8 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     bundle = load_bundle(bundle_path(settings))
     params = GenerationParams.from_bundle(bundle, settings.generation)
     if settings.llm_backend == "vllm":
-        check_params_safe(params)
+        for each in decodings(settings, params):  # the guards' retry too
+            check_params_safe(each)
         check_vllm_can_serve(bundle)
     check_prompt(bundle, settings, params)
     return bundle, params
@@ -111,14 +114,26 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
 
 def task_filter(settings: BatchConfig, state: ResumeState) -> TaskFilter:
     shard = Shard.parse(settings.shard) if settings.shard else None
-    return TaskFilter(state, settings.retry_errors, shard, settings.limit)
+    return TaskFilter(state, settings.retry_errors, settings.recaption == "stale", shard, settings.limit)
 
 
 def list_selected(settings: BatchConfig, stdin: TextIO | None = None) -> tuple[Iterator[str], TaskFilter]:
     """`--dry-run`: the videos a run would caption, after resume, shard and limit filtering."""
+    from vlmcap.bundle import read_manifest
+
     out = output_path(settings)
-    selection = task_filter(settings, ResumeState() if settings.overwrite else read_resume_state(out))
+    manifest = read_manifest(bundle_path(settings))  # its id and prompt say what is stale; no file is hashed
+    prompt = manifest.prompt.default_prompt if settings.prompt is None else settings.prompt
+    state = ResumeState() if settings.overwrite else read_resume_state(out, (manifest.id, prompt))
+    selection = task_filter(settings, state)
     tasks = selection(iter_video_paths(settings.inputs, stdin))
+    if settings.dedup == "sha256":  # hashes every selected file: what a run would copy is not listed
+        from vlmcap.engines.dedup import ContentIndex, Hasher, MadeBy, drop_known_duplicates
+
+        lends = MadeBy(manifest.id, prompt, settings.segment_plan() is not None)
+        real_out = Path(os.path.realpath(out))
+        index = ContentIndex(real_out) if settings.overwrite else ContentIndex.read(real_out)
+        tasks = drop_known_duplicates(tasks, index, lends, selection.counts, Hasher())
     return (task.video for task in tasks), selection
 
 
@@ -142,34 +157,48 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
 
         settings = with_cpu_threads(settings)
         writer = CaptionWriter(out, overwrite=settings.overwrite, before_replace=lock.adopt)
-        state = read_resume_state(out)
+        provenance = Provenance.of_run(bundle, settings, params)
+        made_by = (bundle.id, provenance.prompt)  # lines from another bundle or prompt are stale
+        state = read_resume_state(out, made_by)
         stats = RunStats(torn_bytes_repaired=writer.torn_bytes)
         if state.duplicated:  # a compaction was interrupted: one line per video before anything is added
             stats.compacted_lines = writer.compact()
             log.warning("%s: %d superseded lines of an interrupted run removed", out, stats.compacted_lines)
-            state = read_resume_state(out)
+            state = read_resume_state(out, made_by)
         selection = task_filter(settings, state)
         paths = iter_video_paths(settings.inputs, stdin if stdin is not None else sys.stdin)
-        prompt = bundle.manifest.prompt.default_prompt if settings.prompt is None else settings.prompt
         progress = Progress(settings.progress, settings.log_every_s)
         driver = make_driver(bundle, settings, params)
+        dedup = None
+        if settings.dedup == "sha256":
+            from vlmcap.engines.dedup import DedupDriver, MadeBy
+
+            generation = provenance.fields.get("generation")
+            lends = MadeBy(bundle.id, provenance.prompt, settings.segment_plan() is not None, generation)
+            driver = dedup = DedupDriver.open(driver, writer.path, lends)
         srt_dir, vtt_dir = (Path(d) if d is not None else None for d in (settings.srt_dir, settings.vtt_dir))
         try:
-            with BatchRun(driver, selection(paths), bundle.id, prompt, stats, progress) as run:
+            with BatchRun(driver, selection(paths), provenance, stats, progress, settings.quality.strict) as run:
                 for records in run:
                     t0 = time.perf_counter()
                     # Sidecars first: a run killed before the line is written redoes the video (and them).
                     write_sidecars(records, srt_dir, vtt_dir)
-                    writer.append(records)
+                    offsets = writer.append(records)
+                    if dedup is not None:
+                        dedup.written(records, offsets)
                     stats.stage_s["write"] += time.perf_counter() - t0
         finally:
             writer.close()
+            if dedup is not None:
+                dedup.index.close()
+                stats.hashed_bytes, stats.stage_s["hash"] = dedup.hasher.bytes, dedup.hasher.seconds
         counts = selection.counts
         stats.skipped_ok, stats.skipped_failed, stats.other_shard = (
             counts.skipped_ok,
             counts.skipped_failed,
             counts.other_shard,
         )
+        stats.recaptioned_stale, stats.skipped_stale = counts.stale, counts.skipped_stale
         stats.foreign_lines = state.foreign_lines
         if not stats.interrupted_by and counts.superseding:
             stats.compacted_lines += writer.compact()

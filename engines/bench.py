@@ -28,6 +28,7 @@ from vlmcap.engines.llm_transformers import TransformersEngine
 from vlmcap.engines.output import ResumeState
 from vlmcap.engines.pipeline import LocalPipeline
 from vlmcap.engines.progress import Progress
+from vlmcap.engines.provenance import Provenance
 from vlmcap.engines.run import BatchRun, RunStats
 from vlmcap.engines.selection import TaskFilter
 from vlmcap.engines.vision import TorchVisionEngine
@@ -60,8 +61,8 @@ def _run(bundle: Bundle, videos: Sequence[str], captioner: Captioner, settings: 
     """One pass of the batch pipeline over `videos` with engines already open; records in memory."""
     stats, records = RunStats(), {}
     tasks = TaskFilter(ResumeState())(videos)
-    prompt = bundle.manifest.prompt.default_prompt
-    with BatchRun(LocalPipeline(bundle, settings, captioner), tasks, bundle.id, prompt, stats, Progress(False)) as run:
+    provenance = Provenance.of_run(bundle, settings, captioner.params)
+    with BatchRun(LocalPipeline(bundle, settings, captioner), tasks, provenance, stats, Progress(False)) as run:
         for batch in run:
             records.update((r["video"], r) for r in batch if r["status"] == "ok")
     return stats, records

@@ -6,18 +6,20 @@ local threaded pipeline and the Ray Data operators.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from transformers import AutoTokenizer
 
 from vlmcap.bundle import Bundle
-from vlmcap.config import BatchConfig
+from vlmcap.config import BatchConfig, QualityConfig
 from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
+from vlmcap.engines.caption_quality import CaptionGuard, Quality, choose
 from vlmcap.engines.llm import Generation, GenerationParams, LLMEngine
 from vlmcap.engines.llm_vllm import check_params_safe
 from vlmcap.engines.quant_support import check_vllm_can_serve, quant_scheme, vllm_quant_problem
@@ -35,6 +37,7 @@ class Caption:
     text: str
     num_tokens: int  # generated, the stop token included
     finish_reason: str  # "stop" (a stop token) or "length" (max_new_tokens reached: the caption is cut)
+    quality: Quality = field(default_factory=Quality)  # the guards' flags (engines/caption_quality.py)
 
 
 def with_cpu_threads(settings: BatchConfig) -> BatchConfig:
@@ -59,6 +62,12 @@ def llm_seqs(settings: BatchConfig) -> int:
     return settings.max_inflight or settings.batch_size
 
 
+def decodings(settings: BatchConfig, params: GenerationParams) -> list[GenerationParams]:
+    """Every decoding a run may ask its LLM engine for: the run's, and the caption guards' retry."""
+    quality = settings.quality
+    return [params, params.overridden(quality.retry_generation)] if quality.retries else [params]
+
+
 def open_vision_engine(bundle: Bundle, settings: BatchConfig) -> VisionEngine:
     """The vision engine, its staging buffer allocated once for `--vision-batch` videos."""
     from vlmcap.engines.vision import OnnxVisionEngine, TorchVisionEngine
@@ -81,11 +90,12 @@ def open_llm_engine(
     why_not_vllm = None  # auto: why it took transformers, for the log line and the run's stats
     if backend in ("vllm", "auto"):
         try:
-            check_params_safe(params)
-        except ConfigError:
+            for each in decodings(settings, params):
+                check_params_safe(each)
+        except ConfigError as e:
             if backend == "vllm":
                 raise
-            why_not_vllm = "penalties requested (vLLM would risk a crash)"
+            why_not_vllm = str(e)  # the decoding vLLM would refuse or crash on, and why
     if backend == "vllm":
         check_vllm_can_serve(bundle)  # `vlmcap batch` checked before any work; other callers get here
     if backend == "auto" and why_not_vllm is None:
@@ -107,11 +117,24 @@ def open_llm_engine(
 
 
 class Captioner:
-    def __init__(self, bundle: Bundle, vision: VisionEngine, llm: LLMEngine | None, params: GenerationParams) -> None:
+    """`quality`: the caption guards and their retry; None checks nothing (the naive loop `vlmcap bench
+    batch` measures against is what people run today: no guards)."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        vision: VisionEngine,
+        llm: LLMEngine | None,
+        params: GenerationParams,
+        quality: QualityConfig | None = None,
+    ) -> None:
         self.bundle = bundle
         self.vision = vision
         self.llm = llm
         self.params = params
+        quality = quality or QualityConfig(checks=[])
+        self.guard = CaptionGuard(quality, params.stop_token_ids, bundle.manifest.prompt.placeholder)
+        self.retry_params = params.overridden(quality.retry_generation)
         self.tokenizer = AutoTokenizer.from_pretrained(bundle.llm_dir, trust_remote_code=False)
         prompt = bundle.manifest.prompt
         self.prompts = PromptBuilder(self.tokenizer, prompt.default_prompt, prompt.system_prompt)
@@ -122,7 +145,7 @@ class Captioner:
     @classmethod
     def open(cls, bundle: Bundle, settings: BatchConfig, params: GenerationParams) -> Captioner:
         """Start both engines; vLLM's context length is sized for the video tokens + the prompt + output."""
-        captioner = cls(bundle, open_vision_engine(bundle, settings), None, params)
+        captioner = cls(bundle, open_vision_engine(bundle, settings), None, params, settings.quality)
         max_prompt_len = captioner.max_prompt_len(settings.prompt)
         captioner.llm = open_llm_engine(bundle, settings, params, max_prompt_len, llm_seqs(settings))
         return captioner
@@ -152,8 +175,26 @@ class Captioner:
         return self.vision.encode_frames(frames)
 
     def caption(self, vision_rows: np.ndarray, prompts: Sequence[str | None]) -> list[Caption]:
-        """LLM stage: one caption per video, in input order."""
-        return self.captions(self.llm.generate(self.embed(vision_rows, prompts), self.params))
+        """LLM stage: one caption per video, in input order; flagged captions are generated once
+        more with the retry decoding (engines/caption_quality.py)."""
+        captions = self.captions(self.llm.generate(self.embed(vision_rows, prompts), self.params), prompts)
+        again = [i for i, c in enumerate(captions) if self.wants_retry(c)]
+        if again:
+            again_prompts = [prompts[i] for i in again]
+            retries = self.llm.generate(self.embed(vision_rows[again], again_prompts), self.retry_params)
+            for i, retry in zip(again, self.captions(retries, again_prompts), strict=True):
+                captions[i] = self.better(captions[i], retry)
+        return captions
+
+    def wants_retry(self, caption: Caption) -> bool:
+        """A first attempt the guards flagged, in a run that retries."""
+        return bool(caption.quality.flags) and self.guard.settings.retries
+
+    @staticmethod
+    def better(first: Caption, retry: Caption) -> Caption:
+        """The caption a retry leaves, with the quality record of both attempts."""
+        quality = choose(first.quality.flags, retry.quality.flags)
+        return dataclasses.replace(retry if quality.used == "retry" else first, quality=quality)
 
     def embed(self, vision_rows: np.ndarray, prompts: Sequence[str | None]) -> EmbeddedBatch:
         """The LLM's left-padded input rows: chat prompt around each video's vision rows."""
@@ -161,11 +202,18 @@ class Captioner:
             torch.from_numpy(vision_rows), [self.prompt_tokens(p) for p in prompts], self.table, "left"
         )
 
-    def captions(self, generations: Sequence[Generation]) -> list[Caption]:
-        """Generated token ids -> caption texts, decoded by the bundle's tokenizer."""
+    def captions(self, generations: Sequence[Generation], prompts: Sequence[str | None]) -> list[Caption]:
+        """Generated token ids -> caption texts, decoded by the bundle's tokenizer and checked by the guards."""
         texts = self.tokenizer.batch_decode([g.token_ids for g in generations], skip_special_tokens=True)
+        default = self.bundle.manifest.prompt.default_prompt
         return [
-            Caption(text.strip(), len(g.token_ids), g.finish_reason) for text, g in zip(texts, generations, strict=True)
+            Caption(
+                text.strip(),
+                len(g.token_ids),
+                g.finish_reason,
+                Quality(self.guard.flags(text, g.token_ids, g.finish_reason, default if p is None else p)),
+            )
+            for text, g, p in zip(texts, generations, prompts, strict=True)
         ]
 
     def close(self) -> None:

@@ -43,13 +43,13 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("parquet", "csv", "webdataset")
 STATUSES = ("ok", "error", "all")
-SCHEMA_VERSION = "1"  # in the Parquet file's metadata (`vlmcap.schema`); raised when a column changes
+SCHEMA_VERSION = "2"  # in the Parquet file's metadata (`vlmcap.schema`); raised when a column changes
 ROWS_PER_GROUP = 10_000
 _SUFFIX = {"parquet": ".parquet", "csv": ".csv", "webdataset": ".tar"}
 _SNIFF_BYTES = 1 << 16
 _FOREIGN_WARNINGS = 5
 
-_STR, _F64, _I64 = pa.string(), pa.float64(), pa.int64()
+_STR, _F64, _I64, _BOOL = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 SEGMENT = pa.struct(
     [
@@ -59,6 +59,7 @@ SEGMENT = pa.struct(
         ("frames_s", pa.list_(_F64)),
         ("num_tokens", _I64),
         ("finish_reason", _STR),
+        ("quality", pa.struct([("flags", pa.list_(_STR)), ("retried", _BOOL)])),
     ]
 )
 
@@ -80,13 +81,29 @@ COLUMNS = (
     Column("frames_s", ("frames_s",), pa.list_(_F64)),
     Column("segments", ("segments",), pa.list_(SEGMENT)),
     Column("decoder", ("decoder",), _STR),
+    Column("quality_flags", ("quality", "flags"), pa.list_(_STR)),
+    Column("quality_retried", ("quality", "retried"), _BOOL),
     Column("bundle", ("bundle",), _STR),
     Column("prompt", ("prompt",), _STR),
+    Column("vlmcap_version", ("provenance", "vlmcap"), _STR),
+    Column("vision_precision", ("provenance", "vision", "precision"), _STR),
+    Column("vision_engine", ("provenance", "vision", "engine"), _STR),
+    Column("llm_dtype", ("provenance", "llm", "dtype"), _STR),
+    Column("llm_quantization", ("provenance", "llm", "quantization"), _STR),
+    Column("llm_engine", ("provenance", "llm", "engine"), _STR),
+    Column("max_new_tokens", ("provenance", "generation", "max_new_tokens"), _I64),
+    Column("temperature", ("provenance", "generation", "temperature"), _F64),
+    Column("top_p", ("provenance", "generation", "top_p"), _F64),
+    Column("repetition_penalty", ("provenance", "generation", "repetition_penalty"), _F64),
+    Column("seed", ("provenance", "generation", "seed"), _I64),
+    Column("stop_token_ids", ("provenance", "generation", "stop_token_ids"), pa.list_(_I64)),
     Column("error_type", ("error", "type"), _STR),
     Column("error_message", ("error", "message"), _STR),
     Column("file_path", ("file", "path"), _STR),
     Column("file_size", ("file", "size"), _I64),
     Column("file_mtime_ns", ("file", "mtime_ns"), _I64),
+    Column("sha256", ("sha256",), _STR),
+    Column("duplicate_of", ("duplicate_of",), _STR),
     Column("decode_ms", ("timings_ms", "decode"), _F64),
     Column("vision_ms", ("timings_ms", "vision"), _F64),
     Column("llm_ms", ("timings_ms", "llm"), _F64),
@@ -96,7 +113,7 @@ SCHEMA = pa.schema(
     [pa.field(c.name, c.type) for c in COLUMNS] + [pa.field("extra", _STR)],
     metadata={"vlmcap.schema": SCHEMA_VERSION},
 )
-_CONTAINERS = {c.path[0] for c in COLUMNS if len(c.path) > 1}  # error, file, timings_ms
+_CONTAINERS = {c.path[:i] for c in COLUMNS for i in range(1, len(c.path))}  # error, provenance.llm, ...
 
 
 @dataclass
@@ -170,6 +187,8 @@ def _fit(value: Any, kind: pa.DataType) -> tuple[Any, Any]:
             with contextlib.suppress(OverflowError):  # an int beyond float's range
                 return float(value), _NOTHING
         return None, value
+    if kind == _BOOL:
+        return (value, _NOTHING) if isinstance(value, bool) else (None, value)
     if kind == _I64:
         ok = isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
         return (value, _NOTHING) if ok else (None, value)
@@ -223,9 +242,15 @@ def to_row(record: dict[str, Any]) -> dict[str, Any]:
             holder.pop(name, None)
         else:
             holder[name] = rest
-    for container in _CONTAINERS:  # emptied (or null: a video with no file identity) -> all in the columns
-        if container in left and left[container] in ({}, None):
-            del left[container]
+    # Emptied containers (or null: a video with no file identity) are all in the columns; the
+    # deepest first, so a container left with only emptied ones goes too.
+    for path in sorted(_CONTAINERS, key=len, reverse=True):
+        *parents, name = path
+        holder = left
+        for key in parents:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if isinstance(holder, dict) and name in holder and holder[name] in ({}, None):
+            del holder[name]
     row["extra"] = _json(left) if left else None
     return row
 
@@ -386,9 +411,11 @@ def format_timestamp(value: datetime.datetime) -> str:
 
 
 def csv_cell(value: Any) -> str | int | float:
-    """One CSV field: empty for null, JSON for lists and objects, the ledger's text for times."""
+    """One CSV field: empty for null, JSON for lists, objects and booleans, the ledger's text for times."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as JSON spells it, not Python's True
     if isinstance(value, (list, dict)):
         return _json(value)
     if isinstance(value, datetime.datetime):

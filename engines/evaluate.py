@@ -23,6 +23,7 @@ from vlmcap.engines.llm import GenerationParams
 from vlmcap.engines.output import ResumeState
 from vlmcap.engines.pipeline import LocalPipeline
 from vlmcap.engines.progress import Progress
+from vlmcap.engines.provenance import Provenance
 from vlmcap.engines.run import BatchRun, RunStats
 from vlmcap.engines.selection import TaskFilter
 from vlmcap.errors import ConfigError
@@ -63,10 +64,10 @@ def evaluate_bundle(
     params = GenerationParams.from_bundle(bundle, settings.generation)
     driver = LocalPipeline(bundle, settings, lambda: Captioner.open(bundle, settings, params))
     tasks = TaskFilter(ResumeState())(s.video for s in samples)
-    prompt = bundle.manifest.prompt.default_prompt if settings.prompt is None else settings.prompt
     stats = RunStats()
     by_video: dict[str, dict[str, Any]] = {}
-    with BatchRun(driver, tasks, bundle.id, prompt, stats, Progress(settings.progress, settings.log_every_s)) as run:
+    provenance = Provenance.of_run(bundle, settings, params)
+    with BatchRun(driver, tasks, provenance, stats, Progress(settings.progress, settings.log_every_s)) as run:
         for records in run:
             by_video.update((r["video"], r) for r in records)
     if segmented:

@@ -7,6 +7,7 @@ text cannot differ either. Greedy decoding gives identical captions (tested).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -39,6 +40,10 @@ class GenerationParams:
         if overrides is not None:
             values.update(overrides.model_dump(exclude_none=True))
         return cls(**values)  # both sources are validated models: the bundle manifest and the settings
+
+    def overridden(self, overrides: GenerationOverrides) -> GenerationParams:
+        """These parameters with the settings of `overrides` that are set on top (a guard's retry)."""
+        return dataclasses.replace(self, **overrides.model_dump(exclude_none=True))
 
 
 @dataclass

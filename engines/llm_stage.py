@@ -161,7 +161,7 @@ class LLMStage:
                 continue
             t0 = time.perf_counter()
             rows = np.stack([item.rows for item in items])
-            captions = self.captioner.caption(rows, [self.prompt] * len(items))
+            captions = self.captioner.caption(rows, [self.prompt] * len(items))  # guards' retries included
             share = (time.perf_counter() - t0) * 1e3 / len(items)
             self.stats["calls"] += 1
             self.stats["items"] += len(items)
@@ -171,23 +171,29 @@ class LLMStage:
         engine = self.captioner.llm
         assert isinstance(engine, StreamingLLMEngine)
         bound = self.max_inflight
-        # request key -> (item, the slot clock when it entered). The slot clock sums each step's time
-        # divided by the requests in it, so a request's share is the clock's advance while it was in
-        # flight: O(1) per step, however many are in flight.
-        inflight: dict[str, tuple[Encoded, float]] = {}
+        # request key -> (item, the slot clock when it entered, its first caption when this is the
+        # guards' retry). The slot clock sums each step's time divided by the requests in it, so a
+        # request's share is the clock's advance while it was in flight: O(1) per step, however many
+        # are in flight.
+        inflight: dict[str, tuple[Encoded, float, Caption | None]] = {}
         slot_ms = 0.0
         keys = map(str, itertools.count())
         self.stats.update(schedule="stream", max_inflight=bound, steps=0, items=0, peak_inflight=0)
         running_sum = 0
+
+        def submit(item: Encoded, since: float, first: Caption | None) -> None:
+            key = next(keys)
+            embeds = self.captioner.embed(item.rows[None], [self.prompt]).unpadded(0)
+            params = self.captioner.params if first is None else self.captioner.retry_params
+            engine.submit(key, embeds, params)
+            inflight[key] = (item, since, first)
+
         try:
             while True:
                 if len(inflight) < bound and not feed.exhausted:
                     # Block for work only when the engine has none; otherwise take what is ready and step.
                     for item in feed.take(bound - len(inflight), block=not inflight):
-                        key = next(keys)
-                        embeds = self.captioner.embed(item.rows[None], [self.prompt]).unpadded(0)
-                        engine.submit(key, embeds, self.captioner.params)
-                        inflight[key] = (item, slot_ms)
+                        submit(item, slot_ms, None)
                         self.stats["items"] += 1
                 if not inflight:
                     if feed.exhausted:
@@ -204,11 +210,14 @@ class LLMStage:
                 done = []
                 if finished:  # (a tokenizer decodes an empty batch to [""])
                     entered = [inflight.pop(key) for key, _ in finished]
-                    captions = self.captioner.captions([generation for _, generation in finished])
-                    done = [
-                        Captioned(item, caption, slot_ms - since)
-                        for (item, since), caption in zip(entered, captions, strict=True)
-                    ]
+                    captions = self.captioner.captions([g for _, g in finished], [self.prompt] * len(finished))
+                    for (item, since, first), caption in zip(entered, captions, strict=True):
+                        if first is not None:
+                            done.append(Captioned(item, self.captioner.better(first, caption), slot_ms - since))
+                        elif self.captioner.wants_retry(caption):
+                            submit(item, since, caption)  # back in at once, in the slot it just freed
+                        else:
+                            done.append(Captioned(item, caption, slot_ms - since))
                 if done or feed.failed:
                     yield done
         finally:

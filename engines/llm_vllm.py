@@ -34,12 +34,21 @@ PENALTY_CRASH = (
 )
 
 
+VLLM_MAX_TEMPERATURE = 2.0  # SamplingParams refuses more, per request: after the engine started
+
+
 def check_params_safe(params: GenerationParams) -> None:
-    """Refuse what is known to crash vLLM with prompt embeds, before the engine starts."""
+    """Refuse what vLLM would refuse mid-run, or is known to crash on with prompt embeds, before the
+    engine starts."""
     if params.repetition_penalty != 1.0:
         raise ConfigError(
             f"--repetition-penalty {params.repetition_penalty} with --llm-backend vllm: {PENALTY_CRASH}; "
             "leave it at 1.0 or use --llm-backend transformers"
+        )
+    if params.temperature > VLLM_MAX_TEMPERATURE:
+        raise ConfigError(
+            f"--temperature {params.temperature} with --llm-backend vllm: vLLM accepts 0 to "
+            f"{VLLM_MAX_TEMPERATURE}; lower it or use --llm-backend transformers"
         )
 
 

@@ -69,18 +69,24 @@ def record_key(record: dict[str, Any]) -> Key | None:
 class ResumeState:
     ok: set[Key] = field(default_factory=set)
     failed: set[Key] = field(default_factory=set)
+    stale: set[Key] = field(default_factory=set)  # of `ok`: captioned by another bundle or prompt than this run's
     videos: set[str] = field(default_factory=set)  # real paths with a line: re-captioning one supersedes it
     duplicated: int = 0  # lines beyond the first of a video: an interrupted compaction
     foreign_lines: int = 0  # lines that are not caption records, left as they are
 
     def status(self, key: Key) -> str | None:
+        """ "ok", "stale" (ok, but from another bundle or prompt), "error", or None (no line)."""
         if key in self.ok:
-            return "ok"
+            return "stale" if key in self.stale else "ok"
         return "error" if key in self.failed else None
 
 
-def read_resume_state(path: Path) -> ResumeState:
-    """What an existing output already holds; the latest line for a key wins."""
+def read_resume_state(path: Path, made_by: tuple[str, str] | None = None) -> ResumeState:
+    """What an existing output already holds; the latest line for a key wins.
+
+    `made_by`: this run's (bundle id, prompt); an ok line with another one is stale (`--recaption
+    stale`). Only the stale keys are kept apart, so a ledger of one model costs nothing more.
+    """
     state = ResumeState()
     if not path.exists():
         return state
@@ -103,9 +109,14 @@ def read_resume_state(path: Path) -> ResumeState:
             if record["status"] == "ok":
                 state.ok.add(key)
                 state.failed.discard(key)
+                if made_by is not None and (record.get("bundle"), record.get("prompt")) != made_by:
+                    state.stale.add(key)
+                else:
+                    state.stale.discard(key)
             else:
                 state.failed.add(key)
                 state.ok.discard(key)
+                state.stale.discard(key)
     return state
 
 
@@ -158,13 +169,20 @@ class CaptionWriter:
         if self.torn_bytes:
             log.warning("%s: removed a torn last line (%d bytes) left by an interrupted run", path, self.torn_bytes)
 
-    def append(self, records: list[dict[str, Any]]) -> None:
+    def append(self, records: list[dict[str, Any]]) -> list[int]:
+        """Write `records` durably; the byte offset each line starts at (engines/dedup.py reads them back)."""
         if not records:
-            return
+            return []
         try:
             if self._file is None:
                 self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- open until close()
-            append_durably(self._file, "".join(json_line(r) for r in records))
+            lines = [json_line(r) for r in records]
+            offsets, end = [], os.fstat(self._file.fileno()).st_size  # nothing buffered: each append flushes
+            for line in lines:
+                offsets.append(end)
+                end += len(line.encode("utf-8"))
+            append_durably(self._file, "".join(lines))
+            return offsets
         except OSError as e:  # a full disk, a file size limit: name the file in the one-line message (exit 74)
             if self._file is not None:  # what is left in its buffer must not fail a second time on close
                 with contextlib.suppress(OSError):

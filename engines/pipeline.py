@@ -183,7 +183,7 @@ class LocalPipeline:
                         continue  # a segment of a video that failed meanwhile: its error line is written
                     outcome = Outcome.decoded(task, result)
                     outcome.caption, outcome.num_tokens = done.caption.text, done.caption.num_tokens
-                    outcome.finish_reason = done.caption.finish_reason
+                    outcome.finish_reason, outcome.quality = done.caption.finish_reason, done.caption.quality
                     outcome.vision_ms, outcome.llm_ms = done.item.vision_ms, done.llm_ms
                     if result.segment is not None:
                         outcome = assembly.add(outcome, result.segment)

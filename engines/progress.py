@@ -52,13 +52,25 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in report["stage_s"].items())
     lines = [
         f"captioned {report['captioned']}, failed {report['failed']}, skipped {report['skipped_ok']} already done"
+        + (f" ({report['skipped_stale']} by another bundle or prompt)" if report.get("skipped_stale") else "")
         + (f" + {report['skipped_failed']} failed before (--retry-errors)" if report["skipped_failed"] else "")
+        + (f"; {report['recaptioned_stale']} stale re-captioned" if report.get("recaptioned_stale") else "")
         + (f", {report['other_shard']} in other shards" if report["other_shard"] else "")
-        + (f"; {report['segments']} segment captions" if report.get("segments") else ""),
+        + (f"; {report['segments']} segment captions" if report.get("segments") else "")
+        + (f"; {report['duplicates']} duplicates copied (--dedup)" if report.get("duplicates") else ""),
         f"{report['wall_s']:.1f} s wall, {report['videos_per_s']:.2f} videos/s, "
         f"{report['tokens_per_s']:.0f} generated tokens/s in the LLM",
         f"stage time: {stages} (decode summed over workers)",
     ]
+    quality = report.get("quality") or {}
+    if quality.get("flagged"):
+        found = ", ".join(f"{flag} {n}" for flag, n in quality["flagged"].items())
+        left = sum(quality["still_flagged"].values()) if quality.get("still_flagged") else 0
+        lines.append(
+            f"caption guards flagged: {found}; retried {quality['retried']}, recovered {quality['recovered']}"
+            + (f", written flagged {left}" if left else "")
+            + (f", rejected {quality['rejected']} (--strict-quality)" if quality.get("rejected") else "")
+        )
     if report.get("engines"):
         engines = report["engines"]
         schedule = f", {engines['llm_schedule']}" if engines.get("llm_schedule") else ""

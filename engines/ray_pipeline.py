@@ -20,6 +20,7 @@ before the actor takes work: a node with a damaged or different copy fails loudl
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import time
@@ -30,6 +31,7 @@ import numpy as np
 
 from vlmcap.bundle import Bundle, load_bundle
 from vlmcap.config import BatchConfig, RayConfig
+from vlmcap.engines.caption_quality import Quality
 from vlmcap.engines.captioner import Captioner, open_llm_engine, open_vision_engine
 from vlmcap.engines.llm import GenerationParams
 from vlmcap.engines.records import Outcome
@@ -117,7 +119,7 @@ class LLMStage:
     def __init__(self, bundle_path: str, settings: BatchConfig, params: GenerationParams) -> None:
         self.bundle = load_bundle(bundle_path)
         self.prompt = settings.prompt
-        self.captioner = Captioner(self.bundle, None, None, params)
+        self.captioner = Captioner(self.bundle, None, None, params, settings.quality)
         max_prompt_len = self.captioner.max_prompt_len(self.prompt)
         self.captioner.llm = open_llm_engine(self.bundle, settings, params, max_prompt_len, settings.batch_size)
 
@@ -126,17 +128,20 @@ class LLMStage:
         captions = np.full(len(ok), "", dtype=object)
         tokens = np.zeros(len(ok), np.int64)
         reasons = np.full(len(ok), "", dtype=object)
+        qualities = np.full(len(ok), "{}", dtype=object)  # JSON: Ray's blocks hold plain columns
         start = time.perf_counter()
         if ok.any():
             done = self.captioner.caption(batch["vision_rows"][ok], [self.prompt] * int(ok.sum()))
             captions[ok] = [c.text for c in done]
             tokens[ok] = [c.num_tokens for c in done]
             reasons[ok] = [c.finish_reason for c in done]
+            qualities[ok] = [json.dumps(c.quality.to_dict()) for c in done]
         elapsed_ms = (time.perf_counter() - start) * 1e3
         out = {k: v for k, v in batch.items() if k != "vision_rows"}
         out["caption"] = captions.astype(str)
         out["num_tokens"] = tokens
         out["finish_reason"] = reasons.astype(str)
+        out["quality"] = qualities.astype(str)
         out["llm_ms"] = np.full(len(ok), elapsed_ms / max(int(ok.sum()), 1))
         return out
 
@@ -275,6 +280,7 @@ def _outcome(batch: dict[str, np.ndarray], i: int, tasks: dict[str, VideoTask]) 
         caption=str(batch["caption"][i]),
         num_tokens=int(batch["num_tokens"][i]),
         finish_reason=str(batch["finish_reason"][i]),
+        quality=Quality.from_dict(json.loads(batch["quality"][i])),
         vision_ms=float(batch["vision_ms"][i]),
         llm_ms=float(batch["llm_ms"][i]),
     )

@@ -10,6 +10,8 @@ import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from vlmcap.engines.caption_quality import Quality
+from vlmcap.engines.provenance import Provenance
 from vlmcap.engines.selection import VideoTask
 
 if TYPE_CHECKING:  # the worker module imports torch; records are built before the lock is taken too
@@ -26,6 +28,7 @@ class SegmentCaption:
     frames_s: list[float]
     num_tokens: int
     finish_reason: str
+    quality: Quality = field(default_factory=Quality)
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Outcome:
     vision_ms: float = 0.0  # vision and LLM run per batch: this video's share of its batch
     llm_ms: float = 0.0
     segments: list[SegmentCaption] | None = None  # a run with --segments: the captions per time segment
+    quality: Quality = field(default_factory=Quality)  # the caption guards' findings (engines/caption_quality.py)
+    duplicate_of: str | None = None  # --dedup: the video whose caption (or error) this copies (engines/dedup.py)
 
     @property
     def ok(self) -> bool:
@@ -81,13 +86,23 @@ class Outcome:
         self.frames_s = [t for s in segments for t in s.frames_s]
         self.num_tokens = sum(s.num_tokens for s in segments)
         self.finish_reason = "length" if any(s.finish_reason == "length" for s in segments) else "stop"
+        self.quality = Quality.combine(s.quality for s in segments)
+
+    def reject_flagged(self) -> bool:
+        """`--strict-quality`: a caption the guards still flag becomes an error; True when it did."""
+        if not self.ok or not self.quality.flags:
+            return False
+        self.error_type = "CaptionQualityError"
+        retry = " after a retry" if self.quality.retried else ""
+        self.error_message = f"{self.task.video}: caption flagged{retry}: {', '.join(self.quality.flags)}"
+        return True
 
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def to_record(outcome: Outcome, bundle_id: str, prompt: str) -> dict[str, Any]:
+def to_record(outcome: Outcome, provenance: Provenance) -> dict[str, Any]:
     o = outcome
     head: dict[str, Any] = {"video": o.task.video}
     if o.ok:
@@ -100,9 +115,13 @@ def to_record(outcome: Outcome, bundle_id: str, prompt: str) -> dict[str, Any]:
         }
     else:
         head |= {"status": "error", "error": {"type": o.error_type, "message": o.error_message}}
-    head |= {"bundle": bundle_id, "prompt": prompt}
+        if o.quality.flags:  # --strict-quality: what the guards found in the caption it refused
+            head["quality"] = o.quality.to_dict()
+    if o.duplicate_of is not None:  # --dedup: the caption (or error) is copied from that video's line
+        head["duplicate_of"] = o.duplicate_of
+    head |= {"bundle": provenance.bundle_id, "prompt": provenance.prompt}
     if o.ok:
-        head |= {"num_tokens": int(o.num_tokens), "finish_reason": o.finish_reason}
+        head |= {"num_tokens": int(o.num_tokens), "finish_reason": o.finish_reason, "quality": o.quality.to_dict()}
         if o.segments is not None:
             head["segments"] = [
                 {
@@ -112,6 +131,7 @@ def to_record(outcome: Outcome, bundle_id: str, prompt: str) -> dict[str, Any]:
                     "frames_s": [float(t) for t in s.frames_s],
                     "num_tokens": int(s.num_tokens),
                     "finish_reason": s.finish_reason,
+                    "quality": s.quality.to_dict(),
                 }
                 for s in o.segments
             ]
@@ -122,5 +142,7 @@ def to_record(outcome: Outcome, bundle_id: str, prompt: str) -> dict[str, Any]:
         **head,
         "timings_ms": timings,
         "file": {"path": o.task.real_path, **o.task.identity.as_dict()} if o.task.identity else None,
+        **({"sha256": o.task.sha256} if o.task.sha256 is not None else {}),
+        "provenance": provenance.fields,
         "finished_at": utc_now(),
     }

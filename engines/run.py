@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vlmcap.engines.progress import Progress
+from vlmcap.engines.provenance import Provenance
 from vlmcap.engines.records import Outcome, to_record
 from vlmcap.engines.selection import VideoTask
 
@@ -36,9 +37,13 @@ class RunStats:
     skipped_ok: int = 0
     skipped_failed: int = 0
     other_shard: int = 0
+    recaptioned_stale: int = 0  # --recaption stale: videos captioned again, their line from another bundle or prompt
+    skipped_stale: int = 0  # of skipped_ok: lines from another bundle or prompt, kept (no --recaption stale)
     torn_bytes_repaired: int = 0
     compacted_lines: int = 0
     foreign_lines: int = 0  # lines of the output that are no caption record, skipped and left in place
+    duplicates: int = 0  # --dedup: lines copied from a video of the same content (`duplicate_of`), not captioned
+    hashed_bytes: int = 0  # --dedup: bytes read to hash the selected files
     interrupted_by: str | None = None
     wall_s: float = 0.0
     stage_s: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "vision": 0.0, "llm": 0.0, "write": 0.0})
@@ -48,20 +53,40 @@ class RunStats:
     llm_batches: dict[str, Any] = field(default_factory=dict)  # local runs: the LLM schedule, calls and items
     waits: dict[str, float] = field(default_factory=dict)  # local runs: seconds each stage waited on another
     engines: dict[str, str] = field(default_factory=dict)
+    quality: dict[str, Any] = field(
+        default_factory=lambda: {"flagged": {}, "retried": 0, "recovered": 0, "still_flagged": {}, "rejected": 0}
+    )  # the caption guards, per video (docs/BATCH.md, "Caption quality")
     decode_pool: dict[str, int] = field(default_factory=dict)  # local runs: timeouts, crashes, retries, workers
 
     def add(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             self.stage_s["decode"] += o.decode_ms / 1e3
+            if o.duplicate_of is None:  # a copy's caption was checked (and counted) as its original's
+                self._count_quality(o)
+            self.duplicates += o.duplicate_of is not None
             if not o.ok:
-                self.failed += 1
+                self.failed += 1  # a copied error too: its line is an error line (exit 1)
                 continue
+            if o.duplicate_of is not None:
+                continue  # not captioned by this run: no tokens, no engine time
             self.captioned += 1
             self.generated_tokens += o.num_tokens
             self.truncated += o.finish_reason == "length"
             self.segments += len(o.segments or ())
             self.stage_s["vision"] += o.vision_ms / 1e3
             self.stage_s["llm"] += o.llm_ms / 1e3
+
+    def _count_quality(self, o: Outcome) -> None:
+        q, counts = o.quality, self.quality
+        for flag in q.retried_for if q.retried else q.flags:  # the first attempt's flags
+            counts["flagged"][flag] = counts["flagged"].get(flag, 0) + 1
+        counts["retried"] += q.retried
+        counts["recovered"] += q.retried and not q.flags
+        if o.error_type == "CaptionQualityError":
+            counts["rejected"] += 1
+        elif o.ok:
+            for flag in q.flags:
+                counts["still_flagged"][flag] = counts["still_flagged"].get(flag, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
         done = self.captioned + self.failed
@@ -132,7 +157,7 @@ class Driver(Protocol):
 class BatchRun:
     """The records of each batch the driver finishes, in the order it finishes them.
 
-        with BatchRun(driver, tasks, bundle_id, prompt, stats, progress) as run:
+        with BatchRun(driver, tasks, provenance, stats, progress) as run:
             for records in run:
                 ...  # write them, keep them
 
@@ -145,15 +170,15 @@ class BatchRun:
         self,
         driver: Driver,
         tasks: Iterable[VideoTask],
-        bundle_id: str,
-        prompt: str,
+        provenance: Provenance,
         stats: RunStats,
         progress: Progress,
+        strict_quality: bool = False,
     ) -> None:
         self.driver = driver
         self.tasks = tasks
-        self.bundle_id = bundle_id
-        self.prompt = prompt
+        self.provenance = provenance
+        self.strict_quality = strict_quality  # a caption still flagged after its retry becomes an error line
         self.stats = stats
         self.progress = progress
         self.interrupt = Interrupt()
@@ -171,12 +196,16 @@ class BatchRun:
 
     def _ready(self, engines: dict[str, str]) -> None:
         self.stats.engines = engines
+        self.provenance.set_engines(engines)
         self.progress.start(self.stats)
 
     def _generate(self) -> Iterator[list[dict[str, Any]]]:
         for outcomes in self.driver.outcomes(self.tasks, self.interrupt, self._ready):
+            if self.strict_quality:
+                for o in outcomes:
+                    o.reject_flagged()
             self.stats.add(outcomes)
-            yield [to_record(o, self.bundle_id, self.prompt) for o in outcomes]
+            yield [to_record(o, self.provenance) for o in outcomes]
             self.progress.update(self.stats)
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -47,7 +47,13 @@ class SegmentAssembly:
         whole.vision_ms += part.vision_ms
         whole.llm_ms += part.llm_ms
         partial.parts[segment.index] = SegmentCaption(
-            segment.start_s, segment.end_s, part.caption, part.frames_s, part.num_tokens, part.finish_reason
+            segment.start_s,
+            segment.end_s,
+            part.caption,
+            part.frames_s,
+            part.num_tokens,
+            part.finish_reason,
+            part.quality,
         )
         if len(partial.parts) < partial.count:
             return None

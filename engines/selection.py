@@ -43,6 +43,7 @@ class VideoTask:
     identity: FileIdentity | None  # None: vanished before it could be read (or never a file)
     real_path: str = ""  # symlinks resolved: what resume and compaction know a video by
     problem: InputProblem | None = None  # set: not decodable at all, goes straight to an error line
+    sha256: str | None = None  # --dedup sha256: the file's content hash (engines/dedup.py)
 
     def __post_init__(self) -> None:
         self.real_path = self.real_path or os.path.realpath(self.video)
@@ -52,18 +53,24 @@ class VideoTask:
 class Selection:
     """Counts of what the resume/shard/limit filter let through or held back."""
 
-    selected: int = 0
+    selected: int = 0  # = new + stale + retried
+    new: int = 0  # no line for the file as it is now (never captioned, or changed since)
+    stale: int = 0  # --recaption stale: an ok line from another bundle or prompt
+    retried: int = 0  # --retry-errors: an error line
     superseding: int = 0  # selected videos that already have a line (retried, changed): compact at the end
-    skipped_ok: int = 0
+    skipped_ok: int = 0  # done: an ok line (from this bundle and prompt, or any without --recaption stale)
+    skipped_stale: int = 0  # of skipped_ok: from another bundle or prompt
     skipped_failed: int = 0
     other_shard: int = 0
     over_limit: bool = False
+    duplicates: int = 0  # --dry-run with --dedup: selected videos whose content is captioned already
 
 
 @dataclass
 class TaskFilter:
     state: ResumeState
     retry_errors: bool = False
+    recaption_stale: bool = False
     shard: Shard | None = None
     limit: int | None = None
     counts: Selection = field(default_factory=Selection)
@@ -77,10 +84,12 @@ class TaskFilter:
                 continue
             task = VideoTask(video, None if problem else file_identity(video), problem=problem)
             identity = task.identity
+            status = None
             if identity is not None:
                 status = self.state.status((task.real_path, identity.size, identity.mtime_ns))
-                if status == "ok":
+                if status == "ok" or (status == "stale" and not self.recaption_stale):
                     self.counts.skipped_ok += 1
+                    self.counts.skipped_stale += status == "stale"
                     continue
                 if status == "error" and not self.retry_errors:
                     self.counts.skipped_failed += 1
@@ -89,6 +98,12 @@ class TaskFilter:
                 self.counts.over_limit = True
                 return
             self.counts.selected += 1
+            if status == "stale":
+                self.counts.stale += 1
+            elif status == "error":
+                self.counts.retried += 1
+            else:
+                self.counts.new += 1
             if task.real_path in self.state.videos:
                 self.counts.superseding += 1
             yield task

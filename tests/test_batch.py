@@ -104,12 +104,18 @@ def test_mixed_folder_captions_the_good_and_records_each_failure(tiny_bundle, ba
 
 def test_vllm_engine_writes_the_same_captions_as_transformers(tiny_bundle, batch_dir, tmp_path) -> None:
     """The real vLLM CPU engine fed prompt embeds, streamed (its default schedule) with at most 2
-    requests in flight: greedy captions identical to transformers generate, failures still written."""
+    requests in flight: greedy captions identical to transformers generate, failures still written.
+
+    Every first attempt is cut at 3 tokens, so every caption is the caption guards' retry (greedy,
+    16 tokens here): the streaming schedule's retry path gives what the batched one does."""
+    retry = tmp_path / "retry.yaml"
+    retry.write_text("batch:\n  quality:\n    retry_generation: {max_new_tokens: 16, temperature: 0.0}\n")
+    cut = ["--max-new-tokens", "3", "--config", str(retry)]
     reference = tmp_path / "transformers.jsonl"
-    batch(str(batch_dir), *base_args(tiny_bundle, reference), "--batch-size", "4")
+    batch(str(batch_dir), *base_args(tiny_bundle, reference), "--batch-size", "4", *cut)
     out, stats = tmp_path / "vllm.jsonl", tmp_path / "stats.json"
-    args = [str(batch_dir), "--out", str(out), "--engine", str(tiny_bundle), "--llm-backend", "vllm"]
-    args += ["--max-new-tokens", "16", "--vision-batch", "3", "--max-inflight", "2", "--stats", str(stats)]
+    args = [str(batch_dir), "--out", str(out), "--engine", str(tiny_bundle), "--llm-backend", "vllm", *cut]
+    args += ["--vision-batch", "3", "--max-inflight", "2", "--stats", str(stats)]
     proc = batch_subprocess(*args, stderr=subprocess.PIPE, text=True)
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1, stderr[-3000:]
@@ -118,7 +124,11 @@ def test_vllm_engine_writes_the_same_captions_as_transformers(tiny_bundle, batch
     got = {r["video"]: r.get("caption") or r["error"]["type"] for r in lines(out)}
     assert got == expected
     assert sum(1 for r in lines(out) if r["status"] == "ok") == GOOD
+    quality = {r["video"]: r["quality"] for r in lines(out) if r["status"] == "ok"}
+    assert quality == {r["video"]: r["quality"] for r in lines(reference) if r["status"] == "ok"}
+    assert all(q["retried_for"] == ["truncated"] and q["used"] == "retry" for q in quality.values())
     report = json.loads(stats.read_text())
+    assert report["quality"]["retried"] == GOOD
     assert report["engines"]["llm_schedule"] == "stream (at most 2 in flight)"
     streamed = report["llm_batches"]
     assert streamed["schedule"] == "stream" and streamed["items"] == GOOD

@@ -6,6 +6,7 @@ failed conversion leaves nothing behind."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import tarfile
@@ -19,13 +20,39 @@ from click.testing import CliRunner
 from vlmcap.cli import captions as captions_cli
 from vlmcap.cli import cli
 from vlmcap.engines import dataset_formats
-from vlmcap.engines.dataset_formats import SCHEMA, convert_captions, format_timestamp, sample_key, to_row
+from vlmcap.engines.dataset_formats import (
+    SCHEMA,
+    SCHEMA_VERSION,
+    convert_captions,
+    format_timestamp,
+    sample_key,
+    to_row,
+)
+from vlmcap.engines.provenance import Provenance
 from vlmcap.engines.records import Outcome, SegmentCaption, to_record
 from vlmcap.engines.selection import VideoTask
 from vlmcap.files import file_identity
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE, PROMPT = "5224677c50feed5c", "이 영상을 한 문장으로 설명하세요."
+# What Provenance.of_run writes for a bundle and a run (engines/provenance.py), engines started.
+PROVENANCE = Provenance(
+    BUNDLE,
+    PROMPT,
+    {
+        "vlmcap": "0.1.0",
+        "vision": {"precision": "fp16", "engine": "onnx (CPUExecutionProvider)"},
+        "llm": {"dtype": "bfloat16", "quantization": "w8a8", "engine": "vllm (bfloat16, w8a8)"},
+        "generation": {
+            "max_new_tokens": 96,
+            "stop_token_ids": [151645],
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "repetition_penalty": 1.0,
+            "seed": None,
+        },
+    },
+)
 SEGMENTED = ['빨간 원이 "천천히" 오른쪽으로, 움직인다.', "파란 사각형이 나타난다.\n그리고 사라진다."]
 
 
@@ -33,9 +60,12 @@ def _task(path: Path) -> VideoTask:
     return VideoTask(str(path), file_identity(path))
 
 
-def _ok(path: Path, caption: str, segments: list[str] | None = None) -> dict:
+def _ok(path: Path, caption: str, segments: list[str] | None = None, duplicate_of: str | None = None) -> dict:
+    task = _task(path)
+    if duplicate_of is not None:  # a --dedup line: the file's hash, the caption copied from another video
+        task.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     outcome = Outcome(
-        _task(path),
+        task,
         decode_ms=43.0,
         frames_s=[0.125, 0.375, 0.625],
         duration_s=2.0,
@@ -45,6 +75,7 @@ def _ok(path: Path, caption: str, segments: list[str] | None = None) -> dict:
         finish_reason="stop",
         vision_ms=4.8,
         llm_ms=21.6,
+        duplicate_of=duplicate_of,
     )
     if segments is not None:
         outcome.duration_s = 65.0
@@ -54,12 +85,12 @@ def _ok(path: Path, caption: str, segments: list[str] | None = None) -> dict:
                 for i, text in enumerate(segments)
             ]
         )
-    return to_record(outcome, BUNDLE, PROMPT)
+    return to_record(outcome, PROVENANCE)
 
 
 def _error(path: Path) -> dict:
     outcome = Outcome(_task(path), 0.7, "NotAVideo", f"{path}: not a media file FFmpeg recognises")
-    return to_record(outcome, BUNDLE, PROMPT)
+    return to_record(outcome, PROVENANCE)
 
 
 def _line(record: dict) -> str:
@@ -78,7 +109,7 @@ def ledger(tmp_path: Path) -> tuple[Path, dict[str, list[dict]]]:
     for name in ("a.mp4", "b.mp4", "c.mp4", "d.mp4"):
         (videos / name).write_bytes(name.encode() * 100)
     a = _ok(videos / "a.mp4", "", segments=SEGMENTED)
-    b = _ok(videos / "b.mp4", '초록색 공이 튄다, "높이".')
+    b = _ok(videos / "b.mp4", '초록색 공이 튄다, "높이".', duplicate_of=str(videos / "e.mp4"))
     c = _error(videos / "c.mp4")
     d_old, d = _error(videos / "d.mp4"), _ok(videos / "d.mp4", "노란 삼각형이 회전한다.")
     path = tmp_path / "captions.jsonl"
@@ -132,6 +163,8 @@ def test_latest_line_per_video_torn_and_foreign_lines_counted(ledger) -> None:
 def _expected_row(record: dict) -> dict:
     """A record's row, written out by hand from docs/BATCH.md's table (not through to_row)."""
     error, file, timings = record.get("error") or {}, record.get("file") or {}, record["timings_ms"]
+    provenance, quality = record["provenance"], record.get("quality") or {}
+    generation = provenance["generation"]
     return {
         "video": record["video"],
         "status": record["status"],
@@ -142,13 +175,25 @@ def _expected_row(record: dict) -> dict:
         "frames_s": record.get("frames_s"),
         "segments": record.get("segments"),
         "decoder": record.get("decoder"),
+        "quality_flags": quality.get("flags"),
+        "quality_retried": quality.get("retried"),
         "bundle": record["bundle"],
         "prompt": record["prompt"],
+        "vlmcap_version": provenance["vlmcap"],
+        "vision_precision": provenance["vision"]["precision"],
+        "vision_engine": provenance["vision"]["engine"],
+        "llm_dtype": provenance["llm"]["dtype"],
+        "llm_quantization": provenance["llm"]["quantization"],
+        "llm_engine": provenance["llm"]["engine"],
+        **{k: generation[k] for k in ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed")},
+        "stop_token_ids": generation["stop_token_ids"],
         "error_type": error.get("type"),
         "error_message": error.get("message"),
         "file_path": file.get("path"),
         "file_size": file.get("size"),
         "file_mtime_ns": file.get("mtime_ns"),
+        "sha256": record.get("sha256"),
+        "duplicate_of": record.get("duplicate_of"),
         "decode_ms": timings.get("decode"),
         "vision_ms": timings.get("vision"),
         "llm_ms": timings.get("llm"),
@@ -165,7 +210,7 @@ def test_parquet_reads_back_with_pyarrow_and_pandas_typed_and_equal(ledger, tmp_
 
     table = pq.read_table(out)
     assert table.schema.equals(SCHEMA)
-    assert table.schema.metadata[b"vlmcap.schema"] == b"1"
+    assert table.schema.metadata[b"vlmcap.schema"] == SCHEMA_VERSION.encode()
     types = dict(zip(table.schema.names, table.schema.types, strict=True))
     assert types["caption"] == pa.string() and types["num_tokens"] == pa.int64()
     assert types["frames_s"] == pa.list_(pa.float64())
@@ -177,7 +222,9 @@ def test_parquet_reads_back_with_pyarrow_and_pandas_typed_and_equal(ledger, tmp_
         "frames_s",
         "num_tokens",
         "finish_reason",
+        "quality",
     ]
+    assert types["quality_retried"] == pa.bool_() and types["seed"] == pa.int64()
     assert types["finished_at"] == pa.timestamp("us", tz="UTC")
     rows = table.to_pylist()
     for row in rows:
@@ -192,7 +239,10 @@ def test_parquet_reads_back_with_pyarrow_and_pandas_typed_and_equal(ledger, tmp_
     assert df.loc[0, "caption"] == "\n".join(SEGMENTED)
     assert pd.isna(df.loc[2, "caption"]) and df.loc[2, "error_type"] == "NotAVideo"
     assert list(df.loc[1, "frames_s"]) == expected["all"][1]["frames_s"]
-    segments = [{**s, "frames_s": list(s["frames_s"])} for s in df.loc[0, "segments"]]
+    segments = [
+        {**s, "frames_s": list(s["frames_s"]), "quality": {**s["quality"], "flags": list(s["quality"]["flags"])}}
+        for s in df.loc[0, "segments"]
+    ]
     assert segments == expected["all"][0]["segments"]
     assert df.loc[0, "file_mtime_ns"] == expected["all"][0]["file"]["mtime_ns"]  # int64, not float
 

@@ -148,11 +148,13 @@ def test_batch_segments_give_one_line_per_video_with_timed_segments_and_sidecars
         for a, b in itertools.pairwise(segments):
             assert a["end_s"] == b["start_s"]  # contiguous, in time order
         for segment in segments:
-            assert set(segment) == {"start_s", "end_s", "caption", "frames_s", "num_tokens", "finish_reason"}
+            assert set(segment) == {"start_s", "end_s", "caption", "frames_s", "num_tokens", "finish_reason", "quality"}
             assert len(segment["frames_s"]) == 8
             assert all(segment["start_s"] <= t < segment["end_s"] for t in segment["frames_s"])
         assert record["caption"] == "\n".join(s["caption"] for s in segments)
         assert record["num_tokens"] == sum(s["num_tokens"] for s in segments)
+        flags = {f for s in segments for f in s["quality"]["flags"]}
+        assert set(record["quality"]["flags"]) == flags  # the line's quality is its segments' union
 
         sidecar = Path(record["file"]["path"]).relative_to("/")
         parsed = list(srt.parse((srt_dir / sidecar).with_suffix(".srt").read_text()))

@@ -207,6 +207,53 @@ class GenerationOverrides(_Section):
     seed: int | None = None
 
 
+QUALITY_CHECKS = ("repetition", "truncated", "wrong_script", "empty")
+
+
+class QualityConfig(_Section):
+    """Caption guards (docs/BATCH.md, "Caption quality"): every caption is checked, a flagged one is
+    generated once more with `retry_generation`, and the record says what was found."""
+
+    checks: list[Literal["repetition", "truncated", "wrong_script", "empty"]] = Field(
+        default_factory=lambda: list(QUALITY_CHECKS), description="Checks to run ([] turns the guards off)."
+    )
+    repetition_ngram: int = Field(3, ge=1, description="n of the token n-grams the loop check counts.")
+    repetition_max_fraction: float = Field(
+        0.4, gt=0, le=1, description="A caption whose n-grams are more than this fraction repeats is a loop."
+    )
+    repetition_min_tokens: int = Field(12, ge=1, description="Shorter captions are not checked for loops.")
+    script: str = Field(
+        "auto",
+        description="Expected script of captions: auto (the prompt's main script), none, or Unicode script "
+        "names joined by + (Hangul, Latin, Han+Hiragana+Katakana, ...).",
+    )
+    script_min_fraction: float = Field(
+        0.5, ge=0, le=1, description="Least fraction of a caption's letters in the expected script."
+    )
+    retry: bool = Field(True, description="Generate a flagged caption once more with retry_generation.")
+    # Sampling breaks the greedy loops and early ends that decoding at temperature 0 repeats
+    # exactly; penalties would too, but vLLM refuses them with prompt embeds (engines/llm_vllm.py).
+    retry_generation: GenerationOverrides = Field(
+        default_factory=lambda: GenerationOverrides(temperature=0.7, top_p=0.9),
+        description="Decoding of the retry, on top of the run's (default: temperature 0.7, top_p 0.9).",
+    )
+    strict: bool = Field(False, description="Write an error line instead of a caption still flagged after the retry.")
+
+    @property
+    def retries(self) -> bool:
+        """A flagged caption is generated once more (checks on and retry on)."""
+        return self.retry and bool(self.checks)
+
+    @field_validator("script")
+    @classmethod
+    def _script(cls, v: str) -> str:
+        if v not in ("auto", "none"):
+            from vlmcap.text_script import script_pattern
+
+            script_pattern(v)  # an unknown script name fails here, before any work
+        return v
+
+
 class RayConfig(_Section):
     """`vlmcap batch --ray` (docs/RAY.md); the run stays local while `address` is None."""
 
@@ -266,7 +313,17 @@ class BatchConfig(_Section):
     limit: int | None = Field(None, ge=1, description="Caption at most this many videos in this run.")
     shard: str | None = Field(None, description="I/N: only the videos of shard I of N; stable across runs.")
     retry_errors: bool = Field(False, description="Try again videos whose last line is an error.")
+    recaption: Literal["none", "stale"] = Field(
+        "none",
+        description="stale: caption again videos whose line came from another bundle or prompt "
+        "(none: a captioned video is done, whatever made it).",
+    )
     overwrite: bool = Field(False, description="Start the output over instead of resuming it.")
+    dedup: Literal["none", "sha256"] = Field(
+        "none",
+        description="sha256: hash each selected file and caption identical content once; "
+        "the copies get a line with duplicate_of (and renamed files are not captioned again).",
+    )
     wait_lock_s: float = Field(0.0, ge=0, description="Seconds to wait for another run's lock.")
     stats: str | None = Field(None, description="Write the run's stats as JSON here.")
     progress: bool | None = Field(None, description="Progress bar (default: when stderr is a terminal).")
@@ -278,6 +335,7 @@ class BatchConfig(_Section):
     device: str | None = Field(None, description="Device of the torch engines (default: cuda when available).")
     cpu_threads: int | None = Field(None, ge=1, description="Threads per model engine on CPU (default: shared fairly).")
     generation: GenerationOverrides = Field(default_factory=GenerationOverrides)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     vllm: VllmConfig = Field(default_factory=VllmConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
 

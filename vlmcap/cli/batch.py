@@ -15,6 +15,7 @@ from vlmcap.cli.options import (
     decode_options,
     engine_options,
     output_options,
+    quality_options,
     ray_options,
     sampling_options,
     segment_options,
@@ -30,6 +31,7 @@ from vlmcap.cli.options import (
 @decode_options
 @segment_options
 @sampling_options
+@quality_options
 @vllm_options
 @ray_options
 @click.option("--dry-run", is_flag=True, help="Print the videos that would be captioned, and stop.")
@@ -62,8 +64,24 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
             click.echo(video)
         counts = selection.counts
         click.echo(
-            f"would caption {counts.selected}; skip {counts.skipped_ok} done, {counts.skipped_failed} failed before"
-            f", {counts.other_shard} in other shards" + (" (stopped at --limit)" if counts.over_limit else ""),
+            f"new {counts.new}, stale {counts.stale + counts.skipped_stale}, "
+            f"failed {counts.retried + counts.skipped_failed}, done {counts.skipped_ok - counts.skipped_stale}"
+            + (f"; {counts.other_shard} in other shards" if counts.other_shard else ""),
+            err=True,
+        )
+        held = [
+            f"{n} {what}"
+            for n, what in (
+                (counts.skipped_stale, "stale (--recaption stale captions them again)"),
+                (counts.skipped_failed, "failed (--retry-errors tries them again)"),
+            )
+            if n
+        ]
+        click.echo(
+            f"would caption {counts.selected - counts.duplicates}"  # --dedup: copies are selected, not captioned
+            + (f", copy {counts.duplicates} duplicates (--dedup)" if counts.duplicates else "")
+            + (f"; would skip {', '.join(held)}" if held else "")
+            + (" (stopped at --limit)" if counts.over_limit else ""),
             err=True,
         )
         return

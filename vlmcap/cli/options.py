@@ -20,7 +20,8 @@ import click
 from click.core import ParameterSource
 from pydantic import BaseModel
 
-from vlmcap.config import DECODER_NAME, VlmcapConfig, load_config, parse_shard
+from vlmcap.config import DECODER_NAME, QUALITY_CHECKS, VlmcapConfig, load_config, parse_shard
+from vlmcap.text_script import script_pattern
 from vlmcap.video.segments import parse_segments
 
 _GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
@@ -168,6 +169,7 @@ def _checked_by(parse: Callable[[str], object]) -> Callable:
 
 _shard = _checked_by(parse_shard)
 _segments = _checked_by(parse_segments)
+_script_names = _checked_by(lambda names: names in ("auto", "none") or script_pattern(names))
 
 
 def _segment_plan_options() -> list[Callable]:
@@ -294,6 +296,35 @@ def sampling_options(command: Callable) -> Callable:
     )
 
 
+def _quality_checks(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    """`--quality-checks repetition,empty`, or `none` for no guards."""
+    if value is None or value.strip() == "none":
+        return None if value is None else []
+    items = _comma_list(ctx, param, value)
+    for name in items or []:
+        if name not in QUALITY_CHECKS:
+            raise click.BadParameter(f"unknown check {name!r}; use {', '.join(QUALITY_CHECKS)} or none")
+    return items
+
+
+def quality_options(command: Callable) -> Callable:
+    """The caption guards (docs/BATCH.md, "Caption quality")."""
+    return _apply(
+        [
+            config_option(
+                "--quality-checks",
+                key="batch.quality.checks",
+                callback=_quality_checks,
+                help=f"Comma-separated: {','.join(QUALITY_CHECKS)} (default: all), or none.",
+            ),
+            config_option("--expected-script", key="batch.quality.script", callback=_script_names),
+            config_option("--quality-retry/--no-quality-retry", key="batch.quality.retry"),
+            config_option("--strict-quality/--no-strict-quality", key="batch.quality.strict"),
+        ],
+        command,
+    )
+
+
 def vllm_options(command: Callable) -> Callable:
     return _apply(
         [
@@ -348,7 +379,14 @@ def output_options(command: Callable) -> Callable:
             config_option(
                 "--retry-errors/--no-retry-errors", key="batch.retry_errors", help="Try failed videos again."
             ),
+            config_option("--recaption", key="batch.recaption", type=choices("batch.recaption")),
             config_option("--overwrite/--no-overwrite", key="batch.overwrite", help="Start the output over."),
+            config_option(
+                "--dedup",
+                key="batch.dedup",
+                type=choices("batch.dedup"),
+                help="sha256: caption identical files once; the copies' lines say duplicate_of.",
+            ),
             config_option(
                 "--wait-lock", key="batch.wait_lock_s", type=click.FloatRange(min=0), help="Wait for another run."
             ),

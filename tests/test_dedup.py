@@ -1,0 +1,235 @@
+"""`--dedup sha256`: identical bytes captioned once, the copies pointing at the original (docs/BATCH.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from vlmcap.cli import cli
+from vlmcap.engines.dedup import ContentIndex, DedupDriver, MadeBy, hash_file
+from vlmcap.engines.output import CaptionWriter
+from vlmcap.engines.provenance import Provenance
+from vlmcap.engines.records import Outcome, to_record
+from vlmcap.engines.run import Interrupt
+from vlmcap.engines.selection import VideoTask
+from vlmcap.files import file_identity
+
+PROVENANCE = Provenance("bundle-1", "describe")
+MADE_BY = MadeBy("bundle-1", "describe", segmented=False)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def task(path: Path | str) -> VideoTask:
+    return VideoTask(str(path), file_identity(path))
+
+
+class FakeDriver:
+    """Captions a task as its file's first bytes, fails files starting with b"bad"; two tasks a batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def outcomes(
+        self, tasks: Iterable[VideoTask], interrupt: Interrupt, ready: Callable[[dict[str, str]], None]
+    ) -> Iterator[list[Outcome]]:
+        batch = []
+        for t in tasks:
+            self.seen.append(t.video)
+            head = Path(t.video).read_bytes()[:8] if t.identity else b""
+            if head.startswith(b"bad"):
+                batch.append(Outcome(t, 5.0, "NotAVideo", f"{t.video}: not a video"))
+            else:
+                batch.append(Outcome(t, 5.0, caption=head.decode(), num_tokens=3, finish_reason="stop", llm_ms=9.0))
+            if len(batch) == 2:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def files(root: Path, contents: dict[str, bytes]) -> dict[str, Path]:
+    made = {}
+    for name, data in contents.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+        made[name] = root / name
+    return made
+
+
+def test_hash_file_is_hashlibs_and_unreadable_files_are_left_to_the_decoder(tmp_path: Path) -> None:
+    video = tmp_path / "a.mp4"
+    video.write_bytes(os.urandom(3 << 20))  # bigger than one read
+    hashed = hash_file(str(video))
+    assert hashed is not None and hashed.digest == sha256(video) and hashed.identity == file_identity(video)
+    assert hash_file(str(tmp_path / "missing.mp4")) is None
+
+
+def test_copies_wait_for_their_original_and_copy_its_caption_or_its_error(tmp_path: Path) -> None:
+    v = files(
+        tmp_path,
+        {
+            "a.mp4": b"alpha" * 100,
+            "b.mp4": b"alpha" * 100,
+            "c.mp4": b"gamma" * 100,
+            "sub/a-again.mp4": b"alpha" * 100,
+            "bad1.mp4": b"bad!" * 100,
+            "bad2.mp4": b"bad!" * 100,
+        },
+    )
+    fake = FakeDriver()
+    out = tmp_path / "captions.jsonl"
+    writer = CaptionWriter(out)
+    dedup = DedupDriver.open(fake, out, MADE_BY)
+    order = ["a.mp4", "b.mp4", "c.mp4", "bad1.mp4", "bad2.mp4", "sub/a-again.mp4"]
+    tasks = [task(v[n]) for n in order] + [VideoTask("s3://bucket/a.mp4", None)]
+    records = []
+    for outcomes in dedup.outcomes(tasks, Interrupt(), lambda engines: None):
+        batch = [to_record(o, PROVENANCE) for o in outcomes]
+        dedup.written(batch, writer.append(batch))
+        records += batch
+    writer.close()
+    dedup.index.close()
+
+    assert fake.seen == [str(v["a.mp4"]), str(v["c.mp4"]), str(v["bad1.mp4"]), "s3://bucket/a.mp4"]
+    by_name = {r["video"]: r for r in records}
+    assert len(records) == 7 and len(by_name) == 7
+    a = by_name[str(v["a.mp4"])]
+    assert "duplicate_of" not in a and a["sha256"] == sha256(v["a.mp4"])
+    for name in ("b.mp4", "sub/a-again.mp4"):  # b waited for a's outcome; a-again came after a's line was written
+        copy = by_name[str(v[name])]
+        assert copy["duplicate_of"] == str(v["a.mp4"]) and copy["caption"] == a["caption"]
+        assert copy["sha256"] == a["sha256"] and copy["file"]["path"] == str(v[name])
+        assert copy["timings_ms"] == {"decode": 0.0, "vision": 0.0, "llm": 0.0}
+    bad2 = by_name[str(v["bad2.mp4"])]
+    assert bad2["status"] == "error" and bad2["duplicate_of"] == str(v["bad1.mp4"])
+    assert bad2["error"]["type"] == "NotAVideo" and bad2["sha256"] == sha256(v["bad2.mp4"])
+    remote = by_name["s3://bucket/a.mp4"]
+    assert "sha256" not in remote and "duplicate_of" not in remote  # URLs are not hashed
+    assert dedup.hasher.bytes == sum(p.stat().st_size for p in v.values())
+
+    # Each line reads back at the offset the writer reported: a later run finds a's caption by content.
+    index = ContentIndex.read(out)
+    assert len(index) == 4  # ok lines with a hash: a, c and the copies of a (errors are not indexed)
+    found = [r["video"] for r in index.records(a["sha256"])]
+    assert found == [str(v["sub/a-again.mp4"]), str(v["b.mp4"]), str(v["a.mp4"])]  # the latest line first
+    assert list(index.records("0" * 64)) == []
+    index.close()
+
+
+def test_earlier_lines_lend_their_caption_only_when_made_alike(tmp_path: Path) -> None:
+    v = files(tmp_path, {"a.mp4": b"alpha" * 100, "renamed.mp4": b"alpha" * 100})
+    out = tmp_path / "captions.jsonl"
+    first = task(v["a.mp4"])
+    first.sha256 = sha256(v["a.mp4"])
+    line = to_record(Outcome(first, 5.0, caption="alpha", num_tokens=3, finish_reason="stop"), PROVENANCE)
+    out.write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    for made_by, copied in (
+        (MADE_BY, True),
+        (MadeBy("bundle-2", "describe", segmented=False), False),  # another bundle: caption anew
+        (MadeBy("bundle-1", "describe", segmented=True), False),  # --segments now, whole files before
+    ):
+        fake = FakeDriver()
+        dedup = DedupDriver.open(fake, out, made_by)
+        outcomes = [o for batch in dedup.outcomes([task(v["renamed.mp4"])], Interrupt(), lambda e: None) for o in batch]
+        dedup.index.close()
+        assert len(outcomes) == 1
+        assert (outcomes[0].duplicate_of == str(v["a.mp4"])) is copied
+        assert fake.seen == ([] if copied else [str(v["renamed.mp4"])])
+
+
+def test_index_checks_the_whole_hash_behind_its_8_byte_keys(tmp_path: Path) -> None:
+    out = tmp_path / "captions.jsonl"
+    same_key = ["f" * 16 + "1" * 48, "f" * 16 + "2" * 48]  # one 64-bit key (above 2**63), two contents
+    near = "7" + "f" * 15 + "3" * 48  # 2**63 - 1: as a float it would equal the keys above
+    records = [{"video": f"v{i}.mp4", "status": "ok", "caption": str(i), "sha256": d} for i, d in enumerate(same_key)]
+    records += [{"video": "near.mp4", "status": "ok", "caption": "near", "sha256": near}]
+    records += [{"video": "bad.mp4", "status": "error", "sha256": "e" * 64}]
+    out.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    index = ContentIndex.read(out)
+    assert len(index) == 3
+    assert [r["caption"] for r in index.records(same_key[0])] == ["0"]
+    assert [r["caption"] for r in index.records(same_key[1])] == ["1"]
+    assert [r["caption"] for r in index.records(near)] == ["near"]
+    assert list(index.records("e" * 64)) == []  # error lines lend nothing
+    index.close()
+
+
+def test_default_records_carry_no_dedup_fields(tmp_path: Path) -> None:
+    (tmp_path / "a.mp4").write_bytes(b"alpha")
+    record = to_record(Outcome(task(tmp_path / "a.mp4"), 1.0, caption="x"), PROVENANCE)
+    assert "sha256" not in record and "duplicate_of" not in record
+
+
+# --- end to end: the real pipeline on the tiny bundle (two runs) ---
+
+
+def batch(*args: str):
+    return CliRunner().invoke(cli, ["batch", *args], catch_exceptions=False)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_batch_captions_each_content_once_and_a_renamed_file_is_not_captioned_again(
+    tiny_bundle, six_videos, tmp_path
+) -> None:
+    src = sorted(six_videos.glob("*.mp4"))
+    root = tmp_path / "videos"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(src[0], root / "a.mp4")
+    shutil.copy(src[0], root / "b.mp4")
+    os.link(root / "a.mp4", root / "sub" / "a-link.mp4")  # a hard link: another real path, the same bytes
+    shutil.copy(src[1], root / "c.mp4")
+    good = src[2].read_bytes()
+    (root / "broken1.mp4").write_bytes(good[: len(good) // 2])  # truncated: the index at the end is gone
+    shutil.copy(root / "broken1.mp4", root / "broken2.mp4")
+    out, stats = tmp_path / "captions.jsonl", tmp_path / "stats.json"
+    args = ["--out", str(out), "--engine", str(tiny_bundle), "--llm-backend", "transformers", "--max-new-tokens", "8"]
+    args += ["--dedup", "sha256", "--stats", str(stats), "--batch-size", "4"]
+
+    first = batch(str(root), *args)
+    assert first.exit_code == 1, first.output  # the broken pair failed
+    report = json.loads(stats.read_text())
+    assert (report["captioned"], report["failed"], report["duplicates"]) == (2, 2, 3)
+    assert report["hashed_bytes"] == sum(p.stat().st_size for p in root.rglob("*.mp4"))
+    records = lines(out)
+    assert len(records) == 6
+    by_name = {Path(r["video"]).name: r for r in records}
+    for r in records:
+        assert r["sha256"] == sha256(Path(r["video"]))
+    a = by_name["a.mp4"]
+    assert a["status"] == "ok" and "duplicate_of" not in a
+    for name in ("b.mp4", "a-link.mp4"):
+        assert by_name[name]["duplicate_of"] == str(root / "a.mp4") and by_name[name]["caption"] == a["caption"]
+    assert "duplicate_of" not in by_name["c.mp4"] and "duplicate_of" not in by_name["broken1.mp4"]
+    broken = by_name["broken2.mp4"]
+    assert broken["status"] == "error" and broken["duplicate_of"] == str(root / "broken1.mp4")
+    assert broken["error"]["type"] == by_name["broken1.mp4"]["error"]["type"]
+
+    os.rename(root / "c.mp4", root / "renamed.mp4")
+    dry = batch(str(root), *args, "--dry-run")
+    assert dry.exit_code == 0 and dry.stdout == ""  # nothing to caption ...
+    assert "would caption 0" in dry.output and "copy 1 duplicates" in dry.output  # ... one line to copy
+
+    second = batch(str(root), *args)
+    assert second.exit_code == 0, second.output
+    report = json.loads(stats.read_text())
+    assert (report["captioned"], report["duplicates"], report["skipped_ok"], report["skipped_failed"]) == (0, 1, 3, 2)
+    assert report["engines"] == {}  # nothing decoded: the engines were never started
+    after = lines(out)
+    assert after[:6] == records  # one line per real path: the old name's line stays, the new name gets one
+    renamed = after[6]
+    assert renamed["video"] == str(root / "renamed.mp4") and renamed["duplicate_of"] == str(root / "c.mp4")
+    assert renamed["caption"] == by_name["c.mp4"]["caption"] and renamed["sha256"] == by_name["c.mp4"]["sha256"]
+    assert len(after) == 7
