@@ -35,8 +35,10 @@ def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def ray_inputs(small_synth, broken_inputs, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("ray-videos")
-    for src in sorted((Path(small_synth["train"]).parent / "videos").glob("*.mp4"))[:6]:
+    sources = sorted((Path(small_synth["train"]).parent / "videos").glob("*.mp4"))[:6]
+    for src in sources:
         shutil.copy(src, root / src.name)
+    shutil.copy(sources[0], root / "zz-copy.mp4")  # --dedup: the same bytes as the first, under another name
     shutil.copy(broken_inputs["truncated_mp4"], root / "truncated.mp4")
     shutil.copy(broken_inputs["random_bytes"], root / "random.mp4")
     return root
@@ -48,7 +50,7 @@ def test_ray_run_equals_the_local_run_and_leaves_no_processes(tiny_bundle, ray_i
     common = [str(ray_inputs), "--engine", str(tiny_bundle), "--max-new-tokens", "16"]
     common += ["--segments", "fixed:1", "--segment-min-s", "0.5"]
     # A guard's retry samples, and the two drivers batch differently: keep the flags, not the retry.
-    common += ["--no-quality-retry"]
+    common += ["--no-quality-retry", "--dedup", "sha256"]
     local_run = run(*common, "--out", str(local), "--llm-backend", "transformers", "--batch-size", "4")
     assert local_run.returncode == 1, local_run.stderr[-2000:]
     before = ray_processes()
@@ -57,7 +59,7 @@ def test_ray_run_equals_the_local_run_and_leaves_no_processes(tiny_bundle, ray_i
     assert result.returncode == 1, result.stderr[-3000:]
 
     def summary(r: dict) -> tuple:
-        return r["status"], r.get("caption"), (r.get("error") or {}).get("type"), r.get("segments")
+        return r["status"], r.get("caption"), (r.get("error") or {}).get("type"), r.get("segments"), r["sha256"]
 
     expected = {r["video"]: summary(r) for r in lines(local)}
     got = {r["video"]: summary(r) for r in lines(out)}
@@ -66,14 +68,16 @@ def test_ray_run_equals_the_local_run_and_leaves_no_processes(tiny_bundle, ray_i
         "truncated.mp4": "TruncatedVideo",
         "random.mp4": "NotAVideo",
     }
+    copies = {Path(r["video"]).name: Path(r["duplicate_of"]).name for r in lines(out) if "duplicate_of" in r}
+    assert copies == {"zz-copy.mp4": sorted(ray_inputs.glob("0*.mp4"))[0].name}  # captioned once, on Ray too
     ok = [r for r in lines(out) if r["status"] == "ok"]
     assert all(len(r["segments"]) == 2 and len(r["frames_s"]) == 16 and r["file"]["size"] > 0 for r in ok)
     time.sleep(2)
     assert set(ray_processes()) <= set(before)  # the local cluster this run started is gone
 
     again = run(*common, "--out", str(out), *RAY_ARGS)  # resume: nothing left, Ray is not even started
-    assert again.returncode == 0 and "skipped 6 already done + 2 failed before" in again.stderr
-    assert len(lines(out)) == 8
+    assert again.returncode == 0 and "skipped 7 already done + 2 failed before" in again.stderr
+    assert len(lines(out)) == 9
 
 
 def test_ray_driver_killed_then_resumed_captions_each_video_once(tiny_bundle, small_synth, tmp_path) -> None:
