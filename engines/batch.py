@@ -4,7 +4,8 @@ The order is what a nightly job needs (docs/BATCH.md, "Cron and systemd"):
 
 1. checks that need nothing heavy: the output and stats paths, the settings (already validated);
 2. the output's lock, so a second run exits 75 at once: this module imports no torch before it;
-3. the bundle (hashes verified, or known verified for these exact files), the prompt (no chat
+3. the URL inputs (the scheme's backend installed, s3 credentials, the bucket there and listable),
+   the bundle (hashes verified, or known verified for these exact files), the prompt (no chat
    control tokens, fits the LLM's context), the engines' settings;
 4. the run: the JSONL writer is one consumer of the batch run's records (vlmcap.engines.run).
 
@@ -33,7 +34,8 @@ from vlmcap.engines.subtitles import write_sidecars
 from vlmcap.errors import ConfigError
 from vlmcap.files import atomic_write_text
 from vlmcap.home import default_engine_dir
-from vlmcap.video.discovery import iter_video_paths
+from vlmcap.video.discovery import is_video_name, iter_video_paths
+from vlmcap.video.remote import RemoteOptions, check_remote_inputs
 
 if TYPE_CHECKING:
     from vlmcap.bundle import Bundle
@@ -114,7 +116,18 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
 
 def task_filter(settings: BatchConfig, state: ResumeState) -> TaskFilter:
     shard = Shard.parse(settings.shard) if settings.shard else None
-    return TaskFilter(state, settings.retry_errors, settings.recaption == "stale", shard, settings.limit)
+    recaption_stale = settings.recaption == "stale"
+    remote = remote_options(settings)
+    return TaskFilter(state, settings.retry_errors, recaption_stale, shard, settings.limit, remote=remote)
+
+
+def remote_options(settings: BatchConfig) -> RemoteOptions:
+    return RemoteOptions.from_config(settings.remote)
+
+
+def check_remote(settings: BatchConfig) -> None:
+    """The URLs named as inputs, before any work (exit 2): docs/BATCH.md, "Remote inputs"."""
+    check_remote_inputs(settings.inputs, remote_options(settings), is_video_name)
 
 
 def list_selected(settings: BatchConfig, stdin: TextIO | None = None) -> tuple[Iterator[str], TaskFilter]:
@@ -125,8 +138,9 @@ def list_selected(settings: BatchConfig, stdin: TextIO | None = None) -> tuple[I
     manifest = read_manifest(bundle_path(settings))  # its id and prompt say what is stale; no file is hashed
     prompt = manifest.prompt.default_prompt if settings.prompt is None else settings.prompt
     state = ResumeState() if settings.overwrite else read_resume_state(out, (manifest.id, prompt))
+    check_remote(settings)
     selection = task_filter(settings, state)
-    tasks = selection(iter_video_paths(settings.inputs, stdin))
+    tasks = selection(iter_video_paths(settings.inputs, stdin, remote_options(settings)))
     if settings.dedup == "sha256":  # hashes every selected file: what a run would copy is not listed
         from vlmcap.engines.dedup import ContentIndex, Hasher, MadeBy, drop_known_duplicates
 
@@ -152,6 +166,7 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
     """Caption `settings.inputs` into `settings.out`: resume, lock, append, compact; the run's stats."""
     out = check_paths(settings)
     with OutputLock(out, settings.wait_lock_s) as lock:
+        check_remote(settings)
         bundle, params = prepare(settings)
         from vlmcap.engines.captioner import with_cpu_threads
 
@@ -166,7 +181,7 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
             log.warning("%s: %d superseded lines of an interrupted run removed", out, stats.compacted_lines)
             state = read_resume_state(out, made_by)
         selection = task_filter(settings, state)
-        paths = iter_video_paths(settings.inputs, stdin if stdin is not None else sys.stdin)
+        paths = iter_video_paths(settings.inputs, stdin if stdin is not None else sys.stdin, remote_options(settings))
         progress = Progress(settings.progress, settings.log_every_s)
         driver = make_driver(bundle, settings, params)
         dedup = None

@@ -16,6 +16,7 @@ from vlmcap.engines.output import ResumeState
 from vlmcap.errors import ConfigError
 from vlmcap.files import FileIdentity, file_identity
 from vlmcap.video.discovery import InputProblem
+from vlmcap.video.remote import RemoteOptions, is_remote, normalize_url, remote_identity
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,15 @@ class Shard:
 
 @dataclass
 class VideoTask:
-    video: str  # the path as given (discovered); the JSONL's "video"
+    video: str  # the path (or URL) as given (discovered); the JSONL's "video"
     identity: FileIdentity | None  # None: vanished before it could be read (or never a file)
-    real_path: str = ""  # symlinks resolved: what resume and compaction know a video by
+    real_path: str = ""  # symlinks resolved (a URL: normalized): what resume and compaction know a video by
     problem: InputProblem | None = None  # set: not decodable at all, goes straight to an error line
     sha256: str | None = None  # --dedup sha256: the file's content hash (engines/dedup.py)
 
     def __post_init__(self) -> None:
-        self.real_path = self.real_path or os.path.realpath(self.video)
+        if not self.real_path:
+            self.real_path = normalize_url(self.video) if is_remote(self.video) else os.path.realpath(self.video)
 
 
 @dataclass
@@ -74,6 +76,7 @@ class TaskFilter:
     shard: Shard | None = None
     limit: int | None = None
     counts: Selection = field(default_factory=Selection)
+    remote: RemoteOptions = field(default_factory=RemoteOptions)  # how URLs' identities are fetched
 
     def __call__(self, paths: Iterable[str | InputProblem]) -> Iterator[VideoTask]:
         for item in paths:
@@ -82,7 +85,7 @@ class TaskFilter:
             if self.shard is not None and not self.shard.owns(video):
                 self.counts.other_shard += 1
                 continue
-            task = VideoTask(video, None if problem else file_identity(video), problem=problem)
+            task = VideoTask(video, None if problem else self._identity(video), problem=problem)
             identity = task.identity
             status = None
             if identity is not None:
@@ -107,3 +110,8 @@ class TaskFilter:
             if task.real_path in self.state.videos:
                 self.counts.superseding += 1
             yield task
+
+    def _identity(self, video: str) -> FileIdentity | None:
+        """A file's size and mtime; a URL's size and last-modified time, from its prefix listing or
+        one metadata request (None when that fails: the decode worker then says why)."""
+        return remote_identity(video, self.remote) if is_remote(video) else file_identity(video)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from vlmcap.files import atomic_write_text
 
@@ -55,7 +56,12 @@ def vtt_text(record: dict[str, Any]) -> str:
 
 
 def sidecar_path(directory: Path, real_path: str, suffix: str) -> Path:
-    return directory / Path(real_path.lstrip("/")).with_suffix(suffix)
+    """`DIR/data/a/clip.srt` for `/data/a/clip.mp4`; `DIR/s3/bucket/a/clip.srt` for `s3://bucket/a/clip.mp4`
+    (a URL's query is dropped, and `..` cannot climb out of DIR)."""
+    url = urlsplit(real_path)
+    parts = [url.scheme, url.netloc, *url.path.split("/")] if url.scheme and url.netloc else real_path.split("/")
+    kept = [part for part in parts if part not in ("", ".", "..")]
+    return directory.joinpath(*kept).with_suffix(suffix)
 
 
 def write_sidecars(records: list[dict[str, Any]], srt_dir: Path | None, vtt_dir: Path | None) -> None:

@@ -269,6 +269,18 @@ class RayConfig(_Section):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster this run starts.")
 
 
+class RemoteConfig(_Section):
+    """s3://, gs://, http(s):// inputs (docs/BATCH.md, "Remote inputs"): each object is streamed to a
+    local spool file for the decoders, which need a path, and deleted when it is decoded."""
+
+    spool_dir: str | None = Field(None, description="Where objects are downloaded to (default: the system temp dir).")
+    max_object_mb: int = Field(2048, ge=1, description="Larger objects are refused (RemoteTooLarge), not downloaded.")
+    timeout_s: float = Field(60.0, gt=0, description="Longest wait for the server to connect or send more bytes.")
+    retries: int = Field(3, ge=0, description="Tries after the first on a dropped connection or a timeout.")
+    backoff_s: float = Field(1.0, ge=0, description="Wait before the first retry; doubles each retry.")
+    anonymous: bool = Field(False, description="s3/gs: unsigned requests (public buckets), no credentials needed.")
+
+
 DECODER_NAME = r"^(decord|pyav|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"  # module:Class = a custom decoder (tests)
 
 
@@ -338,6 +350,7 @@ class BatchConfig(_Section):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     vllm: VllmConfig = Field(default_factory=VllmConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    remote: RemoteConfig = Field(default_factory=RemoteConfig)
 
     @field_validator("decoders")
     @classmethod

@@ -74,3 +74,38 @@ class UnreadableDirectory(VideoError):
 
 class SymlinkLoop(VideoError):
     """An input entry that is a symlink pointing (through others) back at itself."""
+
+
+class BadInputLine(VideoError):
+    """A line of a list file (or stdin) that is neither a video path nor a supported URL."""
+
+
+# --- remote inputs (s3://, gs://, http(s)://, vlmcap/video/remote.py): per-object problems ---
+
+
+class RemoteError(VideoError):
+    """A remote object could not be fetched; the subclasses say why."""
+
+
+class RemoteNotFound(RemoteError):
+    """The object (or its bucket) does not exist."""
+
+
+class RemoteAccessDenied(RemoteError):
+    """The server refused to give the object to these credentials (HTTP 401/403)."""
+
+
+class RemoteConnectionError(RemoteError):
+    """The connection failed or dropped mid-download on every try (batch.remote.retries)."""
+
+
+class RemoteTimeout(RemoteError):
+    """The server sent nothing for batch.remote.timeout_s on every try."""
+
+
+class RemoteTooLarge(RemoteError):
+    """The object is larger than batch.remote.max_object_mb, the most the local spool takes."""
+
+
+class RemoteBackendMissing(RemoteError):
+    """The fsspec backend of the URL's scheme (s3fs, gcsfs, aiohttp) is not installed."""

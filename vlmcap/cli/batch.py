@@ -17,6 +17,7 @@ from vlmcap.cli.options import (
     output_options,
     quality_options,
     ray_options,
+    remote_options,
     sampling_options,
     segment_options,
     vllm_options,
@@ -34,6 +35,7 @@ from vlmcap.cli.options import (
 @quality_options
 @vllm_options
 @ray_options
+@remote_options
 @click.option("--dry-run", is_flag=True, help="Print the videos that would be captioned, and stop.")
 def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
     """Caption INPUTS (files, folders, globs, list files, - for stdin) into the JSONL --out.
@@ -96,6 +98,7 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
 @config_options(overrides=False)
 @config_option("--frames", key="video.num_frames", type=click.IntRange(1), help="Frames sampled per video.")
 @decode_options
+@remote_options
 def probe(inputs: tuple[str, ...], config: ConfigSource) -> None:
     """Decode INPUTS (files, folders, globs, list files, - for stdin) and print one JSON line per video.
 
@@ -105,12 +108,14 @@ def probe(inputs: tuple[str, ...], config: ConfigSource) -> None:
     Example: vlmcap probe ./videos --frames 8 > probe.jsonl
     """
     from vlmcap.video.decoders import DecodeOptions
-    from vlmcap.video.discovery import InputProblem, iter_video_paths
+    from vlmcap.video.discovery import InputProblem, is_video_name, iter_video_paths
     from vlmcap.video.pool import DecodePool
+    from vlmcap.video.remote import check_remote_inputs
 
     loaded = config.load()
     settings = loaded.batch
     options = DecodeOptions.from_settings(settings, loaded.video.num_frames)
+    check_remote_inputs(inputs, options.remote, is_video_name)
     failed = 0
 
     def error_line(path: str, error_type: str | None, message: str | None, decode_ms: float = 0.0) -> None:
@@ -120,7 +125,7 @@ def probe(inputs: tuple[str, ...], config: ConfigSource) -> None:
         click.echo(json.dumps({**record, "decode_ms": round(decode_ms, 1)}, ensure_ascii=False))
 
     def videos() -> Iterator[str]:
-        for item in iter_video_paths(inputs):
+        for item in iter_video_paths(inputs, remote=options.remote):
             if isinstance(item, InputProblem):
                 error_line(item.path, item.error_type, item.message)  # nothing to decode
             else:

@@ -395,3 +395,25 @@ def output_options(command: Callable) -> Callable:
         ],
         command,
     )
+
+
+def remote_options(command: Callable) -> Callable:
+    """s3://, gs://, http(s):// inputs: the local spool and how long a server may take (batch, probe)."""
+    return _apply(
+        [
+            config_option(
+                "--spool-dir",
+                key="batch.remote.spool_dir",
+                type=click.Path(file_okay=False),
+                help="Remote videos are downloaded here, one per decode worker, and deleted once decoded.",
+            ),
+            config_option("--remote-max-mb", key="batch.remote.max_object_mb", type=click.IntRange(1)),
+            config_option(
+                "--remote-timeout", key="batch.remote.timeout_s", type=click.FloatRange(min=0, min_open=True)
+            ),
+            config_option("--remote-retries", key="batch.remote.retries", type=click.IntRange(0)),
+            config_option("--remote-backoff", key="batch.remote.backoff_s", type=click.FloatRange(min=0)),
+            config_option("--remote-anonymous/--no-remote-anonymous", key="batch.remote.anonymous"),
+        ],
+        command,
+    )

@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from vlmcap.config import BatchConfig
 from vlmcap.errors import TruncatedVideo, UnsupportedFrameSize, VideoError
 from vlmcap.video.probe import VideoProbe, probe_video
+from vlmcap.video.remote import RemoteOptions
 from vlmcap.video.sampling import sample_indices
 from vlmcap.video.segments import Segment, SegmentPlan, plan_segments
 from vlmcap.video.types import DecodedVideo, VideoMeta
@@ -54,6 +55,7 @@ class DecodeOptions:
     max_frame_pixels: int = 8192 * 8192
     max_aspect_ratio: float = 8.0
     memory_limit_mb: int | None = 4096  # address-space limit of each decode worker (None: no limit)
+    remote: RemoteOptions = field(default_factory=RemoteOptions)  # URL inputs: spool, timeouts, retries
 
     @classmethod
     def from_settings(cls, settings: BatchConfig, num_frames: int) -> DecodeOptions:
@@ -64,6 +66,7 @@ class DecodeOptions:
             max_frame_pixels=settings.max_frame_pixels,
             max_aspect_ratio=settings.max_aspect_ratio,
             memory_limit_mb=settings.decode_memory_mb or None,
+            remote=RemoteOptions.from_config(settings.remote),
         )
 
 

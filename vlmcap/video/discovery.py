@@ -8,8 +8,14 @@ symlinks is walked once, and paths are yielded one at a time so a list of millio
 in memory (only a compact set of seen ids). Glob matches are the exception: each pattern's
 matches are sorted, so collected in full first.
 
-Nothing is dropped silently: a directory that cannot be listed and a symlink that loops onto
-itself come out as an `InputProblem` in the stream, which the batch run writes as an error line.
+Inputs may also be URLs (vlmcap/video/remote.py): `s3://`, `gs://`, `http(s)://`. A URL that ends
+in a video extension (any http(s) URL) is one video; an s3/gs URL that does not is a prefix, listed
+recursively (video extensions only, sorted by key). List files may hold URLs too.
+
+Nothing is dropped silently: a directory that cannot be listed, a symlink that loops onto itself,
+a prefix that cannot be listed and a list line that is neither a path nor a URL vlmcap reads (a
+`ftp://` URL, binary junk) come out as an `InputProblem` in the stream, which the batch run writes
+as an error line.
 """
 
 from __future__ import annotations
@@ -18,10 +24,23 @@ import errno
 import glob
 import hashlib
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
+
+from vlmcap.errors import RemoteError
+from vlmcap.video.remote import (
+    BACKENDS,
+    RemoteOptions,
+    backend_missing,
+    is_prefix,
+    is_remote,
+    list_videos,
+    normalize_url,
+    url_scheme,
+)
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".wmv", ".flv"}
@@ -29,6 +48,8 @@ VIDEO_EXTENSIONS = frozenset(
 )
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list"})
 _GLOB_CHARS = set("*?[")
+# In a list line: bytes no file name or URL holds (a list file that is really a video, a tar, ...).
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 
 
 def is_video_name(name: str) -> bool:
@@ -40,7 +61,7 @@ class InputProblem:
     """An input entry that cannot be looked into; it gets an error line instead of a caption."""
 
     path: str
-    error_type: str  # "UnreadableDirectory" or "SymlinkLoop" (docs/VIDEO.md)
+    error_type: str  # "UnreadableDirectory", "SymlinkLoop", "BadInputLine", a Remote* type (docs/VIDEO.md)
     message: str
 
 
@@ -87,22 +108,68 @@ def _walk(directory: str) -> Iterator[str | InputProblem]:
             yield entry.path
 
 
-def _read_list(stream: TextIO, base_dir: str) -> Iterator[str]:
-    for line in stream:
-        line = line.strip()
+def _shown(line: str) -> str:
+    """A list line as a message can hold it: escaped, and short."""
+    text = ascii(line)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _bad_line(where: str, line: str, why: str) -> InputProblem:
+    return InputProblem(where, "BadInputLine", f"{where}: {_shown(line)} {why}")
+
+
+def _remote(url: str, options: RemoteOptions) -> Iterator[str | InputProblem]:
+    """One URL: the video it names, or the videos under its prefix."""
+    missing = backend_missing(url_scheme(url))
+    if missing:
+        yield InputProblem(url, "RemoteBackendMissing", f"{url}: {missing}")
+    elif is_prefix(url, is_video_name):
+        try:
+            yield from list_videos(url, options, is_video_name)
+        except RemoteError as e:  # listing fails before it yields: nothing half-listed
+            yield InputProblem(url, type(e).__name__, f"cannot list the prefix: {e}")
+    else:
+        yield url
+
+
+def _read_list(stream: TextIO, base_dir: str, name: str, options: RemoteOptions) -> Iterator[str | InputProblem]:
+    """The entries of a list file: paths (relative to the list's folder) and URLs; a line that is
+    neither becomes a `BadInputLine` problem named `LIST:LINE`, never silence."""
+    for number, raw in enumerate(stream, 1):
+        line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        yield line if os.path.isabs(line) or base_dir == "" else os.path.join(base_dir, line)
+        where = f"{name}:{number}"
+        scheme = url_scheme(line)
+        if _CONTROL.search(line):
+            yield _bad_line(where, line, "holds control characters: not a path or a URL (is this a list file?)")
+        elif scheme is not None and scheme not in BACKENDS:
+            yield _bad_line(where, line, f"is a {scheme}:// URL; vlmcap reads s3://, gs://, http(s):// and local paths")
+        elif scheme is not None:
+            yield from _remote(line, options)
+        else:
+            path = line if os.path.isabs(line) or base_dir == "" else os.path.join(base_dir, line)
+            if not is_video_name(path) and not os.path.lexists(path):
+                yield _bad_line(where, line, "is no existing file, no name with a video extension and no URL")
+            else:
+                yield path  # a missing video is reported by decoding, as VideoNotFound
 
 
-def _expand(item: str, stdin: TextIO) -> Iterator[str | InputProblem]:
-    if item == "-":
-        yield from _read_list(stdin, "")
+def _expand(item: str, stdin: TextIO, options: RemoteOptions) -> Iterator[str | InputProblem]:
+    scheme = url_scheme(item)
+    if scheme is not None and scheme in BACKENDS:
+        yield from _remote(item, options)
+    elif scheme is not None and not os.path.exists(item):
+        yield InputProblem(item, "BadInputLine", f"{item}: vlmcap cannot read {scheme}:// URLs")
+    elif item == "-":
+        yield from _read_list(stdin, "", "<stdin>", options)
     elif os.path.isdir(item):
         yield from _walk(item)
     elif os.path.isfile(item) and os.path.splitext(item)[1].lower() in LIST_EXTENSIONS:
-        with open(item, encoding="utf-8") as f:
-            yield from _read_list(f, os.path.dirname(item))
+        # surrogateescape: a line in another encoding (or binary junk) is a problem of that line,
+        # not a UnicodeDecodeError that ends the run.
+        with open(item, encoding="utf-8", errors="surrogateescape") as f:
+            yield from _read_list(f, os.path.dirname(item), item, options)
     elif _GLOB_CHARS & set(item) and not os.path.exists(item):
         for match in sorted(glob.iglob(item, recursive=True)):
             if os.path.isdir(match):
@@ -115,16 +182,21 @@ def _expand(item: str, stdin: TextIO) -> Iterator[str | InputProblem]:
 
 def _identity(path: str) -> bytes:
     """16 bytes per path instead of the path itself, so dedup of millions of inputs stays small."""
-    return hashlib.blake2b(os.path.realpath(path).encode("utf-8", "surrogateescape"), digest_size=16).digest()
+    real = normalize_url(path) if is_remote(path) else os.path.realpath(path)
+    return hashlib.blake2b(real.encode("utf-8", "surrogateescape"), digest_size=16).digest()
 
 
-def iter_video_paths(inputs: Iterable[str], stdin: TextIO | None = None) -> Iterator[str | InputProblem]:
-    """Yield each video path once, in a deterministic order, as the user gave it (not resolved),
-    and each entry that could not be looked into as an `InputProblem`."""
+def iter_video_paths(
+    inputs: Iterable[str], stdin: TextIO | None = None, remote: RemoteOptions | None = None
+) -> Iterator[str | InputProblem]:
+    """Yield each video path (or URL) once, in a deterministic order, as the user gave it (not
+    resolved), and each entry that could not be looked into as an `InputProblem`. `remote`: the
+    timeouts and retries of prefix listings."""
     stdin = stdin if stdin is not None else sys.stdin
+    options = remote or RemoteOptions()
     seen: set[bytes] = set()
     for item in inputs:
-        for path in _expand(item, stdin):
+        for path in _expand(item, stdin, options):
             key = _identity(path.path if isinstance(path, InputProblem) else path)
             if key in seen:
                 continue

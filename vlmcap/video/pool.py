@@ -27,6 +27,7 @@ from multiprocessing.connection import Connection, wait
 from vlmcap.video.decoders import DecodeOptions, available_decoders
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.segments import Segment, SegmentPlan
+from vlmcap.video.spool import discard_worker_spool
 from vlmcap.video.worker import PROGRESS, DecodeResult, worker_main
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ class DecodePool:
             worker.process.kill()
             worker.process.join()
         worker.conn.close()
+        # A worker killed mid-download (or mid-decode of a remote video) left its spool file.
+        discard_worker_spool(self.options.remote, worker.process.pid)
         self._workers.remove(worker)
 
     def close(self) -> None:

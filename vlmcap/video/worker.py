@@ -10,6 +10,7 @@ import errno
 import resource
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 
@@ -20,14 +21,15 @@ from vlmcap.video.decoders import DecodeOptions, available_decoders, decode_segm
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.preprocess import resize_and_crop
 from vlmcap.video.segments import Segment, SegmentPlan
+from vlmcap.video.spool import local_copy
 from vlmcap.video.types import DecodedVideo
 
 if "decord" in available_decoders(("decord",)):
     import vlmcap.video.decord_decoder  # noqa: F401  -- preloads decord after torch and PyAV
 
 
-# Sent by a worker while it works through a long pass that yields no frames (scene detection):
-# the pool takes any message as a sign of life.
+# Sent by a worker while it works through a long pass that yields no frames (scene detection, the
+# download of a remote video): the pool takes any message as a sign of life.
 PROGRESS = "progress"
 
 
@@ -68,16 +70,24 @@ class DecodeResult:
 
 
 def decode_one(
-    index: int, path: str, options: DecodeOptions, image_spec: ImageSpec | None, window: Segment | None = None
+    index: int,
+    path: str,
+    options: DecodeOptions,
+    image_spec: ImageSpec | None,
+    window: Segment | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> DecodeResult:
+    """Decode one video; a URL is first fetched to a spool file (`progress()` while it downloads)."""
     start = time.perf_counter()
+    local = path
     try:
-        video = decode_video(path, options, window)
+        with local_copy(path, options.remote, progress) as local:
+            video = decode_video(local, options, window)
         if image_spec is not None:
             video.frames = resize_and_crop(video.frames, image_spec)
         return DecodeResult(index, path, video, decode_ms=(time.perf_counter() - start) * 1e3)
     except Exception as e:  # a decoder bug must cost one video, not the run
-        return _error_result(index, path, options, e, start)
+        return _error_result(index, path, options, e, start, local)
 
 
 def send_segments(
@@ -93,22 +103,27 @@ def send_segments(
     (the last one says so), or an error result. The send blocks while the parent is not reading, so
     a worker holds one segment's frames however long the file."""
     start = time.perf_counter()
+    local = path
+    progress = lambda: conn.send(PROGRESS)  # noqa: E731
     try:
-        for number, segments, video in decode_segments(path, options, plan, first, lambda: conn.send(PROGRESS)):
-            if image_spec is not None:
-                video.frames = resize_and_crop(video.frames, image_spec)
-            segment = segments[number]
-            ref = SegmentRef(number, len(segments), round(segment.start_s, 3), round(segment.end_s, 3))
-            conn.send(DecodeResult(index, path, video, decode_ms=(time.perf_counter() - start) * 1e3, segment=ref))
-            if ref.last:
-                return
-            start = time.perf_counter()
+        with local_copy(path, options.remote, progress) as local:
+            for number, segments, video in decode_segments(local, options, plan, first, progress):
+                if image_spec is not None:
+                    video.frames = resize_and_crop(video.frames, image_spec)
+                segment = segments[number]
+                ref = SegmentRef(number, len(segments), round(segment.start_s, 3), round(segment.end_s, 3))
+                conn.send(DecodeResult(index, path, video, decode_ms=(time.perf_counter() - start) * 1e3, segment=ref))
+                if ref.last:
+                    return
+                start = time.perf_counter()
         raise VideoError(f"{path}: has fewer segments than an earlier attempt found ({first})")
     except Exception as e:
-        conn.send(_error_result(index, path, options, e, start))
+        conn.send(_error_result(index, path, options, e, start, local))
 
 
-def _error_result(index: int, path: str, options: DecodeOptions, e: Exception, start: float) -> DecodeResult:
+def _error_result(
+    index: int, path: str, options: DecodeOptions, e: Exception, start: float, local: str | None = None
+) -> DecodeResult:
     if _out_of_memory(e):
         limit = f"{options.memory_limit_mb} MB" if options.memory_limit_mb else "the machine's memory"
         kind, message = "DecodeOutOfMemory", f"{path}: decoding needed more than {limit}"
@@ -116,6 +131,8 @@ def _error_result(index: int, path: str, options: DecodeOptions, e: Exception, s
         kind, message = type(e).__name__, str(e)
     else:
         kind, message = "VideoError", f"{path}: {type(e).__name__}: {e}"
+    if local and local != path:  # a remote video's decoder names its spool file: name the URL instead
+        message = message.replace(local, path)
     return DecodeResult(index, path, None, kind, message, (time.perf_counter() - start) * 1e3)
 
 
@@ -155,7 +172,7 @@ def worker_main(
         if window is None and plan is not None:
             send_segments(conn, index, path, task_options, plan, first_segment, image_spec)
         else:
-            conn.send(decode_one(index, path, task_options, image_spec, window))
+            conn.send(decode_one(index, path, task_options, image_spec, window, lambda: conn.send(PROGRESS)))
 
 
 def _with_decoders(options: DecodeOptions, decoders: tuple[str, ...]) -> DecodeOptions:
