@@ -98,7 +98,9 @@ def test_vllm_captions_a_gemma3_bundle_like_transformers(family_bundle, tmp_path
         jsonl = tmp_path / f"{backend}.jsonl"
         args = [str(videos), "--out", str(jsonl), "--engine", str(out), "--llm-backend", backend]
         run_ = subprocess.run(
-            [sys.executable, "-m", "vlmcap", "batch", *args, "--max-new-tokens", "12"],
+            # The barely trained model's captions are flagged (cut, wrong script) and a guard's retry
+            # samples: compare the engines' greedy captions, not two samples.
+            [sys.executable, "-m", "vlmcap", "batch", *args, "--max-new-tokens", "12", "--no-quality-retry"],
             capture_output=True,
             text=True,
             timeout=600,
