@@ -136,7 +136,7 @@ def list_selected(settings: BatchConfig, stdin: TextIO | None = None) -> tuple[I
 
     out = output_path(settings)
     manifest = read_manifest(bundle_path(settings))  # its id and prompt say what is stale; no file is hashed
-    prompt = manifest.prompt.default_prompt if settings.prompt is None else settings.prompt
+    prompt = manifest.prompt.instruction(settings.prompt)
     state = ResumeState() if settings.overwrite else read_resume_state(out, (manifest.id, prompt))
     check_remote(settings)
     selection = task_filter(settings, state)

@@ -205,13 +205,13 @@ class Captioner:
     def captions(self, generations: Sequence[Generation], prompts: Sequence[str | None]) -> list[Caption]:
         """Generated token ids -> caption texts, decoded by the bundle's tokenizer and checked by the guards."""
         texts = self.tokenizer.batch_decode([g.token_ids for g in generations], skip_special_tokens=True)
-        default = self.bundle.manifest.prompt.default_prompt
+        instruction = self.bundle.manifest.prompt.instruction
         return [
             Caption(
                 text.strip(),
                 len(g.token_ids),
                 g.finish_reason,
-                Quality(self.guard.flags(text, g.token_ids, g.finish_reason, default if p is None else p)),
+                Quality(self.guard.flags(text, g.token_ids, g.finish_reason, instruction(p))),
             )
             for text, g, p in zip(texts, generations, prompts, strict=True)
         ]

@@ -39,7 +39,7 @@ def check_prompt(bundle: Bundle, settings: BatchConfig, params: GenerationParams
     from vlmcap.prompt import PromptBuilder
 
     prompt = bundle.manifest.prompt
-    text = prompt.default_prompt if settings.prompt is None else settings.prompt
+    text = prompt.instruction(settings.prompt)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -38,8 +38,7 @@ class Provenance:
         quality = settings.quality
         if quality.retries:  # the decoding of the caption guards' retry
             fields["retry_generation"] = asdict(params.overridden(quality.retry_generation))
-        prompt = manifest.prompt.default_prompt if settings.prompt is None else settings.prompt
-        return cls(bundle.id, prompt, fields)
+        return cls(bundle.id, manifest.prompt.instruction(settings.prompt), fields)
 
     def set_engines(self, engines: dict[str, str]) -> None:
         """The engines as they started: their names say the device and the precision they compute in

@@ -55,7 +55,6 @@ class VideoTask:
 class Selection:
     """Counts of what the resume/shard/limit filter let through or held back."""
 
-    selected: int = 0  # = new + stale + retried
     new: int = 0  # no line for the file as it is now (never captioned, or changed since)
     stale: int = 0  # --recaption stale: an ok line from another bundle or prompt
     retried: int = 0  # --retry-errors: an error line
@@ -66,6 +65,11 @@ class Selection:
     other_shard: int = 0
     over_limit: bool = False
     duplicates: int = 0  # --dry-run with --dedup: selected videos whose content is captioned already
+
+    @property
+    def selected(self) -> int:
+        """What the filter let through: new, stale (--recaption stale) and failed (--retry-errors) videos."""
+        return self.new + self.stale + self.retried
 
 
 @dataclass
@@ -100,7 +104,6 @@ class TaskFilter:
             if self.limit is not None and self.counts.selected >= self.limit:
                 self.counts.over_limit = True
                 return
-            self.counts.selected += 1
             if status == "stale":
                 self.counts.stale += 1
             elif status == "error":

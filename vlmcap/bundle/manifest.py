@@ -168,6 +168,10 @@ class PromptInfo(_Section):
     enable_thinking: bool
     chat_template: str | None
 
+    def instruction(self, prompt: str | None) -> str:
+        """The instruction a video gets: `prompt` (--prompt), or the bundle's default when it is None."""
+        return self.default_prompt if prompt is None else prompt
+
 
 class GenerationInfo(_Section):
     max_new_tokens: int = Field(ge=1)
