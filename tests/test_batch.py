@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from vlmcap.cli import cli
-from vlmcap.engines.lock import EXIT_LOCKED, OutputLock
+from vlmcap.engines.batch.lock import EXIT_LOCKED, OutputLock
 
 TESTS = Path(__file__).resolve().parent
 GOOD = 9

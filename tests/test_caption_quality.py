@@ -1,5 +1,5 @@
-"""Caption guards (engines/caption_quality.py; docs/BATCH.md, "Caption quality"), and the
-provenance every record carries (engines/provenance.py).
+"""Caption guards (engines/model/caption_quality.py; docs/BATCH.md, "Caption quality"), and the
+provenance every record carries (engines/batch/provenance.py).
 
 The failures come from real engines: bundles whose LLM really loops or really ends at once
 (tests/forced_models.py), and the trained tiny bundle cut at max_new_tokens or prompted in English.
@@ -17,7 +17,7 @@ from forced_models import forced_token_bundle
 import vlmcap
 from vlmcap.cli import cli
 from vlmcap.config import QualityConfig
-from vlmcap.engines.caption_quality import CaptionGuard, Quality, choose, repeated_fraction
+from vlmcap.engines.model.caption_quality import CaptionGuard, Quality, choose, repeated_fraction
 
 EOS = 735  # <|im_end|> of the tiny preset's tokenizer, the bundle's stop token
 LATIN_G = 70  # "g" in the tiny preset's byte-level vocabulary

@@ -19,8 +19,11 @@ from click.testing import CliRunner
 
 from vlmcap.cli import captions as captions_cli
 from vlmcap.cli import cli
-from vlmcap.engines import dataset_formats
-from vlmcap.engines.dataset_formats import (
+from vlmcap.engines.batch.provenance import Provenance
+from vlmcap.engines.batch.records import Outcome, SegmentCaption, to_record
+from vlmcap.engines.batch.selection import VideoTask
+from vlmcap.engines.datasets import convert as dataset_formats
+from vlmcap.engines.datasets.convert import (
     SCHEMA,
     SCHEMA_VERSION,
     convert_captions,
@@ -28,14 +31,11 @@ from vlmcap.engines.dataset_formats import (
     sample_key,
     to_row,
 )
-from vlmcap.engines.provenance import Provenance
-from vlmcap.engines.records import Outcome, SegmentCaption, to_record
-from vlmcap.engines.selection import VideoTask
 from vlmcap.files import file_identity
 
 REPO = Path(__file__).resolve().parent.parent
 BUNDLE, PROMPT = "5224677c50feed5c", "이 영상을 한 문장으로 설명하세요."
-# What Provenance.of_run writes for a bundle and a run (engines/provenance.py), engines started.
+# What Provenance.of_run writes for a bundle and a run (engines/batch/provenance.py), engines started.
 PROVENANCE = Provenance(
     BUNDLE,
     PROMPT,

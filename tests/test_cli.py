@@ -146,12 +146,12 @@ def test_tensorboard_without_the_package_is_a_config_error(small_synth, tmp_path
 
 def test_a_bug_exits_70_with_one_line_and_a_traceback_only_with_v(tmp_path, monkeypatch) -> None:
     """What a cron wrapper sees when vlmcap itself fails: its own code, never 1 ("some videos failed")."""
-    import vlmcap.engines.batch
+    import vlmcap.engines.batch.caption_videos
 
     def bug(*args, **kwargs):
         raise KeyError("a bug")  # stands in for any defect below the CLI
 
-    monkeypatch.setattr(vlmcap.engines.batch, "caption_videos", bug)
+    monkeypatch.setattr(vlmcap.engines.batch.caption_videos, "caption_videos", bug)
     args = ["batch", str(tmp_path), "--out", str(tmp_path / "c.jsonl")]
     quiet = CliRunner().invoke(cli, args)
     assert quiet.exit_code == 70

@@ -12,12 +12,12 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from vlmcap.cli import cli
-from vlmcap.engines.dedup import ContentIndex, DedupDriver, MadeBy, hash_file
-from vlmcap.engines.output import CaptionWriter
-from vlmcap.engines.provenance import Provenance
-from vlmcap.engines.records import Outcome, to_record
-from vlmcap.engines.run import Interrupt
-from vlmcap.engines.selection import VideoTask
+from vlmcap.engines.batch.dedup import ContentIndex, DedupDriver, MadeBy, hash_file
+from vlmcap.engines.batch.ledger import CaptionWriter
+from vlmcap.engines.batch.provenance import Provenance
+from vlmcap.engines.batch.records import Outcome, to_record
+from vlmcap.engines.batch.run import Interrupt
+from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.files import file_identity
 
 PROVENANCE = Provenance("bundle-1", "describe")

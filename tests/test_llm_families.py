@@ -18,10 +18,10 @@ import torch
 
 from vlmcap.bundle import load_bundle
 from vlmcap.config import ExportConfig, load_config
-from vlmcap.engines.captioner import Captioner
-from vlmcap.engines.llm import GenerationParams
-from vlmcap.engines.llm_transformers import TransformersEngine
-from vlmcap.engines.vision import OnnxVisionEngine
+from vlmcap.engines.model.captioner import Captioner
+from vlmcap.engines.model.llm import GenerationParams
+from vlmcap.engines.model.llm_transformers import TransformersEngine
+from vlmcap.engines.model.vision import OnnxVisionEngine
 from vlmcap.export.exporter import ExportRequest, export_bundle
 from vlmcap.export.samples import manifest_videos, sample_pixels
 from vlmcap.model import VideoLanguageModel

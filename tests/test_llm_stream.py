@@ -55,7 +55,7 @@ def test_schedule_flags_that_cannot_work_fail_before_work(tiny_bundle, six_video
 
 
 def test_bound_report_names_the_slower_side_and_the_workers_that_would_feed_the_engines() -> None:
-    from vlmcap.engines.bench import bound_report
+    from vlmcap.engines.bench.batch_schedules import bound_report
     from vlmcap.environment import usable_cpus
 
     waits = {"decode_blocked_s": 0.0, "vision_idle_s": 3.0, "llm_idle_s": 2.0}

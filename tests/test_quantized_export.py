@@ -19,7 +19,7 @@ from safetensors import safe_open
 from vlmcap.bundle import load_bundle
 from vlmcap.cli import cli
 from vlmcap.config import CaptionGateConfig, ExportConfig
-from vlmcap.engines.quant_support import vllm_quant_problem
+from vlmcap.engines.model.quant_support import vllm_quant_problem
 from vlmcap.errors import ExportError
 from vlmcap.export.caption_gate import GateInputs, judge
 from vlmcap.export.exporter import ExportRequest, export_bundle

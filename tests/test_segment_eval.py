@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from vlmcap.bundle import load_bundle
 from vlmcap.cli import cli
 from vlmcap.config import BatchConfig
-from vlmcap.engines.evaluate import evaluate_bundle
+from vlmcap.engines.batch.evaluate import evaluate_bundle
 from vlmcap.errors import ConfigError
 from vlmcap.segment_metrics import best_match, boundaries_found, inner_boundaries
 from vlmcap.training.synth import SynthSpec, write_multiscene_set

@@ -1,4 +1,4 @@
-"""Decoded frames -> vision rows through the engines' staging buffer (engines/frame_staging.py).
+"""Decoded frames -> vision rows through the engines' staging buffer (engines/model/frame_staging.py).
 
 The CPU runs the same functions a GPU does: the buffer is written in place, the handoff is
 `Tensor.to` (the identity here, the one host->device copy there), and the rows must equal the old
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from vlmcap.bundle import load_bundle
-from vlmcap.engines.captioner import Captioner
-from vlmcap.engines.llm import GenerationParams
-from vlmcap.engines.vision import OnnxVisionEngine, TorchVisionEngine, pixel_batch
+from vlmcap.engines.model.captioner import Captioner
+from vlmcap.engines.model.llm import GenerationParams
+from vlmcap.engines.model.vision import OnnxVisionEngine, TorchVisionEngine, pixel_batch
 
 ENGINES = {"onnx": OnnxVisionEngine, "torch": TorchVisionEngine.from_bundle}
 
@@ -72,7 +72,7 @@ def test_without_a_batch_size_the_buffer_is_sized_by_the_first_batch_and_grows_t
 
 
 def test_the_buffer_waits_for_a_batch_size_and_pinning_needs_cuda(bundle) -> None:
-    from vlmcap.engines.frame_staging import FrameStaging
+    from vlmcap.engines.model.frame_staging import FrameStaging
 
     assert OnnxVisionEngine(bundle).staging.buffer is None  # sized by the first batch
     staging = FrameStaging(

@@ -232,7 +232,7 @@ class QualityConfig(_Section):
     )
     retry: bool = Field(True, description="Generate a flagged caption once more with retry_generation.")
     # Sampling breaks the greedy loops and early ends that decoding at temperature 0 repeats
-    # exactly; penalties would too, but vLLM refuses them with prompt embeds (engines/llm_vllm.py).
+    # exactly; penalties would too, but vLLM refuses them with prompt embeds (engines/model/llm_vllm.py).
     retry_generation: GenerationOverrides = Field(
         default_factory=lambda: GenerationOverrides(temperature=0.7, top_p=0.9),
         description="Decoding of the retry, on top of the run's (default: temperature 0.7, top_p 0.9).",

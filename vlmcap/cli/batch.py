@@ -52,8 +52,8 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
       find /data -name '*.mp4' | vlmcap batch - --out captions.jsonl --shard 0/4 --stats stats.json
       vlmcap batch --config nightly.yaml
     """
-    from vlmcap.engines.batch import caption_videos, list_selected
-    from vlmcap.engines.progress import summary_lines
+    from vlmcap.engines.batch.caption_videos import caption_videos, list_selected
+    from vlmcap.engines.batch.progress import summary_lines
 
     if inputs:
         config.flags["batch.inputs"] = list(inputs)

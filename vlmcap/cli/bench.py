@@ -143,8 +143,8 @@ def bench_batch_cmd(inputs: tuple[str, ...], config: ConfigSource, as_json: bool
     Example: vlmcap bench batch demo-work/synth/videos --batch-size 16
     """
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.batch import bundle_path
-    from vlmcap.engines.bench import bench_batch
+    from vlmcap.engines.batch.caption_videos import bundle_path
+    from vlmcap.engines.bench.batch_schedules import bench_batch
     from vlmcap.video.discovery import iter_videos_only
 
     videos = list(iter_videos_only(inputs))
@@ -183,8 +183,8 @@ def bench_llm_cmd(config: ConfigSource, batch_videos: int, new_tokens: int, repe
     Example: vlmcap bench llm --engine bundles/w4a16 --llm-backend vllm --batch 4
     """
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.batch import bundle_path
-    from vlmcap.engines.bench_llm import bench_llm
+    from vlmcap.engines.batch.caption_videos import bundle_path
+    from vlmcap.engines.bench.llm_decode import bench_llm
 
     settings = config.load().batch
     bundle = load_bundle(bundle_path(settings))
@@ -220,7 +220,7 @@ def bench_stages_cmd(
 
     Example (GPU): vlmcap bench stages --preset reference-random --device cuda --batch 8
     """
-    from vlmcap.engines.bench_stages import bench_stages
+    from vlmcap.engines.bench.stages import bench_stages
 
     report = bench_stages(config.load(), device, batch_videos, prompt_tokens, new_tokens, repeat)
     if as_json:
@@ -249,7 +249,7 @@ def bench_long_cmd(minutes: str, workdir: str, short_clips: int, batch_args: tup
 
     Example: vlmcap bench long --minutes 10,30,60 -- --segments fixed:30 --llm-backend transformers
     """
-    from vlmcap.engines.bench_long import bench_long
+    from vlmcap.engines.bench.long_videos import bench_long
 
     try:
         lengths = [float(m) for m in minutes.split(",")]

@@ -9,7 +9,7 @@ import click
 
 from vlmcap.cli.options import json_option
 
-# The same names as vlmcap.engines.dataset_formats.FORMATS / STATUSES (tests/test_captions_convert.py
+# The same names as vlmcap.engines.datasets.convert.FORMATS / STATUSES (tests/test_captions_convert.py
 # checks), spelled out so that `vlmcap --help` does not import pyarrow.
 FORMATS = ("parquet", "csv", "webdataset")
 STATUSES = ("ok", "error", "all")
@@ -66,7 +66,7 @@ def convert(
       vlmcap captions convert captions.jsonl --to csv --status all --out report.csv
       vlmcap captions convert captions.jsonl --to webdataset --shard-size 1000 --out shards/train-%06d.tar
     """
-    from vlmcap.engines.dataset_formats import convert_captions
+    from vlmcap.engines.datasets.convert import convert_captions
 
     stats = convert_captions(
         captions_file,

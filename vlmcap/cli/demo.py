@@ -47,8 +47,8 @@ def run_demo(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.batch import caption_videos
-    from vlmcap.engines.evaluate import evaluate_bundle
+    from vlmcap.engines.batch.caption_videos import caption_videos
+    from vlmcap.engines.batch.evaluate import evaluate_bundle
     from vlmcap.export.exporter import ExportRequest, export_bundle
     from vlmcap.segment_metrics import best_match
     from vlmcap.training.synth import SynthSpec, write_multiscene_set, write_synthetic_dataset

@@ -42,8 +42,8 @@ def eval_cmd(data: Path, config: ConfigSource, records: Path | None, as_json: bo
       vlmcap eval --data synth/multiscene.jsonl --segments scenes
     """
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.batch import bundle_path, check_writable_file
-    from vlmcap.engines.evaluate import evaluate_bundle
+    from vlmcap.engines.batch.caption_videos import bundle_path, check_writable_file
+    from vlmcap.engines.batch.evaluate import evaluate_bundle
 
     settings = config.load().batch
     if records is not None:

@@ -6,7 +6,7 @@ rebuilds the encoder + trained projector in PyTorch from the bundle's reference/
 then called per batch, like vLLM's `LLM`.
 
 `encode_frames` is the pipeline's entry: decoded uint8 frames go into the engine's reused staging
-buffer (engines/frame_staging.py) and reach the device in one copy per batch. The torch engine
+buffer (engines/model/frame_staging.py) and reach the device in one copy per batch. The torch engine
 copies the uint8 bytes and normalises on the device; ONNX Runtime normalises on the host into a
 float32 buffer it copies itself. `encode` takes pixel_values already normalised (callers that
 have them: benchmarks, tests).
@@ -25,7 +25,7 @@ from typing import Protocol
 import numpy as np
 
 from vlmcap.bundle import REFERENCE_DIR, Bundle
-from vlmcap.engines.frame_staging import FrameStaging
+from vlmcap.engines.model.frame_staging import FrameStaging
 from vlmcap.errors import BundleError, ConfigError
 from vlmcap.run_dir import CONFIG_FILE
 from vlmcap.video.image_spec import ImageSpec

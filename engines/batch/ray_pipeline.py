@@ -1,12 +1,12 @@
 """The Ray driver of a batch run (`vlmcap batch --ray`): the stages as Ray Data operators, for more than one machine.
 
-    tasks (filtered on the driver by vlmcap.engines.selection.TaskFilter)
+    tasks (filtered on the driver by vlmcap.engines.batch.selection.TaskFilter)
       -> map_batches(DecodeStage)   actors, each with its own DecodePool: a hung or crashing
                                     decode costs one video, exactly as locally; with --segments
                                     a row per segment, yielded as decoded (memory stays bounded)
       -> map_batches(VisionStage)   actor pool over the bundle's vision.onnx (GPUs per actor configurable)
       -> map_batches(LLMStage)      actor pool of LLM engines (vLLM fed prompt embeds, or transformers)
-      -> outcomes, back on the driver (vlmcap.engines.run.BatchRun turns them into records)
+      -> outcomes, back on the driver (vlmcap.engines.batch.run.BatchRun turns them into records)
 
 One implementation, two drivers: the stage bodies are the same `Captioner.caption` and vision
 engine `encode_frames` the local pipeline uses (here the LLM runs batched, not streamed), and both
@@ -31,13 +31,13 @@ import numpy as np
 
 from vlmcap.bundle import Bundle, load_bundle
 from vlmcap.config import BatchConfig, RayConfig
-from vlmcap.engines.caption_quality import Quality
-from vlmcap.engines.captioner import Captioner, open_llm_engine, open_vision_engine
-from vlmcap.engines.llm import GenerationParams
-from vlmcap.engines.records import Outcome
-from vlmcap.engines.run import Interrupt
-from vlmcap.engines.segment_assembly import SegmentAssembly
-from vlmcap.engines.selection import VideoTask
+from vlmcap.engines.batch.records import Outcome
+from vlmcap.engines.batch.run import Interrupt
+from vlmcap.engines.batch.segment_assembly import SegmentAssembly
+from vlmcap.engines.batch.selection import VideoTask
+from vlmcap.engines.model.caption_quality import Quality
+from vlmcap.engines.model.captioner import Captioner, open_llm_engine, open_vision_engine
+from vlmcap.engines.model.llm import GenerationParams
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.worker import SegmentRef
 

@@ -170,7 +170,7 @@ class CaptionWriter:
             log.warning("%s: removed a torn last line (%d bytes) left by an interrupted run", path, self.torn_bytes)
 
     def append(self, records: list[dict[str, Any]]) -> list[int]:
-        """Write `records` durably; the byte offset each line starts at (engines/dedup.py reads them back)."""
+        """Write `records` durably; the byte offset each line starts at (engines/batch/dedup.py reads them back)."""
         if not records:
             return []
         try:

@@ -19,11 +19,11 @@ from transformers import AutoTokenizer
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig, QualityConfig
 from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
-from vlmcap.engines.caption_quality import CaptionGuard, Quality, choose
-from vlmcap.engines.llm import Generation, GenerationParams, LLMEngine
-from vlmcap.engines.llm_vllm import check_params_safe
-from vlmcap.engines.quant_support import check_vllm_can_serve, quant_scheme, vllm_quant_problem
-from vlmcap.engines.vision import VisionEngine
+from vlmcap.engines.model.caption_quality import CaptionGuard, Quality, choose
+from vlmcap.engines.model.llm import Generation, GenerationParams, LLMEngine
+from vlmcap.engines.model.llm_vllm import check_params_safe
+from vlmcap.engines.model.quant_support import check_vllm_can_serve, quant_scheme, vllm_quant_problem
+from vlmcap.engines.model.vision import VisionEngine
 from vlmcap.environment import usable_cpus
 from vlmcap.errors import ConfigError, ModelError
 from vlmcap.prompt import PromptBuilder, PromptTokens
@@ -37,7 +37,7 @@ class Caption:
     text: str
     num_tokens: int  # generated, the stop token included
     finish_reason: str  # "stop" (a stop token) or "length" (max_new_tokens reached: the caption is cut)
-    quality: Quality = field(default_factory=Quality)  # the guards' flags (engines/caption_quality.py)
+    quality: Quality = field(default_factory=Quality)  # the guards' flags (engines/model/caption_quality.py)
 
 
 def with_cpu_threads(settings: BatchConfig) -> BatchConfig:
@@ -70,7 +70,7 @@ def decodings(settings: BatchConfig, params: GenerationParams) -> list[Generatio
 
 def open_vision_engine(bundle: Bundle, settings: BatchConfig) -> VisionEngine:
     """The vision engine, its staging buffer allocated once for `--vision-batch` videos."""
-    from vlmcap.engines.vision import OnnxVisionEngine, TorchVisionEngine
+    from vlmcap.engines.model.vision import OnnxVisionEngine, TorchVisionEngine
 
     batch = settings.vision_batch_size
     if settings.vision_backend == "torch":
@@ -83,8 +83,8 @@ def open_llm_engine(
     bundle: Bundle, settings: BatchConfig, params: GenerationParams, max_prompt_len: int, max_seqs: int = 8
 ) -> LLMEngine:
     """vLLM or transformers; `auto` takes vLLM when it imports, starts and has a kernel for the bundle's
-    quantization (engines/quant_support.py), transformers otherwise, and logs why."""
-    from vlmcap.engines.llm_transformers import TransformersEngine
+    quantization (engines/model/quant_support.py), transformers otherwise, and logs why."""
+    from vlmcap.engines.model.llm_transformers import TransformersEngine
 
     backend = settings.llm_backend
     why_not_vllm = None  # auto: why it took transformers, for the log line and the run's stats
@@ -101,7 +101,7 @@ def open_llm_engine(
     if backend == "auto" and why_not_vllm is None:
         why_not_vllm = vllm_quant_problem(quant_scheme(bundle))
     if backend == "vllm" or (backend == "auto" and why_not_vllm is None):
-        from vlmcap.engines.llm_vllm import VllmEngine
+        from vlmcap.engines.model.llm_vllm import VllmEngine
 
         try:
             return VllmEngine(bundle, settings.vllm, max_prompt_len, params.max_new_tokens, max_seqs, params.seed or 0)
@@ -169,14 +169,14 @@ class Captioner:
         decode workers) -> (B, T*M, Dl) float32, equal to `encode(pixel_batch(frames, spec))`.
 
         The engine writes the frames into its reused staging buffer (pinned on GPUs) and hands the
-        batch to the device in one copy (engines/frame_staging.py); a video with the wrong frame
+        batch to the device in one copy (engines/model/frame_staging.py); a video with the wrong frame
         count or size is a ValueError naming the expected shape.
         """
         return self.vision.encode_frames(frames)
 
     def caption(self, vision_rows: np.ndarray, prompts: Sequence[str | None]) -> list[Caption]:
         """LLM stage: one caption per video, in input order; flagged captions are generated once
-        more with the retry decoding (engines/caption_quality.py)."""
+        more with the retry decoding (engines/model/caption_quality.py)."""
         captions = self.captions(self.llm.generate(self.embed(vision_rows, prompts), self.params), prompts)
         again = [i for i, c in enumerate(captions) if self.wants_retry(c)]
         if again:

@@ -2,7 +2,7 @@
 
 `LLM(model=<bundle>/llm, enable_prompt_embeds=True)` fed `{"prompt_embeds": (seq, hidden)}` prompts
 (docs/BATCH.md, "The pipeline") in one of two ways: one `generate` call per batch, or streamed,
-a request at a time through the engine's `add_request`/`step` (engines/llm_stage.py), so a
+a request at a time through the engine's `add_request`/`step` (engines/batch/llm_stage.py), so a
 request enters as soon as its vision rows exist and leaves when it finishes. vLLM schedules
 with continuous batching and paged attention either way; we only hand it work.
 
@@ -22,8 +22,8 @@ import torch
 from vlmcap.bundle import Bundle
 from vlmcap.config import VllmConfig
 from vlmcap.embeddings import EmbeddedBatch
-from vlmcap.engines.llm import Generation, GenerationParams, finish_reason
-from vlmcap.engines.watchdog import EngineWatchdog, descendants
+from vlmcap.engines.model.llm import Generation, GenerationParams, finish_reason
+from vlmcap.engines.model.watchdog import EngineWatchdog, descendants
 from vlmcap.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class VllmEngine:
         outputs = self.llm.generate(prompts, _sampling(params), use_tqdm=False)
         return [_generation(out, params) for out in outputs]
 
-    # Streaming (engines/llm_stage.py): the same engine driven one request at a time through
+    # Streaming (engines/batch/llm_stage.py): the same engine driven one request at a time through
     # LLMEngine.add_request/step, which is what `LLM.generate` does inside, minus its barrier.
 
     def capacity(self) -> int:

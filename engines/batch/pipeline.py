@@ -6,7 +6,7 @@
   vision batches, so memory stays flat however many inputs there are, and a slow or hung video
   holds up nothing but its own worker (it is killed at the timeout and becomes an error outcome).
 - Vision runs in its own thread (ONNX Runtime releases the GIL), `vision_batch` videos per call,
-  while the LLM generates; the LLM stage (engines/llm_stage.py: batched, or streamed on vLLM)
+  while the LLM generates; the LLM stage (engines/batch/llm_stage.py: batched, or streamed on vLLM)
   runs in the thread that consumes the outcomes, so what it yields is handled (written) before
   it goes on.
 - With `--segments`, a video comes out of the decode pool one segment at a time; segments are
@@ -30,12 +30,12 @@ from typing import Any
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
-from vlmcap.engines.captioner import Captioner
-from vlmcap.engines.llm_stage import DONE, EncodedFeed, LLMStage, failures_only, streaming_bound
-from vlmcap.engines.records import Outcome
-from vlmcap.engines.run import Interrupt
-from vlmcap.engines.segment_assembly import SegmentAssembly
-from vlmcap.engines.selection import VideoTask
+from vlmcap.engines.batch.llm_stage import DONE, EncodedFeed, LLMStage, failures_only, streaming_bound
+from vlmcap.engines.batch.records import Outcome
+from vlmcap.engines.batch.run import Interrupt
+from vlmcap.engines.batch.segment_assembly import SegmentAssembly
+from vlmcap.engines.batch.selection import VideoTask
+from vlmcap.engines.model.captioner import Captioner
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.pool import DecodePool
 from vlmcap.video.worker import DecodeResult

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from vlmcap.engines.progress import Progress
-from vlmcap.engines.provenance import Provenance
-from vlmcap.engines.records import Outcome, to_record
-from vlmcap.engines.selection import VideoTask
+from vlmcap.engines.batch.progress import Progress
+from vlmcap.engines.batch.provenance import Provenance
+from vlmcap.engines.batch.records import Outcome, to_record
+from vlmcap.engines.batch.selection import VideoTask
 
 EXIT_OK, EXIT_SOME_FAILED = 0, 1
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}

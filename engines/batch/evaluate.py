@@ -18,14 +18,14 @@ from typing import Any
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
-from vlmcap.engines.captioner import Captioner, with_cpu_threads
-from vlmcap.engines.llm import GenerationParams
-from vlmcap.engines.output import ResumeState
-from vlmcap.engines.pipeline import LocalPipeline
-from vlmcap.engines.progress import Progress
-from vlmcap.engines.provenance import Provenance
-from vlmcap.engines.run import BatchRun, RunStats
-from vlmcap.engines.selection import TaskFilter
+from vlmcap.engines.batch.ledger import ResumeState
+from vlmcap.engines.batch.pipeline import LocalPipeline
+from vlmcap.engines.batch.progress import Progress
+from vlmcap.engines.batch.provenance import Provenance
+from vlmcap.engines.batch.run import BatchRun, RunStats
+from vlmcap.engines.batch.selection import TaskFilter
+from vlmcap.engines.model.captioner import Captioner, with_cpu_threads
+from vlmcap.engines.model.llm import GenerationParams
 from vlmcap.errors import ConfigError
 from vlmcap.files import write_jsonl
 from vlmcap.labelled_manifest import Sample, load_manifest

@@ -9,7 +9,7 @@ watchdog kills what is left of the engine's processes and their children.
 
 Process ids are recorded with their start time, so a reused id is never killed by mistake.
 
-    python -m vlmcap.engines.watchdog MAIN_PID    (reads "PID START_TIME" lines on stdin)
+    python -m vlmcap.engines.model.watchdog MAIN_PID    (reads "PID START_TIME" lines on stdin)
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class EngineWatchdog:
             log.debug("no /proc here: engine processes are not watched")
             return
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "vlmcap.engines.watchdog", str(os.getpid())],
+            [sys.executable, "-m", "vlmcap.engines.model.watchdog", str(os.getpid())],
             stdin=subprocess.PIPE,
             text=True,
             start_new_session=True,  # a Ctrl-C to the job's process group must not end it before the engine

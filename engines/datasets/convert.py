@@ -1,7 +1,7 @@
 """The captions JSONL as dataset files: Parquet, CSV, WebDataset tars (docs/BATCH.md, "Dataset formats").
 
 The JSONL stays the crash-safe ledger; a conversion is a snapshot of it, read the way the ledger
-reads itself (engines/output.py): a line is a caption record or it is skipped and counted (torn by
+reads itself (engines/batch/ledger.py): a line is a caption record or it is skipped and counted (torn by
 a crash, hand-edited, foreign), and the latest line of a video is its record.
 
 - The columns are fixed and typed here (`COLUMNS`), never inferred from the data: a file of errors
@@ -35,7 +35,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlmcap.engines.output import caption_record, real_path
+from vlmcap.engines.batch.ledger import caption_record, real_path
 from vlmcap.errors import ConfigError
 from vlmcap.files import fsync_path, json_line, remove_stale_temporaries, temp_sibling
 
@@ -67,7 +67,7 @@ SEGMENT = pa.struct(
 @dataclass(frozen=True)
 class Column:
     name: str
-    path: tuple[str, ...]  # where the value sits in a JSONL record (engines/records.py, `to_record`)
+    path: tuple[str, ...]  # where the value sits in a JSONL record (engines/batch/records.py, `to_record`)
     type: pa.DataType
 
 
@@ -405,7 +405,7 @@ def _write_parquet(records: Iterable[dict[str, Any]], f: IO[bytes]) -> int:
 
 
 def format_timestamp(value: datetime.datetime) -> str:
-    """As `finished_at` is written (engines/records.py, `utc_now`): milliseconds unless finer, `Z`."""
+    """As `finished_at` is written (engines/batch/records.py, `utc_now`): milliseconds unless finer, `Z`."""
     spec = "milliseconds" if value.microsecond % 1000 == 0 else "microseconds"
     return value.isoformat(timespec=spec).replace("+00:00", "Z")
 

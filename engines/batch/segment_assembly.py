@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vlmcap.engines.records import Outcome, SegmentCaption
+from vlmcap.engines.batch.records import Outcome, SegmentCaption
 
 if TYPE_CHECKING:
     from vlmcap.video.worker import SegmentRef

@@ -7,7 +7,7 @@ The order is what a nightly job needs (docs/BATCH.md, "Cron and systemd"):
 3. the URL inputs (the scheme's backend installed, s3 credentials, the bucket there and listable),
    the bundle (hashes verified, or known verified for these exact files), the prompt (no chat
    control tokens, fits the LLM's context), the engines' settings;
-4. the run: the JSONL writer is one consumer of the batch run's records (vlmcap.engines.run).
+4. the run: the JSONL writer is one consumer of the batch run's records (vlmcap.engines.batch.run).
 
 Every check in 1 and 3 fails with exit 2 before a video is decoded or an engine starts.
 """
@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from vlmcap.config import BatchConfig
-from vlmcap.engines.lock import OutputLock
-from vlmcap.engines.output import CaptionWriter, ResumeState, read_resume_state
-from vlmcap.engines.progress import Progress
-from vlmcap.engines.provenance import Provenance
-from vlmcap.engines.run import BatchRun, RunStats
-from vlmcap.engines.selection import Shard, TaskFilter
-from vlmcap.engines.subtitles import write_sidecars
+from vlmcap.engines.batch.ledger import CaptionWriter, ResumeState, read_resume_state
+from vlmcap.engines.batch.lock import OutputLock
+from vlmcap.engines.batch.progress import Progress
+from vlmcap.engines.batch.provenance import Provenance
+from vlmcap.engines.batch.run import BatchRun, RunStats
+from vlmcap.engines.batch.selection import Shard, TaskFilter
+from vlmcap.engines.batch.subtitles import write_sidecars
 from vlmcap.errors import ConfigError
 from vlmcap.files import atomic_write_text
 from vlmcap.home import default_engine_dir
@@ -39,8 +39,8 @@ from vlmcap.video.remote import RemoteOptions, check_remote_inputs
 
 if TYPE_CHECKING:
     from vlmcap.bundle import Bundle
-    from vlmcap.engines.llm import GenerationParams
-    from vlmcap.engines.run import Driver
+    from vlmcap.engines.batch.run import Driver
+    from vlmcap.engines.model.llm import GenerationParams
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +94,11 @@ def check_paths(settings: BatchConfig) -> Path:
 def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     """The bundle, verified, and generation settings it accepts; raises ConfigError/BundleError (exit 2)."""
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.captioner import decodings
-    from vlmcap.engines.llm import GenerationParams
-    from vlmcap.engines.llm_vllm import check_params_safe
-    from vlmcap.engines.prompt_check import check_prompt
-    from vlmcap.engines.quant_support import check_vllm_can_serve
+    from vlmcap.engines.model.captioner import decodings
+    from vlmcap.engines.model.llm import GenerationParams
+    from vlmcap.engines.model.llm_vllm import check_params_safe
+    from vlmcap.engines.model.prompt_check import check_prompt
+    from vlmcap.engines.model.quant_support import check_vllm_can_serve
 
     if settings.providers:
         from vlmcap.onnx_session import pick_providers
@@ -142,7 +142,7 @@ def list_selected(settings: BatchConfig, stdin: TextIO | None = None) -> tuple[I
     selection = task_filter(settings, state)
     tasks = selection(iter_video_paths(settings.inputs, stdin, remote_options(settings)))
     if settings.dedup == "sha256":  # hashes every selected file: what a run would copy is not listed
-        from vlmcap.engines.dedup import ContentIndex, Hasher, MadeBy, drop_known_duplicates
+        from vlmcap.engines.batch.dedup import ContentIndex, Hasher, MadeBy, drop_known_duplicates
 
         lends = MadeBy(manifest.id, prompt, settings.segment_plan() is not None)
         real_out = Path(os.path.realpath(out))
@@ -153,11 +153,11 @@ def list_selected(settings: BatchConfig, stdin: TextIO | None = None) -> tuple[I
 
 def make_driver(bundle: Bundle, settings: BatchConfig, params: GenerationParams) -> Driver:
     if settings.ray.address is not None:
-        from vlmcap.engines.ray_pipeline import RayPipeline
+        from vlmcap.engines.batch.ray_pipeline import RayPipeline
 
         return RayPipeline(bundle, settings, params)
-    from vlmcap.engines.captioner import Captioner
-    from vlmcap.engines.pipeline import LocalPipeline
+    from vlmcap.engines.batch.pipeline import LocalPipeline
+    from vlmcap.engines.model.captioner import Captioner
 
     return LocalPipeline(bundle, settings, lambda: Captioner.open(bundle, settings, params))
 
@@ -168,7 +168,7 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
     with OutputLock(out, settings.wait_lock_s) as lock:
         check_remote(settings)
         bundle, params = prepare(settings)
-        from vlmcap.engines.captioner import with_cpu_threads
+        from vlmcap.engines.model.captioner import with_cpu_threads
 
         settings = with_cpu_threads(settings)
         writer = CaptionWriter(out, overwrite=settings.overwrite, before_replace=lock.adopt)
@@ -186,7 +186,7 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
         driver = make_driver(bundle, settings, params)
         dedup = None
         if settings.dedup == "sha256":
-            from vlmcap.engines.dedup import DedupDriver, MadeBy
+            from vlmcap.engines.batch.dedup import DedupDriver, MadeBy
 
             generation = provenance.fields.get("generation")
             lends = MadeBy(bundle.id, provenance.prompt, settings.segment_plan() is not None, generation)

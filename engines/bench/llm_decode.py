@@ -16,8 +16,8 @@ from transformers import AutoTokenizer
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
 from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
-from vlmcap.engines.captioner import open_llm_engine
-from vlmcap.engines.llm import GenerationParams, LLMEngine
+from vlmcap.engines.model.captioner import open_llm_engine
+from vlmcap.engines.model.llm import GenerationParams, LLMEngine
 from vlmcap.prompt import PromptBuilder
 from vlmcap.text_rows import EmbeddingTable
 

@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from vlmcap.bundle import Bundle
 from vlmcap.embeddings import EmbeddedBatch
-from vlmcap.engines.llm import Generation, GenerationParams, finish_reason
+from vlmcap.engines.model.llm import Generation, GenerationParams, finish_reason
 from vlmcap.llm import DTYPES
 
 

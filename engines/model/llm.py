@@ -63,7 +63,7 @@ class LLMEngine(Protocol):
 @runtime_checkable
 class StreamingLLMEngine(LLMEngine, Protocol):
     """An engine that takes requests one at a time and returns each when it finishes (continuous
-    batching): no batch waits for its longest caption (engines/llm_stage.py)."""
+    batching): no batch waits for its longest caption (engines/batch/llm_stage.py)."""
 
     def capacity(self) -> int:
         """Full-length sequences the engine can hold at once (its KV cache and scheduler limit)."""

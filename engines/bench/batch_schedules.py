@@ -7,7 +7,7 @@ Both use the same bundle, videos and generation settings; engine start-up is tim
 since it is paid once per run, not per video. Greedy captions of both are compared as a sanity check.
 
 Where the LLM engine streams (vLLM), the pipeline runs on the same engines with the per-batch
-schedule and the streaming one (engines/llm_stage.py), each twice in A B B A order, so both
+schedule and the streaming one (engines/batch/llm_stage.py), each twice in A B B A order, so both
 numbers come from one sitting. Each
 run says whether decoding or the engines held it back and how many decode workers would keep the
 engines fed (`bound_report`).
@@ -22,16 +22,16 @@ from typing import Any
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
-from vlmcap.engines.captioner import Captioner, with_cpu_threads
-from vlmcap.engines.llm import GenerationParams, StreamingLLMEngine
-from vlmcap.engines.llm_transformers import TransformersEngine
-from vlmcap.engines.output import ResumeState
-from vlmcap.engines.pipeline import LocalPipeline
-from vlmcap.engines.progress import Progress
-from vlmcap.engines.provenance import Provenance
-from vlmcap.engines.run import BatchRun, RunStats
-from vlmcap.engines.selection import TaskFilter
-from vlmcap.engines.vision import TorchVisionEngine
+from vlmcap.engines.batch.ledger import ResumeState
+from vlmcap.engines.batch.pipeline import LocalPipeline
+from vlmcap.engines.batch.progress import Progress
+from vlmcap.engines.batch.provenance import Provenance
+from vlmcap.engines.batch.run import BatchRun, RunStats
+from vlmcap.engines.batch.selection import TaskFilter
+from vlmcap.engines.model.captioner import Captioner, with_cpu_threads
+from vlmcap.engines.model.llm import GenerationParams, StreamingLLMEngine
+from vlmcap.engines.model.llm_transformers import TransformersEngine
+from vlmcap.engines.model.vision import TorchVisionEngine
 from vlmcap.environment import usable_cpus
 from vlmcap.video.decoders import DecodeOptions, decode_video
 from vlmcap.video.preprocess import preprocess_frames

@@ -15,7 +15,7 @@ import json
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
-from vlmcap.engines.llm import GenerationParams
+from vlmcap.engines.model.llm import GenerationParams
 from vlmcap.errors import ConfigError
 
 

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from vlmcap.config import BatchConfig
-from vlmcap.engines.captioner import Caption, Captioner
-from vlmcap.engines.llm import LLMEngine, StreamingLLMEngine
+from vlmcap.engines.model.captioner import Caption, Captioner
+from vlmcap.engines.model.llm import LLMEngine, StreamingLLMEngine
 from vlmcap.video.worker import DecodeResult
 
 log = logging.getLogger(__name__)

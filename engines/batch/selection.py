@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from vlmcap.config import parse_shard
-from vlmcap.engines.output import ResumeState
+from vlmcap.engines.batch.ledger import ResumeState
 from vlmcap.errors import ConfigError
 from vlmcap.files import FileIdentity, file_identity
 from vlmcap.video.discovery import InputProblem
@@ -44,7 +44,7 @@ class VideoTask:
     identity: FileIdentity | None  # None: vanished before it could be read (or never a file)
     real_path: str = ""  # symlinks resolved (a URL: normalized): what resume and compaction know a video by
     problem: InputProblem | None = None  # set: not decodable at all, goes straight to an error line
-    sha256: str | None = None  # --dedup sha256: the file's content hash (engines/dedup.py)
+    sha256: str | None = None  # --dedup sha256: the file's content hash (engines/batch/dedup.py)
 
     def __post_init__(self) -> None:
         if not self.real_path:

@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from vlmcap.engines.caption_quality import Quality
-from vlmcap.engines.output import caption_record
-from vlmcap.engines.records import Outcome, SegmentCaption
-from vlmcap.engines.run import Driver, Interrupt
-from vlmcap.engines.selection import Selection, VideoTask
+from vlmcap.engines.batch.ledger import caption_record
+from vlmcap.engines.batch.records import Outcome, SegmentCaption
+from vlmcap.engines.batch.run import Driver, Interrupt
+from vlmcap.engines.batch.selection import Selection, VideoTask
+from vlmcap.engines.model.caption_quality import Quality
 from vlmcap.files import FileIdentity
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,9 @@ import datetime
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from vlmcap.engines.caption_quality import Quality
-from vlmcap.engines.provenance import Provenance
-from vlmcap.engines.selection import VideoTask
+from vlmcap.engines.batch.provenance import Provenance
+from vlmcap.engines.batch.selection import VideoTask
+from vlmcap.engines.model.caption_quality import Quality
 
 if TYPE_CHECKING:  # the worker module imports torch; records are built before the lock is taken too
     from vlmcap.video.worker import DecodeResult
@@ -48,8 +48,8 @@ class Outcome:
     vision_ms: float = 0.0  # vision and LLM run per batch: this video's share of its batch
     llm_ms: float = 0.0
     segments: list[SegmentCaption] | None = None  # a run with --segments: the captions per time segment
-    quality: Quality = field(default_factory=Quality)  # the caption guards' findings (engines/caption_quality.py)
-    duplicate_of: str | None = None  # --dedup: the video whose caption (or error) this copies (engines/dedup.py)
+    quality: Quality = field(default_factory=Quality)  # the caption guards' findings (engines/model/caption_quality.py)
+    duplicate_of: str | None = None  # --dedup: the video whose caption (or error) this copies (engines/batch/dedup.py)
 
     @property
     def ok(self) -> bool:
