@@ -22,15 +22,10 @@ from vlmcap.cli import cli
 from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.records import Outcome, SegmentCaption, to_record
 from vlmcap.engines.batch.selection import VideoTask
-from vlmcap.engines.datasets import convert as dataset_formats
-from vlmcap.engines.datasets.convert import (
-    SCHEMA,
-    SCHEMA_VERSION,
-    convert_captions,
-    format_timestamp,
-    sample_key,
-    to_row,
-)
+from vlmcap.engines.datasets import convert, schema, webdataset_writer
+from vlmcap.engines.datasets.convert import convert_captions
+from vlmcap.engines.datasets.schema import SCHEMA, SCHEMA_VERSION, format_timestamp, to_row
+from vlmcap.engines.datasets.webdataset_writer import sample_key
 from vlmcap.files import file_identity
 
 REPO = Path(__file__).resolve().parent.parent
@@ -428,7 +423,7 @@ def test_an_existing_output_is_kept_without_overwrite_and_on_failure(ledger, mon
             raise OSError(28, "No space left on device", str(out))
         return to_row(record)
 
-    monkeypatch.setattr(dataset_formats, "to_row", fails_on_the_second_record)
+    monkeypatch.setattr(schema, "to_row", fails_on_the_second_record)
     result = run(path, "--to", "csv", "--overwrite")
     assert result.exit_code == 74 and "No space left on device" in result.stderr
     assert out.read_text() == "yesterday's export\n" and _no_temporaries(path.parent)
@@ -445,7 +440,7 @@ def test_a_failed_sharded_conversion_leaves_no_shard(ledger, tmp_path: Path, mon
             raise OSError(5, "Input/output error", record["video"])
         return sample_key(record)
 
-    monkeypatch.setattr(dataset_formats, "sample_key", fails_on_the_third_sample)
+    monkeypatch.setattr(webdataset_writer, "sample_key", fails_on_the_third_sample)
     with pytest.raises(OSError, match="Input/output error"):
         convert_captions(path, "webdataset", tmp_path / "s" / "x-%03d.tar", shard_size=1)
     assert list((tmp_path / "s").iterdir()) == []  # two shards were complete: neither was renamed into place
@@ -455,7 +450,7 @@ def test_a_failed_sharded_conversion_leaves_no_shard(ledger, tmp_path: Path, mon
 
 
 def test_cli_choices_and_docs_table_match_the_library() -> None:
-    assert captions_cli.FORMATS == dataset_formats.FORMATS and captions_cli.STATUSES == dataset_formats.STATUSES
+    assert captions_cli.FORMATS == convert.FORMATS and captions_cli.STATUSES == convert.STATUSES
     docs = (REPO / "docs" / "BATCH.md").read_text(encoding="utf-8")
     section = docs.split("## Dataset formats", 1)[1].split("\n## ", 1)[0]
     documented = re.findall(r"^\| `(\w+)` \|", section, flags=re.MULTILINE)

@@ -89,6 +89,47 @@ def atomic_file(
     fsync_path(target.parent)
 
 
+class StagedFiles:
+    """Several files written under temporary names beside their targets and renamed into place together
+    (`staged_files`): the outputs of one job appear all at once or not at all."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[Path, Path]] = []  # (temporary, target)
+
+    def open(self, path: Path, mode: str = "wb", **kwargs: Any) -> IO[Any]:
+        target = Path(os.path.realpath(path))  # renaming over a symlink would replace the link
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(target)  # of jobs that were killed
+        tmp = temp_sibling(target)
+        self.files.append((tmp, target))
+        return open(tmp, mode, **kwargs)
+
+    def commit(self) -> None:
+        for tmp, _ in self.files:
+            fsync_path(tmp)
+        for tmp, target in self.files:
+            os.replace(tmp, target)
+        for directory in {target.parent for _, target in self.files}:
+            fsync_path(directory)
+
+    def discard(self) -> None:
+        for tmp, _ in self.files:
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_files() -> Iterator[StagedFiles]:
+    """Files opened through the yielded `StagedFiles` replace their targets when the block ends
+    normally; on any exception none does and the temporaries are removed."""
+    staged = StagedFiles()
+    try:
+        yield staged
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     with atomic_file(path, "wb") as f:
         f.write(data)
