@@ -8,13 +8,13 @@ Each ONNX row also reports its min row cosine against float32 PyTorch on those f
 from __future__ import annotations
 
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vlmcap.bench.timer import time_call
 from vlmcap.config import VlmcapConfig
 from vlmcap.environment import usable_cpus
 from vlmcap.export.onnx_graph import export_onnx
@@ -25,14 +25,6 @@ from vlmcap.onnx_session import create_session
 from vlmcap.presets import resolve_model_source
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.vision_graph import INPUT_NAME, build_vision_graph
-
-
-def _time(fn: Callable[[], Any], repeat: int) -> float:
-    fn()  # warm-up: allocations, kernel selection, CUDA context
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    return (time.perf_counter() - start) / repeat
 
 
 def bench_vision(
@@ -66,16 +58,12 @@ def bench_vision(
 
     with torch.no_grad():
         reference = graph(pixels).numpy()
-        row("torch", "fp32", "cpu", _time(lambda: graph(pixels), repeat))
+        row("torch", "fp32", "cpu", time_call(lambda: graph(pixels), repeat=repeat).median_s)
         if device == "cuda":
             gpu = graph.to("cuda", torch.bfloat16)
             x = pixels.to("cuda", torch.bfloat16)
 
-            def run_gpu() -> None:
-                gpu(x)
-                torch.cuda.synchronize()
-
-            row("torch", "bf16", "cuda", _time(run_gpu, repeat))
+            row("torch", "bf16", "cuda", time_call(lambda: gpu(x), repeat=repeat, device="cuda").median_s)
             graph.to("cpu", torch.float32)
 
     with tempfile.TemporaryDirectory(prefix="vlmcap-bench-") as tmp:
@@ -90,7 +78,7 @@ def bench_vision(
             session = create_session(path, providers)
             out = session.run(None, feed)[0]
             stats = compare(reference, out)
-            seconds = _time(lambda s=session: s.run(None, feed), repeat)
+            seconds = time_call(lambda s=session: s.run(None, feed), repeat=repeat).median_s
             provider = session.get_providers()[0].replace("ExecutionProvider", "").lower()
             size_mb = round(sum(p.stat().st_size for p in work.glob(f"{precision}.onnx*")) / 1e6, 1)
             row(

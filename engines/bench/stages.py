@@ -10,12 +10,12 @@ the fractions are left out (a CPU's peak depends on its vector units and clocks)
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from vlmcap.bench.timer import time_call
 from vlmcap.config import VlmcapConfig
 from vlmcap.environment import usable_cpus
 
@@ -36,21 +36,6 @@ def gpu_peaks(device: torch.device) -> dict[str, float] | None:
         if key in name:
             return {**peaks, "device": name}
     return None
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device: torch.device, repeat: int) -> float:
-    fn()
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / repeat
 
 
 def _flops(fn) -> int:
@@ -85,7 +70,7 @@ def bench_stages(
         frames = batch_videos * config.video.num_frames
         pixels = torch.randn(batch_videos, config.video.num_frames, 3, size, size, device=dev, dtype=dtype)
         flops = _flops(lambda: graph(pixels))
-        seconds = _timed(lambda: graph(pixels), dev, repeat)
+        seconds = time_call(lambda: graph(pixels), repeat=repeat, device=dev).median_s
         rows["vision"] = _row(frames / seconds, "frames/s", flops / seconds, None, peaks, frames=frames)
         tokens_per_video = graph.projector.tokens_per_frame * config.video.num_frames
         graph.cpu()  # free accelerator memory for the LLM
@@ -99,7 +84,7 @@ def bench_stages(
         mask = torch.ones(batch_videos, length, dtype=torch.long, device=dev)
         prefill_tokens = batch_videos * length
         flops = _flops(lambda: llm(inputs_embeds=embeds, attention_mask=mask))
-        seconds = _timed(lambda: llm(inputs_embeds=embeds, attention_mask=mask), dev, repeat)
+        seconds = time_call(lambda: llm(inputs_embeds=embeds, attention_mask=mask), repeat=repeat, device=dev).median_s
         rows["llm_prefill"] = _row(
             prefill_tokens / seconds, "tokens/s", flops / seconds, None, peaks, tokens=prefill_tokens
         )
@@ -114,7 +99,7 @@ def bench_stages(
                 pad_token_id=0,
             )
 
-        total = _timed(generate, dev, repeat)
+        total = time_call(generate, repeat=repeat, device=dev).median_s
         decode_s = max(total - seconds, 1e-9)  # generate = one prefill + (new_tokens - 1) decode steps
         steps = new_tokens - 1
         weight_bytes = sum(p.numel() * p.element_size() for p in llm.parameters())
