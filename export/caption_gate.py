@@ -25,6 +25,7 @@ from transformers import PreTrainedModel
 from vlmcap.config import CaptionGateConfig
 from vlmcap.embeddings import IGNORE_INDEX, build_inputs_embeds
 from vlmcap.errors import ExportError
+from vlmcap.generation import GenerationParams, generate_from_embeds
 from vlmcap.metrics import caption_metrics
 from vlmcap.prompt import PromptBuilder, PromptTokens
 
@@ -39,14 +40,6 @@ class GateInputs:
     lossy: list[str]  # what rounds numbers in this bundle, e.g. ["vision int8", "llm w4a16"]
 
 
-def _stop(ids: list[int], stop_ids: Sequence[int]) -> list[int]:
-    for i, token in enumerate(ids):
-        if token in stop_ids:
-            return ids[: i + 1]
-    return ids
-
-
-@torch.no_grad()
 def greedy_captions(
     model: PreTrainedModel,
     rows: Rows,
@@ -55,18 +48,10 @@ def greedy_captions(
     stop_ids: Sequence[int],
     max_new_tokens: int,
 ) -> list[list[int]]:
-    """Greedy token ids per video (through the first stop token)."""
-    device = next(model.parameters()).device
+    """Greedy token ids per video (through the first stop token), generated as the engines generate."""
     batch = build_inputs_embeds(vision_rows, [prompts.encode(None)] * len(vision_rows), rows, "left")
-    out = model.generate(
-        inputs_embeds=batch.inputs_embeds.to(device, model.dtype),
-        attention_mask=batch.attention_mask.to(device),
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
-        eos_token_id=list(stop_ids),
-        pad_token_id=model.generation_config.pad_token_id,
-    )
-    return [_stop(row, stop_ids) for row in out.tolist()]
+    params = GenerationParams(max_new_tokens=max_new_tokens, stop_token_ids=list(stop_ids))
+    return [g.token_ids for g in generate_from_embeds(model, batch, params, model.generation_config.pad_token_id)]
 
 
 @torch.no_grad()

@@ -19,11 +19,11 @@ import torch
 from vlmcap.bundle import load_bundle
 from vlmcap.config import ExportConfig, load_config
 from vlmcap.engines.model.captioner import Captioner
-from vlmcap.engines.model.llm import GenerationParams
 from vlmcap.engines.model.llm_transformers import TransformersEngine
 from vlmcap.engines.model.vision import OnnxVisionEngine
 from vlmcap.export.exporter import ExportRequest, export_bundle
 from vlmcap.export.samples import manifest_videos, sample_pixels
+from vlmcap.generation import GenerationParams
 from vlmcap.model import VideoLanguageModel
 from vlmcap.presets import resolve_model_source
 from vlmcap.text_rows import EmbeddingTable

@@ -13,8 +13,8 @@ import torch
 
 from vlmcap.bundle import load_bundle
 from vlmcap.engines.model.captioner import Captioner
-from vlmcap.engines.model.llm import GenerationParams
 from vlmcap.engines.model.vision import OnnxVisionEngine, TorchVisionEngine, pixel_batch
+from vlmcap.generation import GenerationParams
 
 ENGINES = {"onnx": OnnxVisionEngine, "torch": TorchVisionEngine.from_bundle}
 

@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from vlmcap.config import VlmcapConfig
 from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
+from vlmcap.generation import GenerationParams, generate_from_embeds
 from vlmcap.llm import add_lora, compute_dtype, load_llm, load_tokenizer
 from vlmcap.presets import resolve_model_source
 from vlmcap.projectors import FrameProjector, ProjectorGeometry, build_projector
@@ -120,15 +121,11 @@ class VideoLanguageModel(nn.Module):
         batch_size = (pixel_values if pixel_values is not None else features).shape[0]
         prompts = prompts or [None] * batch_size
         batch = self.embed(pixel_values, [self.prompts.encode(p) for p in prompts], "left", features)
-        out = self.llm.generate(
-            inputs_embeds=batch.inputs_embeds,
-            attention_mask=batch.attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            eos_token_id=self.prompts.end_of_turn_id,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )
-        return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
+        params = GenerationParams(max_new_tokens=max_new_tokens, stop_token_ids=[self.prompts.end_of_turn_id])
+        generations = generate_from_embeds(self.llm, batch, params, self.tokenizer.pad_token_id)
+        return [
+            t.strip() for t in self.tokenizer.batch_decode([g.token_ids for g in generations], skip_special_tokens=True)
+        ]
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]

@@ -40,7 +40,7 @@ from vlmcap.video.remote import RemoteOptions, check_remote_inputs
 if TYPE_CHECKING:
     from vlmcap.bundle import Bundle
     from vlmcap.engines.batch.run import Driver
-    from vlmcap.engines.model.llm import GenerationParams
+    from vlmcap.generation import GenerationParams
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +95,10 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     """The bundle, verified, and generation settings it accepts; raises ConfigError/BundleError (exit 2)."""
     from vlmcap.bundle import load_bundle
     from vlmcap.engines.model.captioner import decodings
-    from vlmcap.engines.model.llm import GenerationParams
     from vlmcap.engines.model.llm_vllm import check_params_safe
     from vlmcap.engines.model.prompt_check import check_prompt
     from vlmcap.engines.model.quant_support import check_vllm_can_serve
+    from vlmcap.generation import GenerationParams
 
     if settings.providers:
         from vlmcap.onnx_session import pick_providers

@@ -25,9 +25,9 @@ from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.run import BatchRun, RunStats
 from vlmcap.engines.batch.selection import TaskFilter
 from vlmcap.engines.model.captioner import Captioner, with_cpu_threads
-from vlmcap.engines.model.llm import GenerationParams
 from vlmcap.errors import ConfigError
 from vlmcap.files import write_jsonl
+from vlmcap.generation import GenerationParams
 from vlmcap.labelled_manifest import Sample, load_manifest
 from vlmcap.metrics import caption_metrics
 from vlmcap.segment_metrics import BOUNDARY_TOLERANCE_S, best_match, boundaries_found, inner_boundaries

@@ -16,7 +16,7 @@ from vlmcap import __version__
 if TYPE_CHECKING:  # records are built before the lock is taken: no torch (engines.llm) on that path
     from vlmcap.bundle import Bundle
     from vlmcap.config import BatchConfig
-    from vlmcap.engines.model.llm import GenerationParams
+    from vlmcap.generation import GenerationParams
 
 
 @dataclass

@@ -37,7 +37,7 @@ from vlmcap.engines.batch.segment_assembly import SegmentAssembly
 from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.engines.model.caption_quality import Quality
 from vlmcap.engines.model.captioner import Captioner, open_llm_engine, open_vision_engine
-from vlmcap.engines.model.llm import GenerationParams
+from vlmcap.generation import GenerationParams
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.worker import SegmentRef
 

@@ -29,10 +29,11 @@ from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.run import BatchRun, RunStats
 from vlmcap.engines.batch.selection import TaskFilter
 from vlmcap.engines.model.captioner import Captioner, with_cpu_threads
-from vlmcap.engines.model.llm import GenerationParams, StreamingLLMEngine
+from vlmcap.engines.model.llm import StreamingLLMEngine
 from vlmcap.engines.model.llm_transformers import TransformersEngine
 from vlmcap.engines.model.vision import TorchVisionEngine
 from vlmcap.environment import usable_cpus
+from vlmcap.generation import GenerationParams
 from vlmcap.video.decoders import DecodeOptions, decode_video
 from vlmcap.video.preprocess import preprocess_frames
 

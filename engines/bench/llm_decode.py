@@ -8,16 +8,16 @@ prefill and engine overheads cancel. Every generated token is counted (a stop to
 
 from __future__ import annotations
 
-import time
-
 import torch
 from transformers import AutoTokenizer
 
+from vlmcap.bench.timer import time_call
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
 from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
 from vlmcap.engines.model.captioner import open_llm_engine
-from vlmcap.engines.model.llm import GenerationParams, LLMEngine
+from vlmcap.engines.model.llm import LLMEngine
+from vlmcap.generation import GenerationParams
 from vlmcap.prompt import PromptBuilder
 from vlmcap.text_rows import EmbeddingTable
 
@@ -36,14 +36,14 @@ def _request(bundle: Bundle, batch_videos: int) -> EmbeddedBatch:
 
 
 def _timed(engine: LLMEngine, batch: EmbeddedBatch, params: GenerationParams, repeat: int) -> tuple[float, int]:
-    """Best wall time of `repeat` calls, and the tokens one call generated."""
-    best, generated = float("inf"), 0
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = engine.generate(batch, params)
-        best = min(best, time.perf_counter() - start)
-        generated = sum(len(g.token_ids) for g in out)
-    return best, generated
+    """Median wall time of `repeat` calls, and the tokens one call generated."""
+    generated = 0
+
+    def call() -> None:
+        nonlocal generated
+        generated = sum(len(g.token_ids) for g in engine.generate(batch, params))
+
+    return time_call(call, repeat=repeat, warmup=0).median_s, generated
 
 
 def bench_llm(bundle: Bundle, settings: BatchConfig, batch_videos: int, new_tokens: int, repeat: int) -> dict:

@@ -20,12 +20,13 @@ from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig, QualityConfig
 from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
 from vlmcap.engines.model.caption_quality import CaptionGuard, Quality, choose
-from vlmcap.engines.model.llm import Generation, GenerationParams, LLMEngine
+from vlmcap.engines.model.llm import LLMEngine
 from vlmcap.engines.model.llm_vllm import check_params_safe
 from vlmcap.engines.model.quant_support import check_vllm_can_serve, quant_scheme, vllm_quant_problem
 from vlmcap.engines.model.vision import VisionEngine
 from vlmcap.environment import usable_cpus
 from vlmcap.errors import ConfigError, ModelError
+from vlmcap.generation import Generation, GenerationParams
 from vlmcap.prompt import PromptBuilder, PromptTokens
 from vlmcap.text_rows import EmbeddingTable
 
@@ -97,7 +98,9 @@ def open_llm_engine(
                 raise
             why_not_vllm = str(e)  # the decoding vLLM would refuse or crash on, and why
     if backend == "vllm":
-        check_vllm_can_serve(bundle)  # `vlmcap batch` checked before any work; other callers get here
+        check_vllm_can_serve(
+            bundle, settings.vllm.dtype
+        )  # `vlmcap batch` checked before any work; other callers get here
     if backend == "auto" and why_not_vllm is None:
         why_not_vllm = vllm_quant_problem(quant_scheme(bundle))
     if backend == "vllm" or (backend == "auto" and why_not_vllm is None):

@@ -1,7 +1,8 @@
 """The transformers engine: batched, left-padded `generate(inputs_embeds=...)` on the merged checkpoint.
 
 The fallback where vLLM is missing or cannot start, and the reference the vLLM engine is tested
-against.
+against. The generation itself is `vlmcap.generation.generate_from_embeds`, shared with training
+and the export's caption gate.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from vlmcap.bundle import Bundle
 from vlmcap.embeddings import EmbeddedBatch
-from vlmcap.engines.model.llm import Generation, GenerationParams, finish_reason
+from vlmcap.generation import Generation, GenerationParams, generate_from_embeds
 from vlmcap.llm import DTYPES
 
 
@@ -34,37 +35,8 @@ class TransformersEngine:
         scheme = bundle.manifest.llm.quantization
         self.name = f"transformers ({self.device.type}, {name}{', ' + scheme.scheme if scheme else ''})"
 
-    @torch.no_grad()
     def generate(self, batch: EmbeddedBatch, params: GenerationParams) -> list[Generation]:
-        if batch.padding_side != "left":
-            raise ValueError("generation needs left-padded embeddings")
-        sampling = params.temperature > 0
-        kwargs = {"temperature": params.temperature, "top_p": params.top_p} if sampling else {}
-        if sampling and params.seed is not None:
-            torch.manual_seed(params.seed)
-        out = self.model.generate(
-            inputs_embeds=batch.inputs_embeds.to(self.device, self.dtype),
-            attention_mask=batch.attention_mask.to(self.device),
-            max_new_tokens=params.max_new_tokens,
-            do_sample=sampling,
-            repetition_penalty=params.repetition_penalty,
-            eos_token_id=params.stop_token_ids,
-            pad_token_id=self.pad_token_id,
-            **kwargs,
-        )
-        generations = []
-        for row in out.tolist():
-            ids = _until_stop(row, params.stop_token_ids)
-            generations.append(Generation(ids, finish_reason(ids, params)))
-        return generations
+        return generate_from_embeds(self.model, batch, params, self.pad_token_id)
 
     def close(self) -> None:
         del self.model
-
-
-def _until_stop(ids: list[int], stop: list[int]) -> list[int]:
-    """Generated ids up to and including the first stop token (later positions are padding)."""
-    for i, token in enumerate(ids):
-        if token in stop:
-            return ids[: i + 1]
-    return ids

@@ -22,9 +22,9 @@ import torch
 from vlmcap.bundle import Bundle
 from vlmcap.config import VllmConfig
 from vlmcap.embeddings import EmbeddedBatch
-from vlmcap.engines.model.llm import Generation, GenerationParams, finish_reason
 from vlmcap.engines.model.watchdog import EngineWatchdog, descendants
 from vlmcap.errors import ConfigError, ModelError
+from vlmcap.generation import Generation, GenerationParams, finish_reason
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import json
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
-from vlmcap.engines.model.llm import GenerationParams
 from vlmcap.errors import ConfigError
+from vlmcap.generation import GenerationParams
 
 
 def _control_tokens(tokenizer) -> set[str]:
