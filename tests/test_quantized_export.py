@@ -19,7 +19,7 @@ from safetensors import safe_open
 from vlmcap.bundle import load_bundle
 from vlmcap.cli import cli
 from vlmcap.config import CaptionGateConfig, ExportConfig
-from vlmcap.engines.model.quant_support import vllm_quant_problem
+from vlmcap.engines.model.quant_support import vllm_cpu_dtype, vllm_quant_problem
 from vlmcap.errors import ExportError
 from vlmcap.export.caption_gate import GateInputs, judge
 from vlmcap.export.exporter import ExportRequest, export_bundle
@@ -110,7 +110,7 @@ def test_quantized_bundles_caption_through_transformers_and_auto_says_why_not_vl
     if problem:  # this CPU: auto took transformers and the stats say why
         assert llm.startswith("transformers (cpu, float32, w4a16); auto chose it: ") and problem in llm
     else:
-        assert llm.startswith("vllm (float32, w4a16)")
+        assert llm.startswith(f"vllm ({vllm_cpu_dtype('w4a16') or 'float32'}, w4a16)")
     got, expected = _captions(quantized), _captions(reference)
     assert len(got) == 6 and got.keys() == expected.keys()  # the export gate measured such captions equal
     assert sum(got[v] == expected[v] for v in got) >= len(got) - 1
@@ -125,7 +125,8 @@ def test_vllm_serves_w8a8_with_prompt_embeds(w8a8_bundle, six_videos, tmp_path) 
     out, stats = tmp_path / "vllm.jsonl", tmp_path / "stats.json"
     run = _batch(str(six_videos), "--out", str(out), "--llm-backend", "vllm", "--stats", str(stats), *common)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert json.loads(stats.read_text())["engines"]["llm"] == "vllm (float32, w8a8)"
+    # bfloat16 where this CPU's int8 kernel takes nothing else (AMX: engines/model/quant_support.py)
+    assert json.loads(stats.read_text())["engines"]["llm"] == f"vllm ({vllm_cpu_dtype('w8a8') or 'float32'}, w8a8)"
     got, expected = _captions(out), _captions(reference)
     assert len(got) == 6 and got.keys() == expected.keys()
     assert sum(got[v] == expected[v] for v in got) >= len(got) - 1  # int8 GEMMs round differently from PyTorch's
@@ -137,7 +138,7 @@ def test_vllm_serves_w4a16_where_it_has_the_kernel(w4a16_bundle, six_videos, tmp
     run = _batch(str(six_videos), "--out", str(out), "--engine", str(w4a16_bundle), "--llm-backend", "vllm",
                  "--stats", str(stats), "--max-new-tokens", "16")  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
-    assert json.loads(stats.read_text())["engines"]["llm"] == "vllm (float32, w4a16)"
+    assert json.loads(stats.read_text())["engines"]["llm"] == f"vllm ({vllm_cpu_dtype('w4a16') or 'float32'}, w4a16)"
 
 
 def test_fp8_exports_on_cpu_and_vllm_refuses_it_before_any_work(tiny_run, six_videos, tmp_path) -> None:

@@ -109,7 +109,7 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     if settings.llm_backend == "vllm":
         for each in decodings(settings, params):  # the guards' retry too
             check_params_safe(each)
-        check_vllm_can_serve(bundle)
+        check_vllm_can_serve(bundle, settings.vllm.dtype)
     check_prompt(bundle, settings, params)
     return bundle, params
 

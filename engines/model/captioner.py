@@ -102,7 +102,7 @@ def open_llm_engine(
             bundle, settings.vllm.dtype
         )  # `vlmcap batch` checked before any work; other callers get here
     if backend == "auto" and why_not_vllm is None:
-        why_not_vllm = vllm_quant_problem(quant_scheme(bundle))
+        why_not_vllm = vllm_quant_problem(quant_scheme(bundle), settings.vllm.dtype)
     if backend == "vllm" or (backend == "auto" and why_not_vllm is None):
         from vlmcap.engines.model.llm_vllm import VllmEngine
 

@@ -22,6 +22,7 @@ import torch
 from vlmcap.bundle import Bundle
 from vlmcap.config import VllmConfig
 from vlmcap.embeddings import EmbeddedBatch
+from vlmcap.engines.model.quant_support import vllm_dtype
 from vlmcap.engines.model.watchdog import EngineWatchdog, descendants
 from vlmcap.errors import ConfigError, ModelError
 from vlmcap.generation import Generation, GenerationParams, finish_reason
@@ -72,7 +73,7 @@ class VllmEngine:
             "enable_prompt_embeds": True,
             "trust_remote_code": False,
             "tensor_parallel_size": options.tensor_parallel_size,
-            "dtype": options.dtype if options.dtype != "auto" else bundle.manifest.llm.dtype,
+            "dtype": vllm_dtype(bundle, options.dtype),
             "max_model_len": options.max_model_len or _round_up(max_prompt_len + max_new_tokens, 256),
             "enforce_eager": options.enforce_eager,
             "seed": seed,
