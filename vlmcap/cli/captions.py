@@ -9,7 +9,7 @@ import click
 
 from vlmcap.cli.options import json_option
 
-# The same names as vlmcap.engines.datasets.convert.FORMATS / STATUSES (tests/test_captions_convert.py
+# The same names as vlmcap.engines.datasets.convert.FORMATS / STATUSES (tests/engines/datasets/test_captions_convert.py
 # checks), spelled out so that `vlmcap --help` does not import pyarrow.
 FORMATS = ("parquet", "csv", "webdataset")
 STATUSES = ("ok", "error", "all")

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from import_layers import modules, package_dirs, violations
-
-REPO = Path(__file__).resolve().parent.parent
+from repo_paths import REPO
 
 
 def test_core_stages_and_cli_import_one_way_only() -> None:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from repo_paths import TESTS
 
 from vlmcap.cli import cli
 from vlmcap.engines.batch.lock import EXIT_LOCKED, OutputLock
 
-TESTS = Path(__file__).resolve().parent
 GOOD = 9
 BROKEN_TYPES = {
     "zero.mp4": "NotAVideo",

@@ -19,12 +19,12 @@ from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
+from repo_paths import TESTS
 
 from vlmcap.cli import cli
 from vlmcap.video import remote
 from vlmcap.video.discovery import InputProblem, iter_video_paths
 
-TESTS = Path(__file__).resolve().parent
 BUCKET = "vids"
 # moto lets this many requests through unsigned (the IAM setup below), then enforces IAM.
 NO_AUTH_ACTIONS = 3

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+from repo_paths import TESTS
 
-TESTS = Path(__file__).resolve().parent
 RAY_ARGS = ["--ray", "--ray-num-cpus", "2", "--batch-size", "4", "--llm-backend", "transformers"]
 
 

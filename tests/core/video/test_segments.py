@@ -15,6 +15,7 @@ import pytest
 import srt
 import webvtt
 from click.testing import CliRunner
+from repo_paths import TESTS
 
 from vlmcap.cli import cli
 from vlmcap.training.synth import write_multiscene_video
@@ -23,7 +24,6 @@ from vlmcap.video.pool import DecodePool
 from vlmcap.video.scenes import detect_cuts
 from vlmcap.video.segments import SegmentPlan, fixed_segments, scene_segments
 
-TESTS = Path(__file__).resolve().parent
 SCENE_S = 5.0
 
 

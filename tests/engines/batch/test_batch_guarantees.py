@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from repo_paths import TESTS
 
 from vlmcap.cli import cli
 from vlmcap.engines.batch.lock import EXIT_LOCKED, OutputLock
-
-TESTS = Path(__file__).resolve().parent
 
 
 def lines(path: Path) -> list[dict]:
@@ -188,7 +187,7 @@ def test_io_failures_exit_74_with_one_line(tiny_bundle, three_videos, tmp_path) 
     done = run_cli("batch", str(three_videos), *flags(tiny_bundle, out), preexec_fn=small_disk)
     assert done.returncode == 74, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1] == f"vlmcap: I/O error: {out}: File too large"
-    assert "Traceback" not in done.stderr  # -v adds it (tests/test_cli.py checks the handler)
+    assert "Traceback" not in done.stderr  # -v adds it (tests/cli/test_cli.py checks the handler)
 
 
 @pytest.mark.parametrize(

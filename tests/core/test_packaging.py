@@ -10,8 +10,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from repo_paths import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 # Source folder -> the package path it installs as (pyproject.toml [tool.setuptools] package-dir).
 FOLDERS = {"vlmcap": "vlmcap", "training": "vlmcap/training", "export": "vlmcap/export", "engines": "vlmcap/engines"}
 

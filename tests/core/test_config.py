@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from repo_paths import REPO
 
 from vlmcap.config import VlmcapConfig, dump_config, load_config, parse_override
 from vlmcap.errors import ConfigError
@@ -96,9 +97,8 @@ def test_dump_round_trips(tmp_path) -> None:
 
 
 def test_the_documented_nightly_config_is_valid_and_flags_win_over_it() -> None:
-    from pathlib import Path
 
-    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "nightly.yaml"
+    example = REPO / "docs" / "examples" / "nightly.yaml"
     config = load_config(example)
     assert config.batch.inputs == ["/data/videos"] and config.batch.generation.max_new_tokens == 96
     assert config.batch.segment_plan().mode == "fixed" and config.batch.segment_plan().window_s == 30.0

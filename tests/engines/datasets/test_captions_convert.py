@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from repo_paths import REPO
 
 from vlmcap.cli import captions as captions_cli
 from vlmcap.cli import cli
@@ -28,7 +29,6 @@ from vlmcap.engines.datasets.schema import SCHEMA, SCHEMA_VERSION, format_timest
 from vlmcap.engines.datasets.webdataset_writer import sample_key
 from vlmcap.files import file_identity
 
-REPO = Path(__file__).resolve().parent.parent
 BUNDLE, PROMPT = "5224677c50feed5c", "이 영상을 한 문장으로 설명하세요."
 # What Provenance.of_run writes for a bundle and a run (engines/batch/provenance.py), engines started.
 PROVENANCE = Provenance(
