@@ -1,0 +1,140 @@
+"""The Python API: what `vlmcap batch` does, from Python (README, "Python API").
+
+    from vlmcap import Captioner, caption_videos
+
+    with Captioner.from_bundle("engines/default", llm_backend="transformers") as captioner:
+        records = captioner.caption(["a.mp4", "b.mkv"])       # the records the CLI writes, in input order
+
+    stats = caption_videos(["./videos"], out="captions.jsonl")  # resume, lock, append, compact: the CLI's run
+
+Like the CLI this module joins the stages (docs/ARCHITECTURE.md): it builds the batch settings once,
+validated, from keyword arguments named like the `batch:` config keys, and hands them to the engines.
+`vlmcap batch` itself runs `caption_videos` with the settings its flags built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TextIO
+
+from vlmcap.config import BatchConfig, load_config
+
+if TYPE_CHECKING:
+    from vlmcap.bundle import Bundle
+    from vlmcap.engines.batch.run import RunStats
+    from vlmcap.engines.model.captioner import Captioner as Engines
+    from vlmcap.generation import GenerationParams
+
+
+def batch_settings(config: str | Path | None = None, **settings: Any) -> BatchConfig:
+    """The `batch:` settings of the YAML file `config` (or the defaults) with `settings` on top, validated
+    as the CLI validates them: an unknown key or a bad value raises ConfigError before any work."""
+    flags = {f"batch.{key}": value for key, value in settings.items() if value is not None}
+    return load_config(config, flags=flags).batch
+
+
+class Captioner:
+    """A bundle's engines, opened once, captioning any number of videos into in-memory records.
+
+    `caption` runs the same pipeline as `vlmcap batch` (decode workers, vision graph, LLM engine,
+    caption guards, segments) and returns the records the CLI would write, one per distinct input,
+    in input order; nothing is written to disk. Close it (or use `with`) to stop the engines and, for
+    vLLM, its worker processes.
+    """
+
+    def __init__(self, settings: BatchConfig) -> None:
+        from vlmcap.engines.batch.caption_videos import prepare
+        from vlmcap.engines.batch.provenance import Provenance
+        from vlmcap.engines.model.captioner import Captioner as Engines
+        from vlmcap.engines.model.captioner import with_cpu_threads
+
+        bundle, params = prepare(settings)  # bundle verified, decoding and prompt checked: before any engine
+        self.settings = with_cpu_threads(settings)
+        self.bundle: Bundle = bundle
+        self.params: GenerationParams = params
+        self._provenance = Provenance.of_run(bundle, self.settings, params)
+        self._engines: Engines | None = Engines.open(bundle, self.settings, params)
+
+    @classmethod
+    def from_bundle(
+        cls,
+        path: str | Path | None = None,
+        *,
+        llm_backend: str | None = None,
+        device: str | None = None,
+        config: str | Path | None = None,
+        **settings: Any,
+    ) -> Captioner:
+        """Open the bundle at `path` (default: VLMCAP_HOME/engines/default). `llm_backend` is `auto`,
+        `vllm` or `transformers`; `device` e.g. `cuda:0` or `cpu`; any other `batch:` config key
+        (`segments="fixed:30"`, `prompt=...`, `generation={"max_new_tokens": 48}`) as a keyword, over the
+        YAML `config`."""
+        engine = str(path) if path is not None else None
+        return cls(batch_settings(config, engine=engine, llm_backend=llm_backend, device=device, **settings))
+
+    @property
+    def engines(self) -> Mapping[str, str]:
+        """The engines as started, e.g. {"vision": "onnxruntime (cpu, fp32)", "llm": "vllm (bfloat16)"}."""
+        engines = self._open_engines()
+        return {"vision": engines.vision.name, "llm": engines.llm.name}
+
+    def caption(self, videos: Iterable[str | Path]) -> list[dict[str, Any]]:
+        """One record per distinct video (a failure is a record with `status: error`), in input order."""
+        from vlmcap.engines.batch.ledger import ResumeState
+        from vlmcap.engines.batch.pipeline import LocalPipeline
+        from vlmcap.engines.batch.progress import Progress
+        from vlmcap.engines.batch.run import BatchRun, RunStats
+        from vlmcap.engines.batch.selection import TaskFilter
+
+        names = [str(v) for v in videos]
+        driver = LocalPipeline(self.bundle, self.settings, self._open_engines())
+        progress = Progress(self.settings.progress or False, self.settings.log_every_s)
+        by_video: dict[str, dict[str, Any]] = {}
+        tasks = TaskFilter(ResumeState())(names)
+        with BatchRun(driver, tasks, self._provenance, RunStats(), progress, self.settings.quality.strict) as run:
+            for records in run:
+                by_video.update((r["video"], r) for r in records)
+        order = {name: i for i, name in reversed(list(enumerate(names)))}  # a repeated input: its first place
+        return sorted(by_video.values(), key=lambda r: order.get(r["video"], len(names)))
+
+    def _open_engines(self) -> Engines:
+        if self._engines is None:
+            raise RuntimeError("this Captioner is closed")
+        return self._engines
+
+    def close(self) -> None:
+        """Stop the engines (vLLM's processes included); idempotent."""
+        if self._engines is not None:
+            engines, self._engines = self._engines, None
+            engines.close()
+
+    def __enter__(self) -> Captioner:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def caption_videos(
+    inputs: Iterable[str | Path] | None = None,
+    out: str | Path | None = None,
+    *,
+    config: str | Path | None = None,
+    settings: BatchConfig | None = None,
+    stdin: TextIO | None = None,
+    **options: Any,
+) -> RunStats:
+    """`vlmcap batch INPUTS --out OUT`: caption into the JSONL `out`, resumable (videos already there are
+    skipped), locked against a second run on the same output, crash-safe; returns the run's stats
+    (`stats.exit_code` is the CLI's exit code). Keywords are `batch:` config keys over the YAML
+    `config`; `settings` (already built, as the CLI does) replaces all three."""
+    from vlmcap.engines.batch.caption_videos import caption_videos as run_batch
+
+    if settings is None:
+        listed = [str(i) for i in inputs] if inputs is not None else None
+        settings = batch_settings(config, inputs=listed, out=str(out) if out is not None else None, **options)
+    return run_batch(settings, stdin)
