@@ -2,19 +2,56 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parent.parent
+
 # Everything vlmcap writes by default (presets, runs, engines) goes under a per-session folder.
 _SESSION_HOME = Path(os.environ.get("VLMCAP_TEST_HOME", "")) if os.environ.get("VLMCAP_TEST_HOME") else None
+
+# What the tiny presets' bytes depend on: their recipe (vlmcap/presets/), the prompt layout and
+# image preprocessing their pretraining uses, and the libraries that compute and save them.
+_PRESET_SOURCES = ("vlmcap/presets", "vlmcap/prompt.py", "vlmcap/video/image_spec.py", "vlmcap/video/preprocess.py")
+_PRESET_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy")
+
+
+def preset_cache_key() -> str:
+    """A content hash of everything that decides the presets' bytes (docs/TESTING.md, "Preset cache")."""
+    digest = hashlib.sha256()
+    for source in _PRESET_SOURCES:
+        root = REPO / source
+        for path in sorted([root] if root.is_file() else root.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                digest.update(path.relative_to(REPO).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for library in _PRESET_LIBRARIES:
+        digest.update(f"{library}=={importlib.metadata.version(library)}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def _shared_presets(home: Path) -> None:
+    """Point the session's presets folder at a cache keyed by `preset_cache_key`, so the tiny presets
+    are pretrained once per content, not once per pytest run (~2 minutes on 2 cores).
+    Materializing is atomic (vlmcap/presets/__init__.py), so a killed run never leaves half a preset
+    there; VLMCAP_TEST_PRESET_CACHE=off pretrains into the session's own folder instead."""
+    setting = os.environ.get("VLMCAP_TEST_PRESET_CACHE", "")
+    if setting == "off" or (home / "presets").exists():
+        return
+    root = Path(setting) if setting else Path.home() / ".cache" / "vlmcap-test-presets"
+    cache = root / preset_cache_key()
+    cache.mkdir(parents=True, exist_ok=True)
+    (home / "presets").symlink_to(cache, target_is_directory=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def vlmcap_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = _SESSION_HOME or tmp_path_factory.mktemp("vlmcap-home")
+    _shared_presets(home)
     os.environ["VLMCAP_HOME"] = str(home)
     return home
 
@@ -31,9 +68,6 @@ def tiny_model(tiny_config):
     from vlmcap.model import VideoLanguageModel
 
     return VideoLanguageModel.from_config(tiny_config)
-
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
