@@ -12,13 +12,16 @@ import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from vlmcap.errors import ConfigError
 from vlmcap.video.segments import SegmentPlan, parse_segments
+
+if TYPE_CHECKING:
+    from vlmcap.video.decoders import DecodeOptions
 
 ProjectorKind = Literal["linear", "mlp2x_gelu", "c-abstractor", "resampler", "pixel-shuffle"]
 
@@ -291,6 +294,7 @@ class BatchConfig(_Section):
     file; flags given on the command line win over the file.
     """
 
+    _segment_plan: SegmentPlan | None = PrivateAttr(None)  # built from the segment fields by `_segment_plan_once`
     inputs: list[str] = Field(default_factory=list, description="Files, folders, globs, list files, - for stdin.")
     out: str | None = Field(None, description="The captions JSONL.")
     engine: str | None = Field(None, description="Bundle directory (default: VLMCAP_HOME/engines/default).")
@@ -360,12 +364,6 @@ class BatchConfig(_Section):
                 raise ValueError(f"unknown decoder {name!r}; use decord, pyav or module:Class")
         return v
 
-    @field_validator("segments")
-    @classmethod
-    def _segments(cls, v: str) -> str:
-        parse_segments(v)
-        return v
-
     @model_validator(mode="after")
     def _stream_needs_vllm(self) -> BatchConfig:
         if self.llm_schedule == "stream" and self.llm_backend == "transformers":
@@ -378,20 +376,48 @@ class BatchConfig(_Section):
     def vision_batch_size(self) -> int:
         return self.vision_batch or self.batch_size
 
+    @field_validator("segments")
+    @classmethod
+    def _segments(cls, v: str) -> str:
+        parse_segments(v)  # the error names batch.segments; the plan is built below, with the bounds
+        return v
+
     @model_validator(mode="after")
-    def _segment_bounds(self) -> BatchConfig:
+    def _segment_plan_once(self) -> BatchConfig:
+        """The segment settings become one frozen `SegmentPlan` here, at validation (and again on an
+        assignment): every stage takes that plan, none reads the text again."""
         if self.segment_min_s > self.segment_max_s:
             raise ValueError(
                 f"segment_min_s ({self.segment_min_s:g}) is more than segment_max_s ({self.segment_max_s:g})"
             )
+        mode, window_s = parse_segments(self.segments)
+        plan = (
+            None
+            if mode == "none"
+            else SegmentPlan(mode, window_s, self.segment_min_s, self.segment_max_s, self.scene_threshold)
+        )
+        object.__setattr__(self, "_segment_plan", plan)  # a private attribute: no re-validation loop
         return self
 
+    @property
     def segment_plan(self) -> SegmentPlan | None:
         """How videos are cut into segments; None: one caption per file."""
-        mode, window_s = parse_segments(self.segments)
-        if mode == "none":
-            return None
-        return SegmentPlan(mode, window_s, self.segment_min_s, self.segment_max_s, self.scene_threshold)
+        return self._segment_plan
+
+    def decode_options(self, num_frames: int) -> DecodeOptions:
+        """What a batch run decodes with: the bundle's frame count and these decode settings, built once
+        here so vlmcap/video takes frozen options and never this config."""
+        from vlmcap.video.decoders import DecodeOptions
+        from vlmcap.video.remote import RemoteOptions
+
+        return DecodeOptions(
+            num_frames=num_frames,
+            decoders=tuple(self.decoders),
+            max_frame_pixels=self.max_frame_pixels,
+            max_aspect_ratio=self.max_aspect_ratio,
+            memory_limit_mb=self.decode_memory_mb or None,
+            remote=RemoteOptions.from_config(self.remote),
+        )
 
     @field_validator("shard")
     @classmethod

@@ -144,7 +144,7 @@ def list_selected(settings: BatchConfig, stdin: TextIO | None = None) -> tuple[I
     if settings.dedup == "sha256":  # hashes every selected file: what a run would copy is not listed
         from vlmcap.engines.batch.dedup import ContentIndex, Hasher, MadeBy, drop_known_duplicates
 
-        lends = MadeBy(manifest.id, prompt, settings.segment_plan() is not None)
+        lends = MadeBy(manifest.id, prompt, settings.segment_plan is not None)
         real_out = Path(os.path.realpath(out))
         index = ContentIndex(real_out) if settings.overwrite else ContentIndex.read(real_out)
         tasks = drop_known_duplicates(tasks, index, lends, selection.counts, Hasher())
@@ -189,7 +189,7 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
             from vlmcap.engines.batch.dedup import DedupDriver, MadeBy
 
             generation = provenance.fields.get("generation")
-            lends = MadeBy(bundle.id, provenance.prompt, settings.segment_plan() is not None, generation)
+            lends = MadeBy(bundle.id, provenance.prompt, settings.segment_plan is not None, generation)
             driver = dedup = DedupDriver.open(driver, writer.path, lends)
         srt_dir, vtt_dir = (Path(d) if d is not None else None for d in (settings.srt_dir, settings.vtt_dir))
         try:

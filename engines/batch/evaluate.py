@@ -51,7 +51,8 @@ def evaluate_bundle(
             f"{segmented[0].source}); evaluate segments and whole videos from separate manifests"
         )
     if segmented and "segments" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"segments": DEFAULT_EVAL_SEGMENTS})
+        settings = settings.model_copy()
+        settings.segments = DEFAULT_EVAL_SEGMENTS  # assigned, so validated and the segment plan rebuilt
     samples, seen = [], set()
     for sample in labelled:  # a video listed twice (two references, or segments) is captioned once
         if sample.video not in seen:

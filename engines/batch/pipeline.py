@@ -36,7 +36,6 @@ from vlmcap.engines.batch.run import Interrupt
 from vlmcap.engines.batch.segment_assembly import SegmentAssembly
 from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.engines.model.captioner import Captioner
-from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.pool import DecodePool
 from vlmcap.video.worker import DecodeResult
 
@@ -70,7 +69,7 @@ class LocalPipeline:
     ) -> Iterator[list[Outcome]]:
         settings = self.settings
         spec = self.bundle.manifest.image.spec()
-        decode_options = DecodeOptions.from_settings(settings, self.bundle.manifest.video.num_frames)
+        decode_options = settings.decode_options(self.bundle.manifest.video.num_frames)
         vision_batch = settings.vision_batch_size
         decoded: queue.Queue = queue.Queue(maxsize=2 * vision_batch)
         encoded: queue.Queue = queue.Queue(maxsize=2)
@@ -95,7 +94,7 @@ class LocalPipeline:
         def decode_stage() -> None:
             try:
                 with DecodePool(
-                    decode_options, spec, settings.workers, settings.decode_timeout_s, segments=settings.segment_plan()
+                    decode_options, spec, settings.workers, settings.decode_timeout_s, segments=settings.segment_plan
                 ) as pool:
                     for result in pool.imap_unordered(intake()):
                         if interrupt.stop.is_set():

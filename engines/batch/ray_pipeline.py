@@ -38,7 +38,6 @@ from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.engines.model.caption_quality import Quality
 from vlmcap.engines.model.captioner import Captioner, open_llm_engine, open_vision_engine
 from vlmcap.generation import GenerationParams
-from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.worker import SegmentRef
 
 log = logging.getLogger(__name__)
@@ -53,9 +52,9 @@ class DecodeStage:
         bundle = load_bundle(bundle_path)
         self.spec = bundle.manifest.image.spec()
         self.num_frames = bundle.manifest.video.num_frames
-        decode = DecodeOptions.from_settings(settings, self.num_frames)
+        decode = settings.decode_options(self.num_frames)
         self.pool = DecodePool(
-            decode, self.spec, settings.workers, settings.decode_timeout_s, segments=settings.segment_plan()
+            decode, self.spec, settings.workers, settings.decode_timeout_s, segments=settings.segment_plan
         )
         self.frame_shape = (self.num_frames, *self.spec.output_hw, 3)
         self.rows_per_block = settings.batch_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from repo_paths import REPO
 
 from vlmcap.config import VlmcapConfig, dump_config, load_config, parse_override
@@ -34,6 +35,21 @@ def test_unknown_key_names_file_and_dotted_field(tmp_path) -> None:
     path.write_text("model:\n  projector:\n    knd: mlp2x_gelu\n")
     with pytest.raises(ConfigError, match=r"typo\.yaml: invalid config: model\.projector\.knd: unknown key"):
         load_config(path)
+
+
+def test_segment_and_decode_settings_become_frozen_options_once() -> None:
+    batch = load_config(overrides=["batch.segments=fixed:30", "batch.segment_min_s=5", "batch.decoders=[pyav]"]).batch
+    plan = batch.segment_plan
+    assert (plan.mode, plan.window_s, plan.min_s) == ("fixed", 30.0, 5.0) and batch.segment_plan is plan
+    changed = batch.model_copy()
+    changed.segments = "scenes"  # an assignment is validated: the plan follows, the original keeps its own
+    assert changed.segment_plan.mode == "scenes" and batch.segment_plan is plan
+    changed.segments = "none"
+    assert changed.segment_plan is None
+    with pytest.raises(ValidationError, match="segment_min_s"):
+        changed.segment_max_s = 1.0
+    options = batch.decode_options(num_frames=12)
+    assert (options.num_frames, options.decoders, options.memory_limit_mb) == (12, ("pyav",), 4096)
 
 
 @pytest.mark.parametrize(
@@ -97,11 +113,10 @@ def test_dump_round_trips(tmp_path) -> None:
 
 
 def test_the_documented_nightly_config_is_valid_and_flags_win_over_it() -> None:
-
     example = REPO / "docs" / "examples" / "nightly.yaml"
     config = load_config(example)
     assert config.batch.inputs == ["/data/videos"] and config.batch.generation.max_new_tokens == 96
-    assert config.batch.segment_plan().mode == "fixed" and config.batch.segment_plan().window_s == 30.0
+    assert config.batch.segment_plan.mode == "fixed" and config.batch.segment_plan.window_s == 30.0
     flagged = load_config(example, flags={"batch.batch_size": 4, "batch.prompt": "설명: 짧게"})
     assert flagged.batch.batch_size == 4 and flagged.batch.workers == 8
     assert flagged.batch.prompt == "설명: 짧게"  # flag values are taken as they are, not parsed as YAML

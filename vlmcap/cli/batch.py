@@ -108,14 +108,13 @@ def probe(inputs: tuple[str, ...], config: ConfigSource) -> None:
 
     Example: vlmcap probe ./videos --frames 8 > probe.jsonl
     """
-    from vlmcap.video.decoders import DecodeOptions
     from vlmcap.video.discovery import InputProblem, is_video_name, iter_video_paths
     from vlmcap.video.pool import DecodePool
     from vlmcap.video.remote import check_remote_inputs
 
     loaded = config.load()
     settings = loaded.batch
-    options = DecodeOptions.from_settings(settings, loaded.video.num_frames)
+    options = settings.decode_options(loaded.video.num_frames)
     check_remote_inputs(inputs, options.remote, is_video_name)
     failed = 0
 

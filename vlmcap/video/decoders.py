@@ -17,7 +17,6 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from vlmcap.config import BatchConfig
 from vlmcap.errors import TruncatedVideo, UnsupportedFrameSize, VideoError
 from vlmcap.video.probe import VideoProbe, probe_video
 from vlmcap.video.remote import RemoteOptions
@@ -56,18 +55,6 @@ class DecodeOptions:
     max_aspect_ratio: float = 8.0
     memory_limit_mb: int | None = 4096  # address-space limit of each decode worker (None: no limit)
     remote: RemoteOptions = field(default_factory=RemoteOptions)  # URL inputs: spool, timeouts, retries
-
-    @classmethod
-    def from_settings(cls, settings: BatchConfig, num_frames: int) -> DecodeOptions:
-        """What a batch run decodes with: the bundle's frame count and the run's decode settings."""
-        return cls(
-            num_frames=num_frames,
-            decoders=tuple(settings.decoders),
-            max_frame_pixels=settings.max_frame_pixels,
-            max_aspect_ratio=settings.max_aspect_ratio,
-            memory_limit_mb=settings.decode_memory_mb or None,
-            remote=RemoteOptions.from_config(settings.remote),
-        )
 
 
 def decode_size(width: int, height: int, max_short_side: int) -> tuple[int, int]:
