@@ -11,7 +11,7 @@
   it goes on.
 - With `--segments`, a video comes out of the decode pool one segment at a time; segments are
   batched like videos (one long file fills batches as short ones do) and gathered back into
-  the video's one outcome when its last segment is captioned (segment_assembly.py).
+  the video's one outcome when its last segment is captioned (in_flight.py, shared with Ray).
 - Decoding starts while the LLM engine is still loading (vLLM takes a while), and the engines are
   not started at all when no task comes.
 - After the first signal intake stops, the batch in the LLM (streamed: the requests in flight)
@@ -30,10 +30,10 @@ from typing import Any
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
+from vlmcap.engines.batch.in_flight import InFlight
 from vlmcap.engines.batch.llm_stage import DONE, EncodedFeed, LLMStage, failures_only, streaming_bound
 from vlmcap.engines.batch.records import Outcome
 from vlmcap.engines.batch.run import Interrupt
-from vlmcap.engines.batch.segment_assembly import SegmentAssembly
 from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.engines.model.captioner import Captioner
 from vlmcap.video.pool import DecodePool
@@ -74,17 +74,15 @@ class LocalPipeline:
         decoded: queue.Queue = queue.Queue(maxsize=2 * vision_batch)
         encoded: queue.Queue = queue.Queue(maxsize=2)
         failures: list[BaseException] = []
-        in_flight: dict[str, VideoTask] = {}
-        assembly = SegmentAssembly()
+        in_flight = InFlight()
         has_work = threading.Event()
 
         def intake() -> Iterator[str]:
             for task in tasks:
                 if interrupt.stop.is_set():
                     return
-                if task.video in in_flight:
+                if not in_flight.admit(task):
                     continue  # named twice while the first is still in flight
-                in_flight[task.video] = task
                 if task.problem is not None:  # nothing to decode: straight to its error line
                     _put(decoded, _Unreadable(task.video), interrupt, force=True)
                     continue
@@ -113,9 +111,12 @@ class LocalPipeline:
         def failed_outcomes(feed: EncodedFeed) -> list[Outcome]:
             outcomes = []
             for result in feed.pop_failed():
-                task = in_flight.pop(result.path)
-                assembly.fail(result.path)  # segments of it captioned already are dropped
-                outcomes.append(Outcome.unreadable(task) if task.problem else Outcome.failed(task, result))
+                task = in_flight.task(result.path)
+                if task is None:
+                    continue  # a later segment of a video whose error outcome is out already
+                outcomes.append(
+                    in_flight.failed(Outcome.unreadable(task) if task.problem else Outcome.failed(task, result))
+                )
             return outcomes
 
         captioner_ready = threading.Event()
@@ -177,19 +178,16 @@ class LocalPipeline:
                 outcomes = failed_outcomes(feed)
                 for done in captioned:
                     result = done.item.result
-                    task = in_flight.get(result.path)
+                    task = in_flight.task(result.path)
                     if task is None:
                         continue  # a segment of a video that failed meanwhile: its error line is written
                     outcome = Outcome.decoded(task, result)
                     outcome.caption, outcome.num_tokens = done.caption.text, done.caption.num_tokens
                     outcome.finish_reason, outcome.quality = done.caption.finish_reason, done.caption.quality
                     outcome.vision_ms, outcome.llm_ms = done.item.vision_ms, done.llm_ms
-                    if result.segment is not None:
-                        outcome = assembly.add(outcome, result.segment)
-                        if outcome is None:
-                            continue  # more segments to come
-                    del in_flight[result.path]
-                    outcomes.append(outcome)
+                    outcome = in_flight.captioned(outcome, result.segment)
+                    if outcome is not None:  # None: more segments to come
+                        outcomes.append(outcome)
                 if captioner_box:
                     self.llm_batches = dict(stage.stats)
                 if outcomes:

@@ -31,9 +31,9 @@ import numpy as np
 
 from vlmcap.bundle import Bundle, load_bundle
 from vlmcap.config import BatchConfig, RayConfig
+from vlmcap.engines.batch.in_flight import InFlight
 from vlmcap.engines.batch.records import Outcome
 from vlmcap.engines.batch.run import Interrupt
-from vlmcap.engines.batch.segment_assembly import SegmentAssembly
 from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.engines.model.caption_quality import Quality
 from vlmcap.engines.model.captioner import Captioner, open_llm_engine, open_vision_engine
@@ -186,33 +186,34 @@ class RayPipeline:
     ) -> Iterator[list[Outcome]]:
         import ray
 
-        by_video: dict[str, VideoTask] = {}  # Ray Data takes the whole list; the filter ran on the driver
-        unreadable = []
+        in_flight = InFlight()  # Ray Data takes the whole list; the filter ran on the driver
+        videos, unreadable = [], []
         for task in tasks:
             if task.problem is not None:
                 unreadable.append(Outcome.unreadable(task))  # nothing to decode: no need to ship it
-            else:
-                by_video.setdefault(task.video, task)
+            elif in_flight.admit(task):
+                videos.append(task.video)
         if unreadable:
             yield unreadable
-        assembly = SegmentAssembly()
-        if not by_video or interrupt.stop.is_set():
+        if not videos or interrupt.stop.is_set():
             return  # everything is done already: Ray is not even started
         settings, ray_options = self.settings, self.settings.ray
         started = _init_ray(ray_options)
         try:
             ready({"vision": f"ray x{ray_options.vision_actors}", "llm": f"ray x{ray_options.llm_actors}"})
-            for batch in self._dataset(list(by_video)).iter_batches(
-                batch_size=settings.batch_size, batch_format="numpy"
-            ):
+            for batch in self._dataset(videos).iter_batches(batch_size=settings.batch_size, batch_format="numpy"):
                 outcomes = []
                 for i in range(len(batch["video"])):
-                    outcome = _outcome(batch, i, by_video)
-                    if int(batch["segment_index"][i]) >= 0:
-                        outcome = assembly.add(outcome, _segment_ref(batch, i))
-                    elif not outcome.ok:
-                        assembly.fail(outcome.task.video)
-                    if outcome is not None:
+                    task = in_flight.task(str(batch["video"][i]))
+                    if task is None:
+                        continue  # a segment of a video that failed meanwhile: its error line is out
+                    outcome = _outcome(batch, i, task)
+                    if not outcome.ok:
+                        outcomes.append(in_flight.failed(outcome))
+                        continue
+                    segment = _segment_ref(batch, i) if int(batch["segment_index"][i]) >= 0 else None
+                    outcome = in_flight.captioned(outcome, segment)
+                    if outcome is not None:  # None: more segments to come
                         outcomes.append(outcome)
                 if outcomes:
                     yield outcomes
@@ -265,8 +266,7 @@ def _segment_ref(batch: dict[str, np.ndarray], i: int) -> SegmentRef:
     )
 
 
-def _outcome(batch: dict[str, np.ndarray], i: int, tasks: dict[str, VideoTask]) -> Outcome:
-    task = tasks[str(batch["video"][i])]
+def _outcome(batch: dict[str, np.ndarray], i: int, task: VideoTask) -> Outcome:
     decode_ms = float(batch["decode_ms"][i])
     if not batch["ok"][i]:
         return Outcome(task, decode_ms, str(batch["error_type"][i]) or "VideoError", str(batch["error_message"][i]))
