@@ -4,6 +4,9 @@ One optimizer step = `grad_accum` micro-batches of `batch_size` videos per proce
 each process takes its own shard of every epoch and DDP averages the gradients (gloo on CPU,
 NCCL on CUDA). Everything a resumed run needs is in the checkpoints (see checkpoint.py); a run
 stopped at step k and resumed logs exactly the losses an uninterrupted run logs.
+
+Over 400 lines on purpose: the loop, its resume state and its DDP set-up are read together; the
+data, checkpoints, feature cache and evaluation already live in their own files beside it.
 """
 
 from __future__ import annotations
