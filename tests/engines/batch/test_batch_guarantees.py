@@ -221,6 +221,7 @@ def test_engine_processes_die_with_a_killed_run(tiny_bundle, small_synth, tmp_pa
     videos = Path(small_synth["train"]).parent / "videos"
     out = tmp_path / "captions.jsonl"
     args = ["--out", str(out), "--engine", str(tiny_bundle), "--llm-backend", "vllm", "--batch-size", "2"]
+    args += ["--enforce-eager"]  # a faster start (no torch.compile): the processes are what this test is about
     env = {**os.environ, "PYTHONPATH": str(TESTS)}
     cmd = [sys.executable, "-m", "vlmcap.cli", "batch", str(videos), *args, "--workers", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
