@@ -7,16 +7,16 @@ agree on what a run does (docs/BATCH.md, "Resume, crash safety, retries").
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from vlmcap.config import parse_shard
 from vlmcap.engines.batch.ledger import ResumeState
 from vlmcap.errors import ConfigError
-from vlmcap.files import FileIdentity, file_identity
+from vlmcap.files import FileIdentity
 from vlmcap.video.discovery import InputProblem
-from vlmcap.video.remote import RemoteOptions, is_remote, normalize_url, remote_identity
+from vlmcap.video.remote import RemoteOptions
+from vlmcap.video.sources import source_of
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class VideoTask:
 
     def __post_init__(self) -> None:
         if not self.real_path:
-            self.real_path = normalize_url(self.video) if is_remote(self.video) else os.path.realpath(self.video)
+            self.real_path = source_of(self.video).key(self.video)
 
 
 @dataclass
@@ -89,7 +89,8 @@ class TaskFilter:
             if self.shard is not None and not self.shard.owns(video):
                 self.counts.other_shard += 1
                 continue
-            task = VideoTask(video, None if problem else self._identity(video), problem=problem)
+            source = source_of(video, self.remote)  # chosen once: a local file or a URL's object
+            task = VideoTask(video, None if problem else source.identity(video), source.key(video), problem=problem)
             identity = task.identity
             status = None
             if identity is not None:
@@ -113,8 +114,3 @@ class TaskFilter:
             if task.real_path in self.state.videos:
                 self.counts.superseding += 1
             yield task
-
-    def _identity(self, video: str) -> FileIdentity | None:
-        """A file's size and mtime; a URL's size and last-modified time, from its prefix listing or
-        one metadata request (None when that fails: the decode worker then says why)."""
-        return remote_identity(video, self.remote) if is_remote(video) else file_identity(video)

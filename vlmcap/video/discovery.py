@@ -36,11 +36,10 @@ from vlmcap.video.remote import (
     RemoteOptions,
     backend_missing,
     is_prefix,
-    is_remote,
     list_videos,
-    normalize_url,
     url_scheme,
 )
+from vlmcap.video.sources import source_of
 
 VIDEO_EXTENSIONS = frozenset(
     {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".wmv", ".flv"}
@@ -182,7 +181,7 @@ def _expand(item: str, stdin: TextIO, options: RemoteOptions) -> Iterator[str | 
 
 def _identity(path: str) -> bytes:
     """16 bytes per path instead of the path itself, so dedup of millions of inputs stays small."""
-    real = normalize_url(path) if is_remote(path) else os.path.realpath(path)
+    real = source_of(path).key(path)
     return hashlib.blake2b(real.encode("utf-8", "surrogateescape"), digest_size=16).digest()
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from vlmcap.errors import RemoteTooLarge
-from vlmcap.video.remote import RemoteOptions, filesystem, fs_path, is_remote, url_scheme, with_retries
+from vlmcap.video.remote import RemoteOptions, filesystem, fs_path, url_scheme, with_retries
 
 CHUNK_BYTES = 8 << 20  # one ranged GET per chunk on S3; the pipe and memory see only this much
 PROGRESS_EVERY_S = 1.0
@@ -72,11 +72,8 @@ def _download(url: str, target: Path, options: RemoteOptions, progress: Callable
 
 
 @contextlib.contextmanager
-def local_copy(path: str, options: RemoteOptions, progress: Callable[[], None] | None = None) -> Iterator[str]:
-    """`path` itself for a local file; for a URL, a spool file with the object's bytes, deleted on exit."""
-    if not is_remote(path):
-        yield path
-        return
+def spooled_copy(path: str, options: RemoteOptions, progress: Callable[[], None] | None = None) -> Iterator[str]:
+    """A spool file with the bytes of the object at the URL `path`, deleted on exit."""
     folder = worker_spool_dir(options, os.getpid())
     folder.mkdir(parents=True, exist_ok=True)
     # The URL's extension kept: some containers (MPEG-TS) are probed by name as well as by content.

@@ -21,7 +21,7 @@ from vlmcap.video.decoders import DecodeOptions, available_decoders, decode_segm
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.preprocess import resize_and_crop
 from vlmcap.video.segments import Segment, SegmentPlan
-from vlmcap.video.spool import local_copy
+from vlmcap.video.sources import source_of
 from vlmcap.video.types import DecodedVideo
 
 if "decord" in available_decoders(("decord",)):
@@ -81,7 +81,7 @@ def decode_one(
     start = time.perf_counter()
     local = path
     try:
-        with local_copy(path, options.remote, progress) as local:
+        with source_of(path, options.remote).readable(path, progress) as local:
             video = decode_video(local, options, window)
         if image_spec is not None:
             video.frames = resize_and_crop(video.frames, image_spec)
@@ -106,7 +106,7 @@ def send_segments(
     local = path
     progress = lambda: conn.send(PROGRESS)  # noqa: E731
     try:
-        with local_copy(path, options.remote, progress) as local:
+        with source_of(path, options.remote).readable(path, progress) as local:
             for number, segments, video in decode_segments(local, options, plan, first, progress):
                 if image_spec is not None:
                     video.frames = resize_and_crop(video.frames, image_spec)

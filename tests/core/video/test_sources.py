@@ -1,0 +1,30 @@
+"""vlmcap/video/sources.py: the kind of an input is chosen once, from how it is written; each kind
+answers its key, identity and readable file (the remote kind end to end: tests/engines/batch/test_remote_inputs.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from vlmcap.video.remote import RemoteOptions
+from vlmcap.video.sources import LocalFile, RemoteObject, source_of
+
+
+def test_the_scheme_picks_the_kind_and_a_local_path_is_known_by_its_real_path(tmp_path: Path) -> None:
+    real = tmp_path / "a.mp4"
+    real.write_bytes(b"x" * 10)
+    link = tmp_path / "link.mp4"
+    link.symlink_to(real)
+    local = source_of(str(link))
+    assert isinstance(local, LocalFile) and local.key(str(link)) == os.path.realpath(real)
+    assert local.identity(str(link)).size == 10 and local.identity(str(tmp_path / "gone.mp4")) is None
+    with local.readable(str(link)) as path:
+        assert path == str(link)  # read where it is, no copy
+
+
+def test_urls_are_remote_objects_known_by_their_normalized_spelling() -> None:
+    options = RemoteOptions(timeout_s=3.0)
+    remote = source_of("HTTPS://Example.COM:443/v/A.mp4#t=3", options)
+    assert isinstance(remote, RemoteObject) and remote.options is options
+    assert remote.key("HTTPS://Example.COM:443/v/A.mp4#t=3") == "https://example.com/v/A.mp4"
+    assert isinstance(source_of("ftp://host/a.mp4"), LocalFile)  # not a scheme vlmcap reads: discovery says so

@@ -1,0 +1,77 @@
+"""Where an input's bytes come from, chosen once per input from how it is written (docs/VIDEO.md).
+
+A local path and an object behind an `s3://`, `gs://` or `http(s)://` URL differ in three things,
+and only in these: the key a run knows the input by (resume, compaction, dedup), its identity
+(size and modification time, from the file or from the listing / one metadata request), and how a
+decoder gets a readable file (the path itself, or a bounded spool copy; vlmcap/video/spool.py).
+Each kind is one class; `source_of` picks it, and nothing else along the way asks whether an input
+is a URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from vlmcap.files import FileIdentity, file_identity
+from vlmcap.video.remote import RemoteOptions, is_remote, normalize_url, remote_identity
+from vlmcap.video.spool import spooled_copy
+
+
+class InputSource(Protocol):
+    def key(self, video: str) -> str:
+        """What resume, compaction and dedup know the input by."""
+        ...
+
+    def identity(self, video: str) -> FileIdentity | None:
+        """Size and modification time now; None when it cannot be looked at (decoding says why)."""
+        ...
+
+    def readable(
+        self, video: str, progress: Callable[[], None] | None = None
+    ) -> contextlib.AbstractContextManager[str]:
+        """A local file a decoder can open, for the length of the `with` block."""
+        ...
+
+
+class LocalFile:
+    """A path on this machine: known by its real path (symlinks resolved), read where it is."""
+
+    def key(self, video: str) -> str:
+        return os.path.realpath(video)
+
+    def identity(self, video: str) -> FileIdentity | None:
+        return file_identity(video)
+
+    @contextlib.contextmanager
+    def readable(self, video: str, progress: Callable[[], None] | None = None) -> Iterator[str]:
+        yield video
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    """An object behind a URL: known by its normalized URL, fetched to the worker's spool to be read."""
+
+    options: RemoteOptions = field(default_factory=RemoteOptions)  # timeouts, retries, size limit, spool
+
+    def key(self, video: str) -> str:
+        return normalize_url(video)
+
+    def identity(self, video: str) -> FileIdentity | None:
+        return remote_identity(video, self.options)
+
+    def readable(
+        self, video: str, progress: Callable[[], None] | None = None
+    ) -> contextlib.AbstractContextManager[str]:
+        return spooled_copy(video, self.options, progress)
+
+
+_LOCAL = LocalFile()
+
+
+def source_of(video: str, options: RemoteOptions | None = None) -> InputSource:
+    """The kind of input `video` is, from its scheme: a URL vlmcap reads, or a local path."""
+    return RemoteObject(options or RemoteOptions()) if is_remote(video) else _LOCAL
