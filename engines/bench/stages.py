@@ -17,7 +17,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vlmcap.bench.timer import time_call
 from vlmcap.config import VlmcapConfig
+from vlmcap.embeddings import EmbeddedBatch
 from vlmcap.environment import usable_cpus
+from vlmcap.generation import Generation, GenerationParams, generate_from_embeds
 
 # Dense bf16 tensor-core FLOP/s (no sparsity) and HBM bandwidth, from NVIDIA's datasheets.
 GPU_PEAKS = {
@@ -89,19 +91,18 @@ def bench_stages(
             prefill_tokens / seconds, "tokens/s", flops / seconds, None, peaks, tokens=prefill_tokens
         )
 
+        # Generation as the engines run it (vlmcap/generation.py), with no stop token: every row
+        # decodes `new_tokens`, whatever the random weights predict.
+        request = EmbeddedBatch(embeds, mask, None, [length] * batch_videos, "left")
+        params = GenerationParams(max_new_tokens=new_tokens, stop_token_ids=[])
+        generated: list[Generation] = []
+
         def generate() -> None:
-            llm.generate(
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                max_new_tokens=new_tokens,
-                min_new_tokens=new_tokens,
-                do_sample=False,
-                pad_token_id=0,
-            )
+            generated[:] = generate_from_embeds(llm, request, params, pad_token_id=0)
 
         total = time_call(generate, repeat=repeat, device=dev).median_s
-        decode_s = max(total - seconds, 1e-9)  # generate = one prefill + (new_tokens - 1) decode steps
-        steps = new_tokens - 1
+        decode_s = max(total - seconds, 1e-9)  # generate = one prefill + (tokens - 1) decode steps
+        steps = max(len(g.token_ids) for g in generated) - 1
         weight_bytes = sum(p.numel() * p.element_size() for p in llm.parameters())
         rows["llm_decode"] = _row(
             batch_videos * steps / decode_s,
