@@ -33,8 +33,9 @@ VIDEO_PLACEHOLDER = "<video>"
 
 
 class _Section(BaseModel):
-    # extra="forbid" is what turns a typo in a YAML key into an error instead of a silent default.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    # extra="forbid" is what turns a typo in a YAML key into an error instead of a silent default;
+    # allow_inf_nan=False refuses `.inf` / `.nan` (YAML) in every float before they reach a record.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
 
 
 class VisionConfig(_Section):

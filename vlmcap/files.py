@@ -154,17 +154,18 @@ def replace_dir(tmp: Path, final: Path) -> None:
 
 
 def json_line(record: dict[str, Any]) -> str:
-    """One JSONL line, UTF-8 where it can be.
+    """One JSONL line of strict JSON, UTF-8 where it can be: every line vlmcap writes goes through here.
 
     Paths from the file system can hold undecodable bytes (surrogate escapes, e.g. a Latin-1 name
     on a UTF-8 system); such records are written with ASCII escapes, which read back to the same
-    string.
+    string. NaN and infinities have no JSON spelling (Python would write `NaN`, which other readers
+    refuse): ValueError instead, for the writer to turn into that record's error.
     """
-    text = json.dumps(record, ensure_ascii=False)
+    text = json.dumps(record, ensure_ascii=False, allow_nan=False)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = json.dumps(record, ensure_ascii=True)
+        text = json.dumps(record, ensure_ascii=True, allow_nan=False)
     return text + "\n"
 
 

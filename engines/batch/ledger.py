@@ -148,6 +148,27 @@ def repair_torn_tail(path: Path) -> int:
         return size
 
 
+# What an error line keeps of a record it replaces: the keys resume and provenance need.
+_KEPT_ON_ERROR = ("video", "file", "sha256", "bundle", "prompt", "provenance", "finished_at")
+
+
+def _ledger_line(record: dict[str, Any]) -> str:
+    """The record's line; a record that is no strict JSON (a NaN or infinity from a broken file's
+    metadata) becomes that video's error line instead of ending the run."""
+    try:
+        return json_line(record)
+    except ValueError as e:
+        video = record.get("video")
+        log.error("%s: its record holds a value JSON cannot spell (%s); written as an error line", video, e)
+        kept = {key: record[key] for key in _KEPT_ON_ERROR if key in record}
+        message = f"{video}: its record held a non-finite number (NaN or infinity); nothing of it was kept"
+        error = {"status": "error", "error": {"type": "NonFiniteValue", "message": message}}
+        try:
+            return json_line({**kept, **error})
+        except ValueError:  # the kept keys themselves: the video's name alone
+            return json_line({"video": video, **error})
+
+
 class CaptionWriter:
     """Appends records to the output; call under the output's lock (`before_replace` re-locks a
     compacted file before it replaces the output: `OutputLock.adopt`)."""
@@ -176,7 +197,7 @@ class CaptionWriter:
         try:
             if self._file is None:
                 self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 -- open until close()
-            lines = [json_line(r) for r in records]
+            lines = [_ledger_line(r) for r in records]
             offsets, end = [], os.fstat(self._file.fileno()).st_size  # nothing buffered: each append flushes
             for line in lines:
                 offsets.append(end)

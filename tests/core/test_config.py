@@ -130,6 +130,11 @@ def test_the_documented_nightly_config_is_valid_and_flags_win_over_it() -> None:
         ("batch.decoders=[ffmpeg]", "batch.decoders"),
         ("batch.segments=fixed:abc", "batch.segments"),
         ("batch.segment_min_s=0", "batch.segment_min_s"),
+        # Non-finite numbers would reach records as NaN/Infinity, which no JSON reader takes.
+        ("batch.segments=fixed:" + "9" * 400, "batch.segments"),
+        ("batch.segment_max_s=.inf", "batch.segment_max_s"),
+        ("batch.generation.temperature=.nan", "batch.generation.temperature"),
+        ("train.lr_projector=.inf", "train.lr_projector"),
     ],
 )
 def test_bad_batch_settings_in_a_config_name_the_field(override: str, field: str) -> None:

@@ -71,3 +71,10 @@ def test_file_identity_changes_with_the_content_and_is_none_for_non_files(tmp_pa
     path.write_bytes(b"12345")
     assert file_identity(path) != first
     assert file_identity(tmp_path) is None and file_identity(tmp_path / "missing.mp4") is None
+
+
+def test_json_lines_are_strict_json(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        json_line({"video": "a.mp4", "start_s": float("nan")})
+    with pytest.raises(ValueError):
+        json_line({"duration_s": float("inf")})

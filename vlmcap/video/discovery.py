@@ -136,6 +136,8 @@ def _read_list(stream: TextIO, base_dir: str, name: str, options: RemoteOptions)
     neither becomes a `BadInputLine` problem named `LIST:LINE`, never silence."""
     for number, raw in enumerate(stream, 1):
         line = raw.strip()
+        if number == 1:
+            line = line.removeprefix("\ufeff").strip()  # a byte-order mark (Windows editors) is not part of the path
         if not line or line.startswith("#"):
             continue
         where = f"{name}:{number}"

@@ -46,8 +46,11 @@ def parse_segments(text: str) -> tuple[str, float]:
     if text in ("none", "scenes"):
         return text, 0.0
     match = re.fullmatch(r"fixed:(\d+(?:\.\d*)?)", text)
-    if match and float(match.group(1)) > 0:
-        return "fixed", float(match.group(1))
+    window_s = float(match.group(1)) if match else 0.0
+    if math.isinf(window_s):  # digits beyond float's range: would become `"start_s": Infinity/NaN` in records
+        raise ValueError(f"{text[:40]!r}...: the window is too large a number of seconds")
+    if window_s > 0:
+        return "fixed", window_s
     raise ValueError(f"{text!r}: expected {SEGMENTS_SPEC}")
 
 

@@ -66,3 +66,9 @@ def test_streaming_does_not_exhaust_the_input(tree: Path) -> None:
 
     it = iter_video_paths(endless())
     assert [next(it) for _ in range(3)] == ["/virtual/1.mp4", "/virtual/2.mp4", "/virtual/3.mp4"]
+
+
+def test_a_list_file_with_a_byte_order_mark_and_crlf_loses_no_entry(tree: Path) -> None:
+    listing = tree / "windows.txt"
+    listing.write_bytes("\ufeffb/clip1.mkv\r\n# comment\r\n\r\n".encode() + str(tree / "top.avi").encode() + b"\r\n")
+    assert [Path(p).name for p in iter_video_paths([str(listing)])] == ["clip1.mkv", "top.avi"]
