@@ -103,6 +103,10 @@ class RemoteTimeout(RemoteError):
     """The server sent nothing for batch.remote.timeout_s on every try."""
 
 
+class RemoteRedirectLoop(RemoteError):
+    """The server redirected in a loop (or more times than the HTTP client follows)."""
+
+
 class RemoteTooLarge(RemoteError):
     """The object is larger than batch.remote.max_object_mb, the most the local spool takes."""
 

@@ -33,6 +33,7 @@ from vlmcap.errors import (
     RemoteConnectionError,
     RemoteError,
     RemoteNotFound,
+    RemoteRedirectLoop,
     RemoteTimeout,
 )
 from vlmcap.files import FileIdentity
@@ -196,8 +197,17 @@ def error_code(e: BaseException) -> str | None:
     return None
 
 
+def _cause(e: BaseException) -> BaseException:
+    """What really failed: fsspec's http backend reports every failed metadata request as
+    `FileNotFoundError(url) from <the error>` (a 500, a refused connection, a timeout alike)."""
+    while isinstance(e, FileNotFoundError) and e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
 def is_transient(e: BaseException) -> bool:
     """A dropped connection, a timeout or a server error: worth another try (a 403/404 is not)."""
+    e = _cause(e)
     if isinstance(e, (FileNotFoundError, PermissionError, RemoteError)):
         return False
     status = _status(e)
@@ -217,6 +227,7 @@ def remote_error(url: str, e: BaseException, options: RemoteOptions, tries: int 
     """The typed per-video error for a failed fetch of `url` (the record's `error.type`)."""
     if isinstance(e, RemoteError):
         return e
+    e = _cause(e)
     detail = str(e) or type(e).__name__
     status = _status(e)
     if isinstance(e, FileNotFoundError) or status in (404, 410) or error_code(e) in ("NoSuchKey", "NoSuchBucket"):
@@ -224,6 +235,10 @@ def remote_error(url: str, e: BaseException, options: RemoteOptions, tries: int 
     if isinstance(e, PermissionError) or status in (401, 403) or error_code(e) in _DENIED_CODES:
         return RemoteAccessDenied(f"{url}: access denied ({detail}); check the credentials and the object's policy")
     after = f" after {tries} {'try' if tries == 1 else 'tries'}"
+    if "Redirect" in _names(e):  # aiohttp's TooManyRedirects: the same answer on every try
+        return RemoteRedirectLoop(f"{url}: redirected in a loop ({detail})")
+    if status is not None and is_transient(e):
+        return RemoteConnectionError(f"{url}: server error HTTP {status}{after} ({detail})")
     if is_transient(e) and "Timeout" in _names(e):
         return RemoteTimeout(f"{url}: the server sent nothing for {options.timeout_s:g} s{after} ({detail})")
     if is_transient(e):
