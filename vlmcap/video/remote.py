@@ -22,6 +22,7 @@ import importlib.util
 import logging
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -104,8 +105,9 @@ def is_remote(text: str) -> bool:
 
 def normalize_url(url: str) -> str:
     """The spelling resume knows an object by: the scheme lower-cased, and for http(s) the host too
-    (with its default port dropped, and no #fragment, which never reaches the server). Bucket
-    names and keys are case-sensitive and kept as they are."""
+    (with its default port dropped, and no #fragment, which never reaches the server) and the path
+    escaped one way. Bucket names and keys are case-sensitive and kept as they are (an s3 key may
+    hold `%20` itself)."""
     scheme = url_scheme(url)
     rest = url[len(scheme) + 3 :] if scheme else url
     if scheme in ("http", "https"):
@@ -114,7 +116,11 @@ def normalize_url(url: str) -> str:
         host = host.lower()
         default_port = ":80" if scheme == "http" else ":443"
         host = host.removesuffix(default_port)
-        rest = host + slash + path
+        # One spelling of the path: `%20` and a space (or `%41` and `A`) name the same resource, so
+        # every escape is undone and what a URL path cannot hold is escaped again, the same way.
+        path, question, query = path.partition("?")
+        path = urllib.parse.quote(urllib.parse.unquote(path), safe="/:@!$&'()*+,;=~")
+        rest = host + slash + path + question + query
     return f"{scheme}://{rest}"
 
 

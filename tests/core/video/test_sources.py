@@ -28,3 +28,13 @@ def test_urls_are_remote_objects_known_by_their_normalized_spelling() -> None:
     assert isinstance(remote, RemoteObject) and remote.options is options
     assert remote.key("HTTPS://Example.COM:443/v/A.mp4#t=3") == "https://example.com/v/A.mp4"
     assert isinstance(source_of("ftp://host/a.mp4"), LocalFile)  # not a scheme vlmcap reads: discovery says so
+
+
+def test_one_http_resource_is_one_key_however_it_is_escaped() -> None:
+    spellings = [
+        "https://example.com/a%20b/C.mp4",
+        "https://example.com/a b/C.mp4",
+        "https://EXAMPLE.com/a%20b/%43.mp4",
+    ]
+    assert {source_of(url).key(url) for url in spellings} == {"https://example.com/a%20b/C.mp4"}
+    assert source_of("s3://bucket/a%20b.mp4").key("s3://bucket/a%20b.mp4") == "s3://bucket/a%20b.mp4"  # a literal key
