@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmcap.engines.batch.ledger import caption_record
+from vlmcap.engines.batch.ledger import caption_record, real_path
 from vlmcap.engines.batch.records import Outcome, SegmentCaption
 from vlmcap.engines.batch.run import Driver, Interrupt
 from vlmcap.engines.batch.selection import Selection, VideoTask
@@ -325,6 +325,10 @@ class DedupDriver:
             if self.made_by.matches(record):
                 outcome = from_record(task, record)
                 if outcome is not None:
+                    if "duplicate_of" not in record and real_path(record) == task.real_path:
+                        # Its own earlier line (the file touched, or downloaded again byte for byte):
+                        # still the original of its content, never a duplicate of itself.
+                        outcome.duplicate_of = None
                     return outcome
         return None
 

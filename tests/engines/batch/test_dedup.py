@@ -147,6 +147,25 @@ def test_earlier_lines_lend_their_caption_only_when_made_alike(tmp_path: Path) -
         assert fake.seen == ([] if copied else [str(v["renamed.mp4"])])
 
 
+def test_a_touched_or_redownloaded_file_stays_the_original_of_its_content(tmp_path: Path) -> None:
+    v = files(tmp_path, {"a.mp4": b"alpha" * 100})
+    out = tmp_path / "captions.jsonl"
+    first = task(v["a.mp4"])
+    first.sha256 = sha256(v["a.mp4"])
+    line = to_record(Outcome(first, 5.0, caption="alpha", num_tokens=3, finish_reason="stop"), PROVENANCE)
+    out.write_text(json.dumps(line, ensure_ascii=False) + "\n", encoding="utf-8")
+    before = v["a.mp4"].stat().st_mtime_ns
+    os.utime(v["a.mp4"], ns=(before + 10**9, before + 10**9))  # the same bytes, another identity
+
+    fake = FakeDriver()
+    dedup = DedupDriver.open(fake, out, MADE_BY)
+    outcomes = [o for batch in dedup.outcomes([task(v["a.mp4"])], Interrupt(), lambda e: None) for o in batch]
+    dedup.index.close()
+    assert len(outcomes) == 1 and outcomes[0].caption == "alpha" and fake.seen == []  # its caption, not decoded
+    assert outcomes[0].duplicate_of is None  # never a duplicate of itself
+    assert to_record(outcomes[0], PROVENANCE)["file"]["mtime_ns"] == before + 10**9
+
+
 def test_index_checks_the_whole_hash_behind_its_8_byte_keys(tmp_path: Path) -> None:
     out = tmp_path / "captions.jsonl"
     same_key = ["f" * 16 + "1" * 48, "f" * 16 + "2" * 48]  # one 64-bit key (above 2**63), two contents
