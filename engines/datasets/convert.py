@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,9 +108,13 @@ def _check_input(src: Path) -> None:
         raise ConfigError(f"{src}: no such file")
     if src.is_dir():
         raise ConfigError(f"{src}: is a directory, not a captions JSONL")
+    if not stat.S_ISREG(src.stat().st_mode):  # a FIFO or a device: opening it could block forever
+        raise ConfigError(f"{src}: not a regular file (a pipe or a device); give the file `vlmcap batch --out` wrote")
     with open(src, "rb") as f:
         head = f.read(_SNIFF_BYTES)
-    if b"\0" in head:
+    # Binary from its first line on: not a ledger. NULs further down are what a power cut leaves at
+    # the end of a ledger (blocks allocated, never written): skipped and counted like a torn line.
+    if b"\0" in head.split(b"\n", 1)[0]:
         raise ConfigError(f"{src}: not a captions JSONL (binary data); give the file `vlmcap batch --out` wrote")
 
 
@@ -151,9 +156,11 @@ def convert_captions(
         scan = scan_ledger(f)
         stats.lines, stats.torn_lines, stats.foreign_lines = scan.lines, scan.torn_lines, scan.foreign_lines
         stats.duplicates = scan.duplicates
-        if not scan.latest and stats.foreign_lines:  # one line says it all, not a warning per line first
+        if not scan.latest:  # one line says it all, not a warning per line first
             raise ConfigError(
-                f"{src}: not a captions JSONL: none of its {stats.lines} lines is a vlmcap caption record"
+                f"{src}: no caption record to convert: the file is empty"
+                if not stats.lines
+                else f"{src}: not a captions JSONL: none of its {stats.lines} lines is a vlmcap caption record"
             )
         scan.warn(src)
 

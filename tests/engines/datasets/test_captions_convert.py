@@ -8,7 +8,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -405,6 +408,32 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(ledger, tmp_path:
     unknown = run(path, "--to", "xml")
     assert unknown.exit_code == 2 and "'xml' is not one of 'parquet', 'csv', 'webdataset'" in unknown.stderr
     assert set(tmp_path.rglob("*")) == before | {text}
+
+
+def test_a_ledger_ending_in_nul_bytes_converts_as_batch_reads_it(ledger, tmp_path: Path) -> None:
+    """What a power cut leaves (blocks allocated, never written) is a torn tail, not a binary file."""
+    path, expected = ledger
+    cut = tmp_path / "power-cut.jsonl"
+    cut.write_bytes(path.read_bytes().rsplit(b"\n", 1)[0] + b"\n" + b"\0" * 4096)
+    result = run(cut, "--to", "csv", "--status", "all", "--json")
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["records"] == len(expected["all"]) and stats["torn_lines"] == 1
+
+
+def test_an_empty_ledger_and_a_pipe_are_refused_without_waiting(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    _one_line_error(run(empty, "--to", "parquet"), "empty.jsonl: no caption record to convert: the file is empty")
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\n")
+    _one_line_error(run(blank, "--to", "parquet"), "blank.jsonl: not a captions JSONL: none of its 2 lines")
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)  # opening it for reading would wait for a writer forever
+    command = [sys.executable, "-m", "vlmcap", "captions", "convert", str(fifo), "--to", "csv"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "pipe.jsonl: not a regular file" in done.stderr
+    assert not list(tmp_path.glob("*.csv")) and not list(tmp_path.glob("*.parquet"))
 
 
 def test_an_existing_output_is_kept_without_overwrite_and_on_failure(ledger, monkeypatch) -> None:
