@@ -21,7 +21,7 @@ from vlmcap.errors import TruncatedVideo, UnsupportedFrameSize, VideoError
 from vlmcap.video.probe import VideoProbe, probe_video
 from vlmcap.video.remote import RemoteOptions
 from vlmcap.video.sampling import sample_indices
-from vlmcap.video.segments import Segment, SegmentPlan, plan_segments
+from vlmcap.video.segments import Segment, SegmentPlan, plan_segments, with_frames
 from vlmcap.video.types import DecodedVideo, VideoMeta
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def decode_segments(
         from vlmcap.video.scenes import detect_cuts
 
         cuts = detect_cuts(path, plan.scene_threshold, plan.min_s, progress)
-    segments = plan_segments(plan, probe.duration_s, cuts)
+    segments = with_frames(plan_segments(plan, probe.duration_s, cuts), probe.frame_times_s)
     for index in range(first, len(segments)):
         indices = sample_indices(probe.frame_times_s, probe.end_s, options.num_frames, segments[index])
         yield index, segments, _decode(probe, indices, options)

@@ -11,9 +11,11 @@ same segments: a retry after a crashed decoder resumes at the segment it had rea
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 SEGMENTS_SPEC = "none, fixed:SECONDS (e.g. fixed:30) or scenes"
@@ -84,22 +86,69 @@ def plan_segments(plan: SegmentPlan, duration_s: float, cuts_s: list[float] | No
 
 
 def _merge_short(segments: list[Segment], min_s: float) -> list[Segment]:
-    """Join each segment shorter than `min_s` to its shorter neighbour, until none is left (or one remains)."""
-    segments = list(segments)
-    while len(segments) > 1:
-        short = [i for i, s in enumerate(segments) if s.length_s < min_s]
-        if not short:
-            break
-        i = min(short, key=lambda k: segments[k].length_s)
-        if i == 0:
-            j = 1
-        elif i == len(segments) - 1:
-            j = i - 1
+    """Join each segment shorter than `min_s` to its shorter neighbour (the left one on a tie), the
+    shortest first (the leftmost of equals), until none is left or one remains.
+
+    A heap of the live segments by (length, start) and links to their neighbours, so a plan of n
+    windows costs O(n log n): the earlier rescan of every segment after each merge made a long file
+    cut below `segment_min_s` take minutes to plan.
+    """
+    n = len(segments)
+    if n <= 1:
+        return list(segments)
+    start = [s.start_s for s in segments]
+    end = [s.end_s for s in segments]
+    left = list(range(-1, n - 1))
+    right = [*range(1, n), -1]
+    alive = [True] * n
+    heap = [(end[i] - start[i], start[i], i) for i in range(n)]
+    heapq.heapify(heap)
+    count = n
+    while count > 1 and heap:
+        length, first, i = heapq.heappop(heap)
+        if not alive[i] or length != end[i] - start[i] or first != start[i]:
+            continue  # an entry from before this segment grew
+        if length >= min_s:
+            break  # the shortest is long enough: so is every other
+        a, b = left[i], right[i]
+        if a < 0:
+            keep, gone = i, b
+        elif b < 0:
+            keep, gone = a, i
         else:
-            j = i - 1 if segments[i - 1].length_s <= segments[i + 1].length_s else i + 1
-        a, b = sorted((i, j))
-        segments[a : b + 1] = [Segment(segments[a].start_s, segments[b].end_s)]
-    return segments
+            keep, gone = (a, i) if end[a] - start[a] <= end[b] - start[b] else (i, b)
+        end[keep] = end[gone]  # `keep` is the left one of the two: it takes the right one's end
+        alive[gone] = False
+        right[keep] = right[gone]
+        if right[gone] >= 0:
+            left[right[gone]] = keep
+        count -= 1
+        heapq.heappush(heap, (end[keep] - start[keep], start[keep], keep))
+    return [Segment(start[i], end[i]) for i in range(n) if alive[i]]
+
+
+def with_frames(segments: list[Segment], frame_times_s: Sequence[float]) -> list[Segment]:
+    """`segments` joined so that each holds at least one of the file's frames: a segment without one
+    (a timestamp jump of a week in a 1.7 KB file) joins the one before it (the first: the one after),
+    so a plan never has more segments than the file has frames. Linear in both."""
+    if not segments or not len(frame_times_s):
+        return list(segments)
+    kept: list[Segment] = []
+    pending_start: float | None = None  # frameless segments at the very beginning, waiting for one
+    f, times = 0, frame_times_s  # sorted (VideoProbe.frame_times_s)
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        while f < len(times) and times[f] < segment.start_s:
+            f += 1
+        has_frame = f < len(times) and (times[f] < segment.end_s or (last and times[f] <= segment.end_s))
+        if has_frame:
+            kept.append(Segment(pending_start if pending_start is not None else segment.start_s, segment.end_s))
+            pending_start = None
+        elif kept:
+            kept[-1] = Segment(kept[-1].start_s, segment.end_s)
+        elif pending_start is None:
+            pending_start = segment.start_s
+    return kept or [Segment(segments[0].start_s, segments[-1].end_s)]  # no segment held a frame: one span
 
 
 def overlap_s(a: Segment, b: Segment) -> float:
