@@ -32,8 +32,12 @@ def test_spread_and_bad_repeat() -> None:
         time_call(lambda: None, repeat=0)
 
 
-def test_a_cpu_device_needs_no_synchronization() -> None:
+def test_only_a_cuda_device_is_synchronized() -> None:
     import torch
 
     for device in (None, "cpu", torch.device("cpu")):
-        assert synchronizer(device)() is None
+        assert synchronizer(device)() is None  # nothing to wait for, and no CUDA call made
+    if not torch.cuda.is_available():  # this CPU-only machine: a CUDA wait reaches torch.cuda and fails
+        for device in ("cuda", "cuda:0", torch.device("cuda", 0)):
+            with pytest.raises((AssertionError, RuntimeError)):
+                synchronizer(device)()
