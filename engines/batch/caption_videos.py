@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from vlmcap.engines.batch.ledger import CaptionWriter, ResumeState, read_resume_
 from vlmcap.engines.batch.lock import OutputLock
 from vlmcap.engines.batch.progress import Progress
 from vlmcap.engines.batch.provenance import Provenance
-from vlmcap.engines.batch.run import BatchRun, RunStats
+from vlmcap.engines.batch.run import BatchRun, Interrupt, RunStats
 from vlmcap.engines.batch.selection import Shard, TaskFilter
 from vlmcap.engines.batch.subtitles import write_sidecars
 from vlmcap.errors import ConfigError
@@ -114,11 +115,11 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     return bundle, params
 
 
-def task_filter(settings: BatchConfig, state: ResumeState) -> TaskFilter:
+def task_filter(settings: BatchConfig, state: ResumeState, stop: threading.Event | None = None) -> TaskFilter:
     shard = Shard.parse(settings.shard) if settings.shard else None
     recaption_stale = settings.recaption == "stale"
     remote = remote_options(settings)
-    return TaskFilter(state, settings.retry_errors, recaption_stale, shard, settings.limit, remote=remote)
+    return TaskFilter(state, settings.retry_errors, recaption_stale, shard, settings.limit, remote=remote, stop=stop)
 
 
 def remote_options(settings: BatchConfig) -> RemoteOptions:
@@ -180,8 +181,10 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
             stats.compacted_lines = writer.compact()
             log.warning("%s: %d superseded lines of an interrupted run removed", out, stats.compacted_lines)
             state = read_resume_state(out, made_by)
-        selection = task_filter(settings, state)
-        paths = iter_video_paths(settings.inputs, stdin if stdin is not None else sys.stdin, remote_options(settings))
+        interrupt = Interrupt()  # its first signal also abandons a remote request the intake waits on
+        selection = task_filter(settings, state, interrupt.stop)
+        stdin = stdin if stdin is not None else sys.stdin
+        paths = iter_video_paths(settings.inputs, stdin, remote_options(settings), interrupt.stop)
         progress = Progress(settings.progress, settings.log_every_s)
         driver = make_driver(bundle, settings, params)
         dedup = None
@@ -193,11 +196,14 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
             driver = dedup = DedupDriver.open(driver, writer.path, lends)
         srt_dir, vtt_dir = (Path(d) if d is not None else None for d in (settings.srt_dir, settings.vtt_dir))
         try:
-            with BatchRun(driver, selection(paths), provenance, stats, progress, settings.quality.strict) as run:
+            tasks = selection(paths)
+            with BatchRun(driver, tasks, provenance, stats, progress, settings.quality.strict, interrupt) as run:
                 for records in run:
                     t0 = time.perf_counter()
                     # Sidecars first: a run killed before the line is written redoes the video (and them).
-                    write_sidecars(records, srt_dir, vtt_dir)
+                    for unwritten in write_sidecars(records, srt_dir, vtt_dir):  # now error lines
+                        stats.failed += 1
+                        stats.captioned -= unwritten.get("duplicate_of") is None
                     offsets = writer.append(records)
                     if dedup is not None:
                         dedup.written(records, offsets)

@@ -174,6 +174,7 @@ class BatchRun:
         stats: RunStats,
         progress: Progress,
         strict_quality: bool = False,
+        interrupt: Interrupt | None = None,
     ) -> None:
         self.driver = driver
         self.tasks = tasks
@@ -181,7 +182,7 @@ class BatchRun:
         self.strict_quality = strict_quality  # a caption still flagged after its retry becomes an error line
         self.stats = stats
         self.progress = progress
-        self.interrupt = Interrupt()
+        self.interrupt = interrupt or Interrupt()  # given: its `stop` is also what the tasks' remote requests watch
         self._records: Iterator[list[dict[str, Any]]] | None = None
         self._start = 0.0
 

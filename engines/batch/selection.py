@@ -7,6 +7,7 @@ agree on what a run does (docs/BATCH.md, "Resume, crash safety, retries").
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -81,6 +82,7 @@ class TaskFilter:
     limit: int | None = None
     counts: Selection = field(default_factory=Selection)
     remote: RemoteOptions = field(default_factory=RemoteOptions)  # how URLs' identities are fetched
+    stop: threading.Event | None = None  # the run's first signal: a URL's metadata request is abandoned
 
     def __call__(self, paths: Iterable[str | InputProblem]) -> Iterator[VideoTask]:
         for item in paths:
@@ -89,7 +91,7 @@ class TaskFilter:
             if self.shard is not None and not self.shard.owns(video):
                 self.counts.other_shard += 1
                 continue
-            source = source_of(video, self.remote)  # chosen once: a local file or a URL's object
+            source = source_of(video, self.remote, self.stop)  # chosen once: a local file or a URL's object
             task = VideoTask(video, None if problem else source.identity(video), source.key(video), problem=problem)
             identity = task.identity
             status = None

@@ -26,6 +26,7 @@ import hashlib
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
@@ -117,21 +118,23 @@ def _bad_line(where: str, line: str, why: str) -> InputProblem:
     return InputProblem(where, "BadInputLine", f"{where}: {_shown(line)} {why}")
 
 
-def _remote(url: str, options: RemoteOptions) -> Iterator[str | InputProblem]:
+def _remote(url: str, options: RemoteOptions, stop: threading.Event | None) -> Iterator[str | InputProblem]:
     """One URL: the video it names, or the videos under its prefix."""
     missing = backend_missing(url_scheme(url))
     if missing:
         yield InputProblem(url, "RemoteBackendMissing", f"{url}: {missing}")
     elif is_prefix(url, is_video_name):
         try:
-            yield from list_videos(url, options, is_video_name)
+            yield from list_videos(url, options, is_video_name, stop)
         except RemoteError as e:  # listing fails before it yields: nothing half-listed
             yield InputProblem(url, type(e).__name__, f"cannot list the prefix: {e}")
     else:
         yield url
 
 
-def _read_list(stream: TextIO, base_dir: str, name: str, options: RemoteOptions) -> Iterator[str | InputProblem]:
+def _read_list(
+    stream: TextIO, base_dir: str, name: str, options: RemoteOptions, stop: threading.Event | None
+) -> Iterator[str | InputProblem]:
     """The entries of a list file: paths (relative to the list's folder) and URLs; a line that is
     neither becomes a `BadInputLine` problem named `LIST:LINE`, never silence."""
     for number, raw in enumerate(stream, 1):
@@ -147,7 +150,7 @@ def _read_list(stream: TextIO, base_dir: str, name: str, options: RemoteOptions)
         elif scheme is not None and scheme not in BACKENDS:
             yield _bad_line(where, line, f"is a {scheme}:// URL; vlmcap reads s3://, gs://, http(s):// and local paths")
         elif scheme is not None:
-            yield from _remote(line, options)
+            yield from _remote(line, options, stop)
         else:
             path = line if os.path.isabs(line) or base_dir == "" else os.path.join(base_dir, line)
             if not is_video_name(path) and not os.path.lexists(path):
@@ -156,21 +159,23 @@ def _read_list(stream: TextIO, base_dir: str, name: str, options: RemoteOptions)
                 yield path  # a missing video is reported by decoding, as VideoNotFound
 
 
-def _expand(item: str, stdin: TextIO, options: RemoteOptions) -> Iterator[str | InputProblem]:
+def _expand(
+    item: str, stdin: TextIO, options: RemoteOptions, stop: threading.Event | None
+) -> Iterator[str | InputProblem]:
     scheme = url_scheme(item)
     if scheme is not None and scheme in BACKENDS:
-        yield from _remote(item, options)
+        yield from _remote(item, options, stop)
     elif scheme is not None and not os.path.exists(item):
         yield InputProblem(item, "BadInputLine", f"{item}: vlmcap cannot read {scheme}:// URLs")
     elif item == "-":
-        yield from _read_list(stdin, "", "<stdin>", options)
+        yield from _read_list(stdin, "", "<stdin>", options, stop)
     elif os.path.isdir(item):
         yield from _walk(item)
     elif os.path.isfile(item) and os.path.splitext(item)[1].lower() in LIST_EXTENSIONS:
         # surrogateescape: a line in another encoding (or binary junk) is a problem of that line,
         # not a UnicodeDecodeError that ends the run.
         with open(item, encoding="utf-8", errors="surrogateescape") as f:
-            yield from _read_list(f, os.path.dirname(item), item, options)
+            yield from _read_list(f, os.path.dirname(item), item, options, stop)
     elif _GLOB_CHARS & set(item) and not os.path.exists(item):
         for match in sorted(glob.iglob(item, recursive=True)):
             if os.path.isdir(match):
@@ -188,16 +193,20 @@ def _identity(path: str) -> bytes:
 
 
 def iter_video_paths(
-    inputs: Iterable[str], stdin: TextIO | None = None, remote: RemoteOptions | None = None
+    inputs: Iterable[str],
+    stdin: TextIO | None = None,
+    remote: RemoteOptions | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[str | InputProblem]:
     """Yield each video path (or URL) once, in a deterministic order, as the user gave it (not
     resolved), and each entry that could not be looked into as an `InputProblem`. `remote`: the
-    timeouts and retries of prefix listings."""
+    timeouts and retries of prefix listings; `stop`: set when the run stops (a listing in progress
+    is abandoned)."""
     stdin = stdin if stdin is not None else sys.stdin
     options = remote or RemoteOptions()
     seen: set[bytes] = set()
     for item in inputs:
-        for path in _expand(item, stdin, options):
+        for path in _expand(item, stdin, options, stop):
             key = _identity(path.path if isinstance(path, InputProblem) else path)
             if key in seen:
                 continue

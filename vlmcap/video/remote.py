@@ -11,19 +11,27 @@ The libraries' own retry loops are turned off (s3fs retries 5 times with its own
 up to 5 more per call): the one loop here (`with_retries`) retries dropped connections and
 timeouts only, `remote.retries` times with `remote.backoff_s` doubling, so a run's settings say
 how long a dead server can hold a video. A 403 or a 404 is never retried.
+
+Every request has a total deadline (`bounded`), not only the sockets' idle timeouts: a server that
+trickles its headers a byte at a time never lets a socket timeout fire, and would hold the run's
+intake forever. A metadata request must be answered within `remote.timeout_s`; a download must
+bring each MiB within it (vlmcap/video/spool.py). A run that is stopping (its first SIGINT/SIGTERM)
+abandons the request in progress at once instead of waiting for either.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import datetime
 import email.utils
 import functools
 import importlib.util
 import logging
 import re
-import time
+import threading
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,6 +62,7 @@ _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # a code (InternalError, SlowDown, ...) counts as a server problem worth a retry.
 _DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken"}
 _CREDENTIAL_CODES = _DENIED_CODES - {"AccessDenied"}
+POLL_S = 0.1  # how often a waiting request looks whether the run is stopping
 
 T = TypeVar("T")
 
@@ -76,6 +85,11 @@ class RemoteOptions:
     @property
     def max_object_bytes(self) -> int:
         return self.max_object_mb << 20
+
+
+class Abandoned(RemoteError):
+    """The run is stopping (its first signal): the request in progress was given up, not failed.
+    No record says this; the input is selected again by the next run."""
 
 
 class RemoteVideo(str):
@@ -117,9 +131,10 @@ def normalize_url(url: str) -> str:
         default_port = ":80" if scheme == "http" else ":443"
         host = host.removesuffix(default_port)
         # One spelling of the path: `%20` and a space (or `%41` and `A`) name the same resource, so
-        # every escape is undone and what a URL path cannot hold is escaped again, the same way.
+        # each segment's escapes are undone and what a segment cannot hold is escaped again, the
+        # same way (segment by segment: an escaped `/`, `%2F`, stays one).
         path, question, query = path.partition("?")
-        path = urllib.parse.quote(urllib.parse.unquote(path), safe="/:@!$&'()*+,;=~")
+        path = "/".join(urllib.parse.quote(urllib.parse.unquote(s), safe=":@!$&'()*+,;=~") for s in path.split("/"))
         rest = host + slash + path + question + query
     return f"{scheme}://{rest}"
 
@@ -179,6 +194,20 @@ def fs_path(url: str) -> str:
     """What the filesystem of `url` calls it: s3fs and gcsfs drop the scheme, http keeps the URL."""
     scheme = url_scheme(url)
     return url if scheme in ("http", "https") else url.split("://", 1)[1]
+
+
+def bounded(
+    fs: AbstractFileSystem, request: Callable[[], Awaitable[T]], deadline_s: float | None, stop: threading.Event | None
+) -> T:
+    """`await request()` on the filesystem's event loop, given up (TimeoutError) after `deadline_s`
+    in all, and at once (`Abandoned`) when `stop` is set. fsspec's own sync call waits as long as
+    the sockets keep receiving something, a byte a minute included."""
+    future = asyncio.run_coroutine_threadsafe(asyncio.wait_for(request(), deadline_s), fs.loop)
+    while not concurrent.futures.wait([future], timeout=POLL_S).done:
+        if stop is not None and stop.is_set():
+            future.cancel()
+            raise Abandoned("the run is stopping")
+    return future.result()
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -246,15 +275,15 @@ def remote_error(url: str, e: BaseException, options: RemoteOptions, tries: int 
     if status is not None and is_transient(e):
         return RemoteConnectionError(f"{url}: server error HTTP {status}{after} ({detail})")
     if is_transient(e) and "Timeout" in _names(e):
-        return RemoteTimeout(f"{url}: the server sent nothing for {options.timeout_s:g} s{after} ({detail})")
+        return RemoteTimeout(f"{url}: no answer within {options.timeout_s:g} s{after} ({detail})")
     if is_transient(e):
         return RemoteConnectionError(f"{url}: connection failed{after} ({type(e).__name__}: {detail})")
     return RemoteError(f"{url}: {type(e).__name__}: {detail}")
 
 
-def with_retries(url: str, call: Callable[[], T], options: RemoteOptions) -> T:
+def with_retries(url: str, call: Callable[[], T], options: RemoteOptions, stop: threading.Event | None = None) -> T:
     """`call()`, tried again after a dropped connection or a timeout (backoff doubling each time);
-    any failure comes out as the RemoteError it means."""
+    any failure comes out as the RemoteError it means. A stopping run (`stop` set) tries no more."""
     for attempt in range(options.retries + 1):
         try:
             return call()
@@ -265,7 +294,8 @@ def with_retries(url: str, call: Callable[[], T], options: RemoteOptions) -> T:
                 raise remote_error(url, e, options, attempt + 1) from e
             wait_s = options.backoff_s * 2**attempt
             log.info("%s: %s: %s; trying again in %g s", url, type(e).__name__, e, wait_s)
-            time.sleep(wait_s)
+            if (stop or threading.Event()).wait(wait_s):
+                raise Abandoned(f"{url}: the run is stopping") from e
     raise AssertionError("unreachable")
 
 
@@ -304,19 +334,20 @@ def identity_of(info: dict[str, Any]) -> FileIdentity:
     return FileIdentity(size, 0)
 
 
-def stat(url: str, options: RemoteOptions) -> dict[str, Any]:
+def stat(url: str, options: RemoteOptions, stop: threading.Event | None = None) -> dict[str, Any]:
     """The object's metadata (fsspec `info`), or the RemoteError that says why not."""
     fs = filesystem(url_scheme(url), options)
-    return with_retries(url, lambda: fs.info(fs_path(url)), options)
+    request = functools.partial(fs._info, fs_path(url))
+    return with_retries(url, lambda: bounded(fs, request, options.timeout_s, stop), options, stop)
 
 
-def remote_identity(url: str, options: RemoteOptions) -> FileIdentity | None:
+def remote_identity(url: str, options: RemoteOptions, stop: threading.Event | None = None) -> FileIdentity | None:
     """The identity of a remote video, from its listing when it came from one; None when the object
     cannot be looked at now (the decode worker then reports why, as the video's error line)."""
     if isinstance(url, RemoteVideo) and url.identity is not None:
         return url.identity
     try:
-        return identity_of(stat(url, options))
+        return identity_of(stat(url, options, stop))
     except RemoteError as e:
         log.debug("%s", e)
         return None
@@ -327,11 +358,16 @@ def is_prefix(url: str, is_video_name: Callable[[str], bool]) -> bool:
     return url_scheme(url) in ("s3", "gs") and (url.endswith("/") or not is_video_name(url))
 
 
-def list_videos(url: str, options: RemoteOptions, is_video_name: Callable[[str], bool]) -> Iterator[RemoteVideo]:
-    """Every video under an s3/gs prefix, recursively, sorted by key, each with its identity."""
+def list_videos(
+    url: str, options: RemoteOptions, is_video_name: Callable[[str], bool], stop: threading.Event | None = None
+) -> Iterator[RemoteVideo]:
+    """Every video under an s3/gs prefix, recursively, sorted by key, each with its identity. A
+    listing is one request per 1,000 keys: it has no total deadline (each socket read has
+    `remote.timeout_s`), but a stopping run abandons it."""
     scheme = url_scheme(url)
     fs = filesystem(scheme, options)
-    found = with_retries(url, lambda: fs.find(fs_path(url), detail=True), options)
+    request = functools.partial(fs._find, fs_path(url), detail=True)
+    found = with_retries(url, lambda: bounded(fs, request, None, stop), options, stop)
     for name in sorted(found):
         info = found[name]
         if info.get("type", "file") == "file" and is_video_name(name):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -56,12 +57,13 @@ class RemoteObject:
     """An object behind a URL: known by its normalized URL, fetched to the worker's spool to be read."""
 
     options: RemoteOptions = field(default_factory=RemoteOptions)  # timeouts, retries, size limit, spool
+    stop: threading.Event | None = None  # set when the run stops: a metadata request is abandoned
 
     def key(self, video: str) -> str:
         return normalize_url(video)
 
     def identity(self, video: str) -> FileIdentity | None:
-        return remote_identity(video, self.options)
+        return remote_identity(video, self.options, self.stop)
 
     def readable(
         self, video: str, progress: Callable[[], None] | None = None
@@ -72,6 +74,6 @@ class RemoteObject:
 _LOCAL = LocalFile()
 
 
-def source_of(video: str, options: RemoteOptions | None = None) -> InputSource:
+def source_of(video: str, options: RemoteOptions | None = None, stop: threading.Event | None = None) -> InputSource:
     """The kind of input `video` is, from its scheme: a URL vlmcap reads, or a local path."""
-    return RemoteObject(options or RemoteOptions()) if is_remote(video) else _LOCAL
+    return RemoteObject(options or RemoteOptions(), stop) if is_remote(video) else _LOCAL

@@ -11,24 +11,32 @@ that is refused from its metadata before a byte is fetched, or when the stream p
 
 The decode pool's timeout is per message, and a download is not a hang while bytes arrive: the
 worker sends a progress message at most once a second while it reads, so a slow but moving
-download of a big file is not killed as a hung decode. A stalled one ends by `remote.timeout_s`
-(the longest the server may send nothing), retried `remote.retries` times.
+download of a big file is not killed as a hung decode. A stalled or trickling one ends by
+`remote.timeout_s` (the longest one MiB of it, or the answer to its metadata request, may take:
+`RemoteTimeout`), retried `remote.retries` times.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from vlmcap.errors import RemoteTooLarge
-from vlmcap.video.remote import RemoteOptions, filesystem, fs_path, url_scheme, with_retries
+from vlmcap.video.remote import RemoteOptions, bounded, filesystem, fs_path, url_scheme, with_retries
 
-CHUNK_BYTES = 8 << 20  # one ranged GET per chunk on S3; the pipe and memory see only this much
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+# A download must bring each piece within remote.timeout_s (a trickle is a timeout, not a hang);
+# memory holds one piece.
+PIECE_BYTES = 1 << 20
 PROGRESS_EVERY_S = 1.0
 
 
@@ -47,28 +55,56 @@ def _too_large(url: str, size: int, options: RemoteOptions, known: bool) -> Remo
     return RemoteTooLarge(f"{url}: {said}, over remote.max_object_mb ({options.max_object_mb} MB); raise it to take it")
 
 
+async def _piece(source: Any, n: int) -> bytes:
+    """The next `n` bytes of a stream (fewer at its end): a stream read returns what has arrived."""
+    parts, got = [], 0
+    while got < n:
+        part = await source.read(n - got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _pieces(url: str, fs: AbstractFileSystem, size: int | None, deadline_s: float) -> Iterator[bytes]:
+    """The object's bytes, PIECE_BYTES at a time, each piece within `deadline_s` (bounded): one
+    streaming GET on http (some servers serve no ranges) and S3, ranged GETs on GCS (gcsfs has no
+    stream)."""
+    path = fs_path(url)
+    if url_scheme(url) == "gs":
+        for start in range(0, size or 0, PIECE_BYTES):
+            end = min(start + PIECE_BYTES, size or 0)
+            yield bounded(fs, functools.partial(fs._cat_file, path, start=start, end=end), deadline_s, None)
+        return
+    extra = {"size": size} if url_scheme(url) in ("http", "https") else {}  # http would ask for it again
+    source = bounded(fs, functools.partial(fs.open_async, path, "rb", **extra), deadline_s, None)
+    try:
+        while piece := bounded(fs, functools.partial(_piece, source, PIECE_BYTES), deadline_s, None):
+            yield piece
+    finally:
+        bounded(fs, source.close, deadline_s, None)
+
+
 def _download(url: str, target: Path, options: RemoteOptions, progress: Callable[[], None] | None) -> None:
-    """One try: the object's bytes into `target`, chunk by chunk."""
+    """One try: the object's bytes into `target`, piece by piece."""
     fs = filesystem(url_scheme(url), options)
     limit = options.max_object_bytes
-    # block_size 0 on http: one streaming GET instead of ranged requests some servers do not serve.
-    block = 0 if url_scheme(url) in ("http", "https") else CHUNK_BYTES
-    with fs.open(fs_path(url), "rb", block_size=block, cache_type="none") as source, open(target, "wb") as sink:
-        # S3/GCS files know their size from the HEAD their open made; a streamed http GET does not.
-        size = fs.info(fs_path(url)).get("size") if block == 0 else getattr(source, "size", None)
-        if size is not None and size > limit:
-            raise _too_large(url, size, options, known=True)
-        written, last_sign = 0, time.monotonic()
-        while chunk := source.read(CHUNK_BYTES):
-            written += len(chunk)
+    size = bounded(fs, functools.partial(fs._info, fs_path(url)), options.timeout_s, None).get("size")
+    if size is not None and size > limit:
+        raise _too_large(url, size, options, known=True)
+    written, last_sign = 0, time.monotonic()
+    with open(target, "wb") as sink:
+        for piece in _pieces(url, fs, size, options.timeout_s):
+            written += len(piece)
             if written > limit:
                 raise _too_large(url, written, options, known=False)
-            sink.write(chunk)
+            sink.write(piece)
             if progress is not None and time.monotonic() - last_sign >= PROGRESS_EVERY_S:
                 progress()
                 last_sign = time.monotonic()
-        if size is not None and written != size:
-            raise ConnectionError(f"the stream ended after {written} of {size} bytes")
+    if size is not None and written != size:
+        raise ConnectionError(f"the stream ended after {written} of {size} bytes")
 
 
 @contextlib.contextmanager

@@ -1,30 +1,57 @@
 """vlmcap/video/remote.py: a failed request is typed as docs/VIDEO.md says, with the tries made, against
-a real HTTP server on 127.0.0.1 through fsspec and aiohttp (fsspec reports all of these as FileNotFoundError)."""
+a real HTTP server on 127.0.0.1 through fsspec and aiohttp (fsspec reports all of these as FileNotFoundError);
+a server that trickles its answer is held to the request's total deadline."""
 
 from __future__ import annotations
 
 import http.server
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from vlmcap.errors import RemoteConnectionError, RemoteNotFound, RemoteRedirectLoop
-from vlmcap.video.remote import RemoteOptions, stat
+from vlmcap.errors import RemoteConnectionError, RemoteNotFound, RemoteRedirectLoop, RemoteTimeout
+from vlmcap.video.remote import Abandoned, RemoteOptions, stat
+from vlmcap.video.spool import spooled_copy
 
 OPTIONS = RemoteOptions(retries=1, backoff_s=0.01, timeout_s=5.0)
 
 
+TRICKLE_S = 0.05  # a byte this often: every socket read gets something, long before any idle timeout
+BODY_BYTES = 4 << 20
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """/broken.mp4: HTTP 500; /loop.mp4: redirects to itself; anything else: 404."""
+    """/broken.mp4: HTTP 500; /loop.mp4: redirects to itself; /slow-headers.mp4: its headers a byte
+    at a time; /slow-body.mp4: a 4 MiB body a byte at a time; anything else: 404."""
 
     hits: ClassVar[dict[str, int]] = {}
 
+    def _trickle(self, data: bytes) -> None:
+        try:
+            for byte in data:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(TRICKLE_S)
+        except OSError:  # the client gave up: what the test wants
+            pass
+
     def _answer(self) -> None:
         self.hits[self.path] = self.hits.get(self.path, 0) + 1
-        if self.path == "/broken.mp4":
+        if self.path == "/slow-headers.mp4":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            self._trickle(b"X-Padding: " + b"a" * 10_000)
+        elif self.path == "/slow-body.mp4":
+            self.send_response(200)
+            self.send_header("Content-Length", str(BODY_BYTES))
+            self.end_headers()
+            if self.command == "GET":
+                self._trickle(b"\0" * BODY_BYTES)
+        elif self.path == "/broken.mp4":
             self.send_error(500)
         elif self.path == "/loop.mp4":
             self.send_response(302)
@@ -70,3 +97,31 @@ def test_a_redirect_loop_and_a_missing_object_are_final(server: str) -> None:
     with pytest.raises(RemoteNotFound, match="no such object"):
         stat(f"{server}/missing.mp4", OPTIONS)
     assert _Handler.hits["/missing.mp4"] <= 2  # one try: a 404 does not change when asked again
+
+
+TRICKLE_OPTIONS = RemoteOptions(retries=1, backoff_s=0.01, timeout_s=1.0)
+
+
+def test_headers_trickled_a_byte_at_a_time_are_a_timeout_within_the_deadline(server: str) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(RemoteTimeout, match=r"no answer within 1 s after 2 tries"):
+        stat(f"{server}/slow-headers.mp4", TRICKLE_OPTIONS)
+    assert time.monotonic() - t0 < 4  # two tries of 1 s and a backoff, not the 500 s the headers take
+
+
+def test_a_body_trickled_a_byte_at_a_time_is_a_timeout_within_the_deadline(server: str, tmp_path: Path) -> None:
+    options = RemoteOptions(retries=0, timeout_s=1.0, spool_dir=str(tmp_path))
+    t0 = time.monotonic()
+    with pytest.raises(RemoteTimeout, match=r"after 1 try"), spooled_copy(f"{server}/slow-body.mp4", options):
+        pass
+    assert time.monotonic() - t0 < 3
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing left in the spool
+
+
+def test_a_stopping_run_abandons_the_request_in_progress_at_once(server: str) -> None:
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(Abandoned):
+        stat(f"{server}/slow-headers.mp4", RemoteOptions(timeout_s=60.0, retries=3), stop)
+    assert time.monotonic() - t0 < 1.5  # not the 60 s deadline, nor its retries

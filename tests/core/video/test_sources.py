@@ -38,3 +38,5 @@ def test_one_http_resource_is_one_key_however_it_is_escaped() -> None:
     ]
     assert {source_of(url).key(url) for url in spellings} == {"https://example.com/a%20b/C.mp4"}
     assert source_of("s3://bucket/a%20b.mp4").key("s3://bucket/a%20b.mp4") == "s3://bucket/a%20b.mp4"  # a literal key
+    escaped_slash = "https://example.com/a%2Fb.mp4"  # one segment named `a/b.mp4`, not a folder `a`
+    assert source_of(escaped_slash).key(escaped_slash) == escaped_slash
