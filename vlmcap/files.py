@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -37,9 +38,37 @@ def fsync_tree(root: Path) -> None:
         fsync_path(directory)
 
 
+NAME_MAX_BYTES = 255  # one path component, on ext4, XFS, btrfs, ZFS and APFS alike
+# The longest name whose temporary sibling (`.NAME.tag-PID`, tag up to 4 letters, PID up to 7 digits)
+# still fits: names vlmcap makes up itself stay within this.
+TEMP_NAME_BYTES = NAME_MAX_BYTES - len(".") - len(".tag-") - 7 - 4
+
+
+def digest16(text: str) -> str:
+    """16 hex digits of the BLAKE2b of `text` (undecodable bytes of a path included)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+
+
+def short_name(name: str, max_bytes: int) -> str:
+    """`name` when its UTF-8 fits `max_bytes`; else its start, cut on a character boundary, then `~`
+    and `digest16(name)`: the same name always shortens the same way, and names that differ anywhere
+    (past the cut included) shorten apart."""
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) <= max_bytes:
+        return name
+    tag = f"~{digest16(name)}"
+    room, kept = max_bytes - len(tag), 0
+    for kept, char in enumerate(name):  # noqa: B007 (the index is the result)
+        room -= len(char.encode("utf-8", "surrogateescape"))
+        if room < 0:
+            break
+    return name[:kept] + tag
+
+
 def temp_sibling(path: Path, tag: str = "tmp") -> Path:
-    """A hidden name beside `path` (same file system, so a rename is atomic), unique to this process."""
-    return path.with_name(f".{path.name}.{tag}-{os.getpid()}")
+    """A hidden name beside `path` (same file system, so a rename is atomic), unique to this process;
+    shortened (`short_name`) where `path`'s own name leaves no room for the hidden one."""
+    return path.with_name(f".{short_name(path.name, TEMP_NAME_BYTES)}.{tag}-{os.getpid()}")
 
 
 def pid_alive(pid: int) -> bool:
@@ -54,7 +83,7 @@ def pid_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(path: Path) -> None:
     """Delete the temporary siblings of `path` (`temp_sibling`) that a killed process left behind."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*-*"):
+    for stale in path.parent.glob(f".{glob.escape(short_name(path.name, TEMP_NAME_BYTES))}.*-*"):
         pid = stale.name.rsplit("-", 1)[-1]
         if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)

@@ -321,15 +321,19 @@ class DedupDriver:
             yield task
 
     def _from_index(self, task: VideoTask, digest: str) -> Outcome | None:
-        for record in self.index.records(digest):
-            if self.made_by.matches(record):
-                outcome = from_record(task, record)
-                if outcome is not None:
-                    if "duplicate_of" not in record and real_path(record) == task.real_path:
-                        # Its own earlier line (the file touched, or downloaded again byte for byte):
-                        # still the original of its content, never a duplicate of itself.
-                        outcome.duplicate_of = None
-                    return outcome
+        """An earlier line's answer for these bytes, its content's original first. The task's own
+        line (the file touched, or downloaded again byte for byte) keeps it the original; where only
+        copies are left (their original changed since), the task becomes the original itself: a
+        video is never a copy of itself, and a content never has two originals."""
+        found = [r for r in self.index.records(digest) if self.made_by.matches(r)]
+        for record in sorted(found, key=lambda r: "duplicate_of" in r):  # stable: the latest original first
+            outcome = from_record(task, record)
+            if outcome is None:
+                continue
+            own_line = "duplicate_of" not in record and real_path(record) == task.real_path
+            if own_line or "duplicate_of" in record:
+                outcome.duplicate_of = None
+            return outcome
         return None
 
     def _answers(self, batch: list[Outcome]) -> list[Outcome]:

@@ -152,6 +152,13 @@ def repair_torn_tail(path: Path) -> int:
 _KEPT_ON_ERROR = ("video", "file", "sha256", "bundle", "prompt", "provenance", "finished_at")
 
 
+def as_error(record: dict[str, Any], kind: str, message: str) -> dict[str, Any]:
+    """`record` turned into its video's error line (a failure found after the outcome: a value JSON
+    cannot spell, a sidecar that cannot be written): the video is retried by `--retry-errors`."""
+    kept = {key: record[key] for key in _KEPT_ON_ERROR if key in record}
+    return {**kept, "status": "error", "error": {"type": kind, "message": message}}
+
+
 def _ledger_line(record: dict[str, Any]) -> str:
     """The record's line; a record that is no strict JSON (a NaN or infinity from a broken file's
     metadata) becomes that video's error line instead of ending the run."""
@@ -160,13 +167,32 @@ def _ledger_line(record: dict[str, Any]) -> str:
     except ValueError as e:
         video = record.get("video")
         log.error("%s: its record holds a value JSON cannot spell (%s); written as an error line", video, e)
-        kept = {key: record[key] for key in _KEPT_ON_ERROR if key in record}
         message = f"{video}: its record held a non-finite number (NaN or infinity); nothing of it was kept"
-        error = {"status": "error", "error": {"type": "NonFiniteValue", "message": message}}
+        error = as_error(record, "NonFiniteValue", message)
         try:
-            return json_line({**kept, **error})
+            return json_line(error)
         except ValueError:  # the kept keys themselves: the video's name alone
-            return json_line({"video": video, **error})
+            return json_line(as_error({"video": video}, "NonFiniteValue", message))
+
+
+def _orphaned_copies(keep: set[int], hashed: dict[int, tuple[str, str, bool]]) -> dict[int, str | None]:
+    """Kept copies whose content has no kept original: line -> the video it now copies (None: the
+    first of them, now the original)."""
+    has_original: set[str] = set()
+    copies: dict[str, list[int]] = {}
+    for i in sorted(keep & hashed.keys()):
+        digest, _, is_copy = hashed[i]
+        if is_copy:
+            copies.setdefault(digest, []).append(i)
+        else:
+            has_original.add(digest)
+    changes: dict[int, str | None] = {}
+    for digest, lines in copies.items():
+        if digest not in has_original:
+            first, *rest = lines
+            changes[first] = None
+            changes.update(dict.fromkeys(rest, hashed[first][1]))
+    return changes
 
 
 class CaptionWriter:
@@ -221,9 +247,14 @@ class CaptionWriter:
 
         Streams the file twice (find the latest line of each video, then copy), so memory grows
         with the number of videos, not the file's size. Returns the number of lines dropped.
+
+        A dropped line may have been the original of copies that stay (`--dedup`: the original
+        changed and was captioned again): the first copy left becomes its content's original and
+        the others name it, so every content keeps exactly one line without `duplicate_of`.
         """
         self.close()  # appends after this go to the compacted file
         latest: dict[str, int] = {}
+        hashed: dict[int, tuple[str, str, bool]] = {}  # ok lines with a hash: (sha256, video, is a copy)
         records = 0
         with open(self.path, "rb") as f:
             for i, line in enumerate(f):
@@ -231,12 +262,21 @@ class CaptionWriter:
                 if record is not None:
                     latest[real_path(record) or ""] = i
                     records += 1
+                    if record["status"] == "ok" and isinstance(record.get("sha256"), str):
+                        hashed[i] = (record["sha256"], record["video"], "duplicate_of" in record)
         if records == len(latest):
             return 0  # nothing superseded: leave the file as it is
         keep = set(latest.values())
+        new_original = _orphaned_copies(keep, hashed)
         with open(self.path, "rb") as src, atomic_file(self.path, "wb", before_replace=self._relock) as dst:
             for i, line in enumerate(src):
-                if i in keep or caption_record(line) is None:
+                if i in new_original:
+                    record = caption_record(line)
+                    record.pop("duplicate_of")
+                    if new_original[i] is not None:
+                        record["duplicate_of"] = new_original[i]
+                    dst.write(json_line(record).encode())
+                elif i in keep or caption_record(line) is None:
                     dst.write(line)
         return records - len(latest)
 

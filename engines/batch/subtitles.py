@@ -5,9 +5,9 @@ atomically before the video's JSONL line, so a run killed in between writes it a
 and a reader never sees half a file. The formats are small enough to write here; the tests read
 them back with the `srt` and `webvtt-py` parsers.
 
-A sidecar mirrors the video's real path under its directory with the suffix replaced, as
-players look for it (`/data/a/clip.mp4` -> `DIR/data/a/clip.srt`), so videos with the same name
-in different folders do not collide.
+A sidecar mirrors the video's real path (or URL) under its directory and keeps its whole name
+(`/data/a/clip.mp4` -> `DIR/data/a/clip.mp4.srt`): one file per video, never shared
+(vlmcap/output_names.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from vlmcap.engines.batch.ledger import as_error
 from vlmcap.files import atomic_write_text
+from vlmcap.output_names import per_video_path
 
 
 def _timestamp(seconds: float, decimal: str) -> str:
@@ -55,23 +56,25 @@ def vtt_text(record: dict[str, Any]) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def sidecar_path(directory: Path, real_path: str, suffix: str) -> Path:
-    """`DIR/data/a/clip.srt` for `/data/a/clip.mp4`; `DIR/s3/bucket/a/clip.srt` for `s3://bucket/a/clip.mp4`
-    (a URL's query is dropped, and `..` cannot climb out of DIR)."""
-    url = urlsplit(real_path)
-    parts = [url.scheme, url.netloc, *url.path.split("/")] if url.scheme and url.netloc else real_path.split("/")
-    kept = [part for part in parts if part not in ("", ".", "..")]
-    return directory.joinpath(*kept).with_suffix(suffix)
-
-
-def write_sidecars(records: list[dict[str, Any]], srt_dir: Path | None, vtt_dir: Path | None) -> None:
-    """The sidecars of the ok records among `records`."""
-    for record in records:
+def write_sidecars(records: list[dict[str, Any]], srt_dir: Path | None, vtt_dir: Path | None) -> list[dict[str, Any]]:
+    """The sidecars of the ok records among `records`. A video whose sidecar cannot be written (a
+    full disk, a folder the run may not write) gets an error line instead, `SidecarWriteError`,
+    so `--retry-errors` writes both again; the other videos go on. Returns the ok records replaced."""
+    replaced = []
+    for i, record in enumerate(records):
         if record.get("status") != "ok":
             continue
         real_path = record["file"]["path"] if record.get("file") else os.path.realpath(record["video"])
         for directory, suffix, render in ((srt_dir, ".srt", srt_text), (vtt_dir, ".vtt", vtt_text)):
-            if directory is not None:
-                target = sidecar_path(directory, real_path, suffix)
+            if directory is None:
+                continue
+            target = per_video_path(directory, real_path, suffix)
+            try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(target, render(record))
+            except OSError as e:
+                message = f"{record['video']}: cannot write its sidecar {target} ({e.strerror or e})"
+                records[i] = as_error(record, "SidecarWriteError", message)
+                replaced.append(record)
+                break
+    return replaced

@@ -157,12 +157,12 @@ def test_batch_segments_give_one_line_per_video_with_timed_segments_and_sidecars
         assert set(record["quality"]["flags"]) == flags  # the line's quality is its segments' union
 
         sidecar = Path(record["file"]["path"]).relative_to("/")
-        parsed = list(srt.parse((srt_dir / sidecar).with_suffix(".srt").read_text()))
+        parsed = list(srt.parse((srt_dir / f"{sidecar}.srt").read_text()))
         assert [(c.start.total_seconds(), c.end.total_seconds()) for c in parsed] == [
             (round(s["start_s"], 3), round(s["end_s"], 3)) for s in segments
         ]
         assert [c.content for c in parsed] == [s["caption"].strip() or "…" for s in segments]
-        vtt = webvtt.read(str((vtt_dir / sidecar).with_suffix(".vtt")))
+        vtt = webvtt.read(str(vtt_dir / f"{sidecar}.vtt"))
         assert [(c.start, c.end) for c in vtt] == [(srt_time(s["start_s"]), srt_time(s["end_s"])) for s in segments]
         assert [c.text for c in vtt] == [c.content for c in parsed]
 

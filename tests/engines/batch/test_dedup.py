@@ -252,3 +252,57 @@ def test_batch_captions_each_content_once_and_a_renamed_file_is_not_captioned_ag
     assert renamed["video"] == str(root / "renamed.mp4") and renamed["duplicate_of"] == str(root / "c.mp4")
     assert renamed["caption"] == by_name["c.mp4"]["caption"] and renamed["sha256"] == by_name["c.mp4"]["sha256"]
     assert len(after) == 7
+
+
+def _run(out: Path, paths: list[Path], compact: bool = True) -> None:
+    """One run over `paths` (as selection would hand them over), written to `out`, compacted at the end
+    unless it was interrupted before."""
+    dedup = DedupDriver.open(FakeDriver(), out, MADE_BY)
+    writer = CaptionWriter(out)
+    for batch in dedup.outcomes([task(p) for p in paths], Interrupt(), lambda e: None):
+        records = [to_record(o, PROVENANCE) for o in batch]
+        dedup.written(records, writer.append(records))
+    dedup.index.close()
+    if compact:
+        writer.compact()
+    writer.close()
+
+
+def _one_original_per_content(out: Path) -> dict[str, str]:
+    """content -> its original's file name, checking that each content has exactly one and that no
+    line is a copy of itself."""
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    originals: dict[str, list[str]] = {}
+    for r in records:
+        assert r.get("duplicate_of") != r["video"], r
+        if "duplicate_of" not in r:
+            originals.setdefault(r["sha256"], []).append(Path(r["video"]).name)
+    assert {r["sha256"] for r in records} == set(originals)
+    assert all(len(names) == 1 for names in originals.values()), originals
+    names = {sha: names[0] for sha, names in originals.items()}
+    for r in records:  # a copy names the one original of its content
+        if "duplicate_of" in r:
+            assert Path(r["duplicate_of"]).name == names[r["sha256"]], r
+    return {Path(r["video"]).name: names[r["sha256"]] for r in records}
+
+
+def test_each_content_keeps_one_original_across_touch_hard_link_change_and_interrupted_runs(tmp_path: Path) -> None:
+    v = files(tmp_path, {"a.mp4": b"alpha" * 100, "b.mp4": b"alpha" * 100, "c.mp4": b"gamma" * 100})
+    os.link(v["c.mp4"], tmp_path / "h.mp4")
+    out = tmp_path / "captions.jsonl"
+    _run(out, [v["a.mp4"], v["b.mp4"], v["c.mp4"], tmp_path / "h.mp4"])
+    assert _one_original_per_content(out) == {"a.mp4": "a.mp4", "b.mp4": "a.mp4", "c.mp4": "c.mp4", "h.mp4": "c.mp4"}
+
+    for name in ("b.mp4", "a.mp4"):  # touched (a re-download of the same bytes): the copy first
+        os.utime(tmp_path / name, ns=(10**18, 10**18))
+    _run(out, [v["b.mp4"], v["a.mp4"]])
+    assert _one_original_per_content(out)["a.mp4"] == "a.mp4"  # neither became a copy of itself
+
+    v["a.mp4"].write_bytes(b"zeta" * 100)  # the original changed: captioned anew, its old line goes
+    _run(out, [v["a.mp4"]], compact=False)  # killed before its compaction ...
+    _run(out, [])  # ... which the next run makes first
+    assert _one_original_per_content(out)["b.mp4"] == "b.mp4"  # the copy left is the original now
+
+    v["d.mp4"] = files(tmp_path, {"d.mp4": b"alpha" * 100})["d.mp4"]
+    _run(out, [v["d.mp4"]])
+    assert _one_original_per_content(out)["d.mp4"] == "b.mp4"
