@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -81,6 +81,54 @@ class ResumeState:
         return "error" if key in self.failed else None
 
 
+_FOREIGN_WARNINGS = 5  # foreign lines named one by one; the rest counted in one warning
+
+
+@dataclass
+class LedgerLines:
+    """What `ledger_records` skipped, the same for every reader (batch resume, compaction,
+    `captions convert`): blank lines, a torn last line (cut by a crash, or the NULs a power cut
+    leaves: no newline), and foreign lines (hand-edited, corrupt, another tool's)."""
+
+    lines: int = 0
+    records: int = 0
+    blank: int = 0
+    torn_at: int | None = None  # the line number of a torn last line
+    foreign_lines: int = 0
+    foreign_at: list[int] = field(default_factory=list)  # the first few, for the warnings
+
+    @property
+    def torn_lines(self) -> int:
+        return int(self.torn_at is not None)
+
+    def warn(self, path: Path, foreign_fate: str = "skipped") -> None:
+        for number in self.foreign_at:
+            log.warning("%s:%d: not a vlmcap caption record; %s", path, number, foreign_fate)
+        if self.foreign_lines > len(self.foreign_at):
+            more = self.foreign_lines - len(self.foreign_at)
+            log.warning("%s: %d more lines that are no caption record %s", path, more, foreign_fate)
+        if self.torn_at is not None:
+            log.warning("%s:%d: a torn last line (cut short by a crash); skipped", path, self.torn_at)
+
+
+def ledger_records(f: IO[bytes], seen: LedgerLines) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line index, record) for each caption record of the ledger open in `f` (binary), counting
+    in `seen` every line that is not one. Every reader of a ledger reads it through here."""
+    for index, line in enumerate(f):
+        seen.lines += 1
+        if not line.endswith(b"\n"):  # only the last line can lack it: the writer ends every line
+            seen.torn_at = index + 1
+        elif not line.strip():
+            seen.blank += 1
+        elif (record := caption_record(line)) is None:
+            seen.foreign_lines += 1
+            if len(seen.foreign_at) < _FOREIGN_WARNINGS:
+                seen.foreign_at.append(index + 1)
+        else:
+            seen.records += 1
+            yield index, record
+
+
 def read_resume_state(path: Path, made_by: tuple[str, str] | None = None) -> ResumeState:
     """What an existing output already holds; the latest line for a key wins.
 
@@ -90,15 +138,9 @@ def read_resume_state(path: Path, made_by: tuple[str, str] | None = None) -> Res
     state = ResumeState()
     if not path.exists():
         return state
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.endswith("\n"):
-                break  # torn tail: repaired by CaptionWriter before it appends
-            record = caption_record(line)
-            if record is None:
-                state.foreign_lines += 1
-                log.warning("%s:%d: not a vlmcap caption record; skipped and left as it is", path, number)
-                continue
+    seen = LedgerLines()
+    with open(path, "rb") as f:
+        for _, record in ledger_records(f, seen):
             real = real_path(record)
             if real in state.videos:
                 state.duplicated += 1
@@ -117,6 +159,9 @@ def read_resume_state(path: Path, made_by: tuple[str, str] | None = None) -> Res
                 state.failed.add(key)
                 state.ok.discard(key)
                 state.stale.discard(key)
+    state.foreign_lines = seen.foreign_lines
+    seen.torn_at = None  # CaptionWriter cuts it before it appends, and says so
+    seen.warn(path, "skipped and left as it is")
     return state
 
 
@@ -254,31 +299,30 @@ class CaptionWriter:
         """
         self.close()  # appends after this go to the compacted file
         latest: dict[str, int] = {}
+        dropped: set[int] = set()
         hashed: dict[int, tuple[str, str, bool]] = {}  # ok lines with a hash: (sha256, video, is a copy)
-        records = 0
         with open(self.path, "rb") as f:
-            for i, line in enumerate(f):
-                record = caption_record(line)
-                if record is not None:
-                    latest[real_path(record) or ""] = i
-                    records += 1
-                    if record["status"] == "ok" and isinstance(record.get("sha256"), str):
-                        hashed[i] = (record["sha256"], record["video"], "duplicate_of" in record)
-        if records == len(latest):
+            for i, record in ledger_records(f, LedgerLines()):
+                key = real_path(record) or ""
+                if key in latest:
+                    dropped.add(latest[key])
+                latest[key] = i
+                if record["status"] == "ok" and isinstance(record.get("sha256"), str):
+                    hashed[i] = (record["sha256"], record["video"], "duplicate_of" in record)
+        if not dropped:
             return 0  # nothing superseded: leave the file as it is
-        keep = set(latest.values())
-        new_original = _orphaned_copies(keep, hashed)
+        new_original = _orphaned_copies(set(latest.values()), hashed)
         with open(self.path, "rb") as src, atomic_file(self.path, "wb", before_replace=self._relock) as dst:
             for i, line in enumerate(src):
                 if i in new_original:
                     record = caption_record(line)
-                    record.pop("duplicate_of")
+                    del record["duplicate_of"]
                     if new_original[i] is not None:
                         record["duplicate_of"] = new_original[i]
                     dst.write(json_line(record).encode())
-                elif i in keep or caption_record(line) is None:
+                elif i not in dropped:
                     dst.write(line)
-        return records - len(latest)
+        return len(dropped)
 
     def _relock(self, f: IO[bytes]) -> None:
         if self.before_replace is not None:

@@ -154,7 +154,8 @@ def convert_captions(
     stats = ConvertStats(input=str(src), format=fmt, status=status)
     with open(src, "rb") as f:
         scan = scan_ledger(f)
-        stats.lines, stats.torn_lines, stats.foreign_lines = scan.lines, scan.torn_lines, scan.foreign_lines
+        seen = scan.seen
+        stats.lines, stats.torn_lines, stats.foreign_lines = seen.lines, seen.torn_lines, seen.foreign_lines
         stats.duplicates = scan.duplicates
         if not scan.latest:  # one line says it all, not a warning per line first
             raise ConfigError(
@@ -162,7 +163,7 @@ def convert_captions(
                 if not stats.lines
                 else f"{src}: not a captions JSONL: none of its {stats.lines} lines is a vlmcap caption record"
             )
-        scan.warn(src)
+        seen.warn(src)
 
         def wanted() -> Iterator[tuple[dict[str, Any], bytes]]:
             for record, line in latest_records(f, scan):
