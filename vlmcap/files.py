@@ -7,15 +7,17 @@ that makes it visible, and the directory is fsynced after it, so the new name su
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 
 def fsync_path(path: Path) -> None:
@@ -69,6 +71,17 @@ def temp_sibling(path: Path, tag: str = "tmp") -> Path:
     """A hidden name beside `path` (same file system, so a rename is atomic), unique to this process;
     shortened (`short_name`) where `path`'s own name leaves no room for the hidden one."""
     return path.with_name(f".{short_name(path.name, TEMP_NAME_BYTES)}.{tag}-{os.getpid()}")
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """`path` open for reading, without ever blocking: a FIFO (or a socket, a device) named like a
+    video or a ledger is an OSError saying what it is, where a plain open would wait for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file (a pipe, a socket or a device)", str(path))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def pid_alive(pid: int) -> bool:

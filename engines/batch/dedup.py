@@ -38,7 +38,7 @@ from vlmcap.engines.batch.records import Outcome, SegmentCaption
 from vlmcap.engines.batch.run import Driver, Interrupt
 from vlmcap.engines.batch.selection import Selection, VideoTask
 from vlmcap.engines.model.caption_quality import Quality
-from vlmcap.files import FileIdentity
+from vlmcap.files import FileIdentity, open_regular
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ def hash_file(path: str) -> Hashed | None:
     """SHA-256 of a regular file, streamed; None when it cannot be read or changed while it was read."""
     t0 = time.perf_counter()
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO named like a video must not block the feed
-        with os.fdopen(fd, "rb") as f:
+        with open_regular(path) as f:  # a FIFO named like a video must not block the feed
             before = os.fstat(f.fileno())
             digest = hashlib.file_digest(f, "sha256").hexdigest()
             after = os.fstat(f.fileno())

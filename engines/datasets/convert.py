@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from vlmcap.engines.datasets.ledger_scan import latest_records, scan_ledger
 from vlmcap.engines.datasets.parquet_writer import write_parquet
 from vlmcap.engines.datasets.webdataset_writer import write_webdataset
 from vlmcap.errors import ConfigError
-from vlmcap.files import staged_files
+from vlmcap.files import open_regular, staged_files
 
 FORMATS = ("parquet", "csv", "webdataset")
 STATUSES = ("ok", "error", "all")
@@ -108,10 +107,11 @@ def _check_input(src: Path) -> None:
         raise ConfigError(f"{src}: no such file")
     if src.is_dir():
         raise ConfigError(f"{src}: is a directory, not a captions JSONL")
-    if not stat.S_ISREG(src.stat().st_mode):  # a FIFO or a device: opening it could block forever
-        raise ConfigError(f"{src}: not a regular file (a pipe or a device); give the file `vlmcap batch --out` wrote")
-    with open(src, "rb") as f:
-        head = f.read(_SNIFF_BYTES)
+    try:
+        with open_regular(src) as f:  # a FIFO or a device: a plain open could block forever
+            head = f.read(_SNIFF_BYTES)
+    except OSError as e:
+        raise ConfigError(f"{src}: {e.strerror}; give the file `vlmcap batch --out` wrote") from None
     # Binary from its first line on: not a ledger. NULs further down are what a power cut leaves at
     # the end of a ledger (blocks allocated, never written): skipped and counted like a torn line.
     if b"\0" in head.split(b"\n", 1)[0]:
@@ -152,7 +152,7 @@ def convert_captions(
         raise ConfigError(f"{existing[0]}: exists; pass --overwrite to replace it")
 
     stats = ConvertStats(input=str(src), format=fmt, status=status)
-    with open(src, "rb") as f:
+    with open_regular(src) as f:
         scan = scan_ledger(f)
         seen = scan.seen
         stats.lines, stats.torn_lines, stats.foreign_lines = seen.lines, seen.torn_lines, seen.foreign_lines

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from vlmcap.engines.datasets.schema import parse_timestamp
-from vlmcap.files import StagedFiles
+from vlmcap.files import StagedFiles, open_regular
 
 if TYPE_CHECKING:
     from vlmcap.engines.datasets.convert import ConvertStats
@@ -52,7 +52,7 @@ def _open_video(record: dict[str, Any]) -> tuple[IO[bytes], int, str] | None:
     """(the open video, its size, its extension) when it is still the file that was captioned."""
     file, path = record.get("file"), _captioned_path(record)
     try:
-        f = open(path, "rb")  # noqa: SIM115 -- closed by the caller
+        f = open_regular(path)  # closed by the caller; a path that is a FIFO now must not block
     except OSError as e:
         log.warning("%s: not in the WebDataset: the video cannot be read (%s)", record["video"], e.strerror)
         return None

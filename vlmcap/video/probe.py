@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -54,8 +55,10 @@ def check_file(path: str) -> None:
         raise VideoNotFound(f"{path}: file not found") from None
     except OSError as e:
         raise VideoNotFound(f"{path}: cannot access ({e.strerror})") from None
-    if os.path.isdir(path):
+    if stat.S_ISDIR(st.st_mode):
         raise NotAVideo(f"{path}: is a directory, not a video file")
+    if not stat.S_ISREG(st.st_mode):  # a decoder would block on a FIFO until someone writes to it
+        raise NotAVideo(f"{path}: not a regular file (a pipe, a socket or a device), not a video file")
     if st.st_size == 0:
         raise NotAVideo(f"{path}: empty file (0 bytes)")
     if not os.access(path, os.R_OK):
