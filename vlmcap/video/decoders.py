@@ -134,7 +134,7 @@ def decode_segments(
         from vlmcap.video.scenes import detect_cuts
 
         cuts = detect_cuts(path, plan.scene_threshold, plan.min_s, progress)
-    segments = with_frames(plan_segments(plan, probe.duration_s, cuts), probe.frame_times_s)
+    segments = with_frames(plan_segments(plan, probe.duration_s, cuts, probe.frame_times_s), probe.frame_times_s)
     for index in range(first, len(segments)):
         indices = sample_indices(probe.frame_times_s, probe.end_s, options.num_frames, segments[index])
         yield index, segments, _decode(probe, indices, options)

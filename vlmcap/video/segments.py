@@ -5,17 +5,23 @@
     scenes      shots found by a shot detector (scenes.py), bounded by a minimum and a maximum length
 
 Times are seconds from the first frame, as `frames_s` in the records and a player show them.
-Planning is pure arithmetic on the duration and the cut times, so the same file always gets the
-same segments: a retry after a crashed decoder resumes at the segment it had reached.
+Planning is pure arithmetic on the duration, the cut times and the frame times, so the same file
+always gets the same segments: a retry after a crashed decoder resumes at the segment it had reached.
+
+Given the file's frame times, a plan costs what the file is, not what its timestamps claim: only
+windows (or parts of a long shot) that hold a frame are made, each reaching to the next one, so a
+1.7 KB file whose last frame is stamped a week later plans two segments, not 20,160 (or, at
+`fixed:0.001`, 600 million).
 """
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 SEGMENTS_SPEC = "none, fixed:SECONDS (e.g. fixed:30) or scenes"
@@ -56,33 +62,88 @@ def parse_segments(text: str) -> tuple[str, float]:
     raise ValueError(f"{text!r}: expected {SEGMENTS_SPEC}")
 
 
-def fixed_segments(duration_s: float, window_s: float, min_s: float) -> list[Segment]:
+def _parts_holding_frames(
+    start_s: float,
+    end_s: float,
+    count: int,
+    edge: Callable[[int], float],
+    index_of: Callable[[float], int],
+    frame_times_s: Sequence[float],
+) -> list[Segment]:
+    """[start_s, end_s] cut at `edge(1..count-1)`, keeping only the parts that hold one of the
+    (sorted) `frame_times_s`, each reaching to the next kept one (the first from `start_s`): what
+    `with_frames` would leave of all `count` parts, in time linear in the frames inside, however
+    large `count` is."""
+    inside = frame_times_s[bisect.bisect_left(frame_times_s, start_s) : bisect.bisect_right(frame_times_s, end_s)]
+    kept = sorted({min(max(index_of(t), 0), count - 1) for t in inside})
+    if not kept:
+        return [Segment(start_s, end_s)]  # no frame at all: with_frames joins it to a neighbour
+    starts = [start_s, *(edge(k) for k in kept[1:])]
+    return [Segment(a, b) for a, b in zip(starts, [*starts[1:], end_s], strict=True)]
+
+
+def fixed_segments(
+    duration_s: float, window_s: float, min_s: float, frame_times_s: Sequence[float] | None = None
+) -> list[Segment]:
     """Windows of `window_s` from 0; a last window shorter than `min_s` joins the one before it,
-    and a video shorter than one window is one segment."""
+    and a video shorter than one window is one segment. With `frame_times_s`, only the windows
+    that hold a frame (bounded by the file, not by its claimed duration)."""
     count = max(1, math.ceil(duration_s / window_s - 1e-9))
-    bounds = [min(i * window_s, duration_s) for i in range(count)] + [duration_s]
-    return _merge_short([Segment(a, b) for a, b in itertools.pairwise(bounds)], min_s)
+    if frame_times_s is None:
+        bounds = [min(i * window_s, duration_s) for i in range(count)] + [duration_s]
+        windows = [Segment(a, b) for a, b in itertools.pairwise(bounds)]
+    else:
+        windows = _parts_holding_frames(
+            0.0, duration_s, count, lambda i: min(i * window_s, duration_s), lambda t: int(t // window_s), frame_times_s
+        )
+    return _merge_short(windows, min_s)
 
 
-def scene_segments(cuts_s: list[float], duration_s: float, min_s: float, max_s: float) -> list[Segment]:
+def scene_segments(
+    cuts_s: list[float],
+    duration_s: float,
+    min_s: float,
+    max_s: float,
+    frame_times_s: Sequence[float] | None = None,
+) -> list[Segment]:
     """Shots between `cuts_s`, with shots shorter than `min_s` joined to a neighbour (a flickering
     file does not become thousands of segments) and shots longer than `max_s` split into equal
-    parts (a static hour does not become one caption)."""
+    parts (a static hour does not become one caption): with `frame_times_s`, only the parts that
+    hold a frame."""
     inside = sorted(t for t in cuts_s if 0.0 < t < duration_s)
     bounds = [0.0, *inside, duration_s]
     shots = _merge_short([Segment(a, b) for a, b in itertools.pairwise(bounds) if b > a], min_s)
     segments = []
     for shot in shots:
-        parts = max(1, math.ceil(shot.length_s / max_s - 1e-9))
-        edges = [shot.start_s + shot.length_s * i / parts for i in range(parts)] + [shot.end_s]
-        segments += [Segment(a, b) for a, b in itertools.pairwise(edges)]
+        segments += _split(shot, max(1, math.ceil(shot.length_s / max_s - 1e-9)), frame_times_s)
     return segments
 
 
-def plan_segments(plan: SegmentPlan, duration_s: float, cuts_s: list[float] | None = None) -> list[Segment]:
+def _split(shot: Segment, parts: int, frame_times_s: Sequence[float] | None) -> list[Segment]:
+    """`shot` in `parts` equal parts; with `frame_times_s`, only those holding a frame."""
+
+    def edge(i: int) -> float:
+        return shot.start_s + shot.length_s * i / parts
+
+    if frame_times_s is None or parts == 1:
+        return [Segment(a, b) for a, b in itertools.pairwise([*map(edge, range(parts)), shot.end_s])]
+    step = shot.length_s / parts
+    return _parts_holding_frames(
+        shot.start_s, shot.end_s, parts, edge, lambda t: int((t - shot.start_s) // step), frame_times_s
+    )
+
+
+def plan_segments(
+    plan: SegmentPlan,
+    duration_s: float,
+    cuts_s: list[float] | None = None,
+    frame_times_s: Sequence[float] | None = None,
+) -> list[Segment]:
+    """The plan's segments of a file of `duration_s`; given the file's (sorted) `frame_times_s`,
+    bounded by them (then `with_frames` makes sure each segment holds one)."""
     if plan.mode == "fixed":
-        return fixed_segments(duration_s, plan.window_s, plan.min_s)
-    return scene_segments(cuts_s or [], duration_s, plan.min_s, plan.max_s)
+        return fixed_segments(duration_s, plan.window_s, plan.min_s, frame_times_s)
+    return scene_segments(cuts_s or [], duration_s, plan.min_s, plan.max_s, frame_times_s)
 
 
 def _merge_short(segments: list[Segment], min_s: float) -> list[Segment]:

@@ -54,3 +54,13 @@ def test_a_plan_never_has_more_segments_than_the_file_has_frames() -> None:
         assert any(segment.start_s <= t < segment.end_s or t == segment.end_s == week for t in frames)
     assert with_frames([Segment(0, 10), Segment(10, 20)], [15.0]) == [Segment(0, 20)]
     assert with_frames([Segment(0, 10), Segment(10, 20)], []) == [Segment(0, 10), Segment(10, 20)]
+
+
+def test_given_its_frames_a_plan_costs_the_frames_not_the_claimed_duration() -> None:
+    week = 7 * 86_400.0
+    frames = [i / 8 for i in range(8)] + [week]
+    for plan in (SegmentPlan("fixed", 0.001, min_s=0.0), SegmentPlan("scenes", min_s=0.0, max_s=0.001)):
+        # 604.8 million windows (or parts of the one shot) claimed; only those with a frame are made
+        planned = plan_segments(plan, week, [], frames)
+        assert len(planned) == len(frames) and planned[0].start_s == 0 and planned[-1].end_s == week
+        assert with_frames(planned, frames) == planned
