@@ -4,15 +4,14 @@ a server that trickles its answer is held to the request's total deadline."""
 
 from __future__ import annotations
 
-import http.server
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
+from hostile_http import HostileHandler, hostile_server
 
 from vlmcap.errors import RemoteConnectionError, RemoteNotFound, RemoteRedirectLoop, RemoteTimeout
 from vlmcap.video.remote import Abandoned, RemoteOptions, stat
@@ -21,65 +20,22 @@ from vlmcap.video.spool import spooled_copy
 OPTIONS = RemoteOptions(retries=1, backoff_s=0.01, timeout_s=5.0)
 
 
-TRICKLE_S = 0.05  # a byte this often: every socket read gets something, long before any idle timeout
-BODY_BYTES = 4 << 20
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """/broken.mp4: HTTP 500; /loop.mp4: redirects to itself; /slow-headers.mp4: its headers a byte
-    at a time; /slow-body.mp4: a 4 MiB body a byte at a time; anything else: 404."""
-
-    hits: ClassVar[dict[str, int]] = {}
-
-    def _trickle(self, data: bytes) -> None:
-        try:
-            for byte in data:
-                self.wfile.write(bytes([byte]))
-                self.wfile.flush()
-                time.sleep(TRICKLE_S)
-        except OSError:  # the client gave up: what the test wants
-            pass
-
-    def _answer(self) -> None:
-        self.hits[self.path] = self.hits.get(self.path, 0) + 1
-        if self.path == "/slow-headers.mp4":
-            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
-            self._trickle(b"X-Padding: " + b"a" * 10_000)
-        elif self.path == "/slow-body.mp4":
-            self.send_response(200)
-            self.send_header("Content-Length", str(BODY_BYTES))
-            self.end_headers()
-            if self.command == "GET":
-                self._trickle(b"\0" * BODY_BYTES)
-        elif self.path == "/broken.mp4":
-            self.send_error(500)
-        elif self.path == "/loop.mp4":
-            self.send_response(302)
-            self.send_header("Location", "/loop.mp4")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-        else:
-            self.send_error(404)
-
-    do_HEAD = do_GET = _answer
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+def served() -> Iterator[tuple[str, type[HostileHandler]]]:
+    with hostile_server() as found:
+        yield found
 
 
-def test_a_server_error_is_retried_and_typed_as_one(server: str) -> None:
-    _Handler.hits.clear()
+@pytest.fixture
+def server(served) -> str:
+    served[1].hits.clear()
+    return served[0]
+
+
+def test_a_server_error_is_retried_and_typed_as_one(server: str, served) -> None:
     with pytest.raises(RemoteConnectionError, match=r"server error HTTP 500 after 2 tries"):
         stat(f"{server}/broken.mp4", OPTIONS)
-    assert _Handler.hits["/broken.mp4"] >= 2  # each try asked again (fsspec: a HEAD, then a GET)
+    assert served[1].hits["/broken.mp4"] >= 2  # each try asked again (fsspec: a HEAD, then a GET)
 
 
 def test_a_refused_connection_is_retried_and_typed_as_one() -> None:
@@ -90,13 +46,12 @@ def test_a_refused_connection_is_retried_and_typed_as_one() -> None:
         stat(f"http://127.0.0.1:{port}/a.mp4", OPTIONS)
 
 
-def test_a_redirect_loop_and_a_missing_object_are_final(server: str) -> None:
-    _Handler.hits.clear()
+def test_a_redirect_loop_and_a_missing_object_are_final(server: str, served) -> None:
     with pytest.raises(RemoteRedirectLoop, match="redirected in a loop"):
         stat(f"{server}/loop.mp4", OPTIONS)
     with pytest.raises(RemoteNotFound, match="no such object"):
         stat(f"{server}/missing.mp4", OPTIONS)
-    assert _Handler.hits["/missing.mp4"] <= 2  # one try: a 404 does not change when asked again
+    assert served[1].hits["/missing.mp4"] <= 2  # one try: a 404 does not change when asked again
 
 
 TRICKLE_OPTIONS = RemoteOptions(retries=1, backoff_s=0.01, timeout_s=1.0)

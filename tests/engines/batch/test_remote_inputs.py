@@ -213,9 +213,9 @@ def test_s3_prefix_list_of_urls_and_http_captioned_each_failure_typed_and_resume
     assert "ftp://" in errors[f"{listing}:8"][1] and "'::::'" in errors[f"{listing}:9"][1]
     assert list(spool.rglob("*")) == []  # every download deleted, and the workers' folders with them
     subs = {p.relative_to(tmp_path / "subs").as_posix() for p in (tmp_path / "subs").rglob("*.srt")}
-    assert subs == {f"s3:/{BUCKET}/clips/a.mp4.srt", f"s3:/{BUCKET}/clips/b.mp4.srt", f"s3:/{BUCKET}/listed/c.mp4.srt"} | {
-        "http:/" + base.split("://", 1)[1] + "/good.mp4.srt"
-    }  # a URL's sidecar mirrors scheme:/host/path under DIR
+    s3_subs = {f"s3:/{BUCKET}/{key}.srt" for key in ("clips/a.mp4", "clips/b.mp4", "listed/c.mp4")}
+    http_subs = {"http:/" + base.split("://", 1)[1] + "/good.mp4.srt"}
+    assert subs == s3_subs | http_subs  # a URL's sidecar mirrors scheme:/host/path under DIR
 
     # Resume by URL identity: done objects are skipped; an object replaced since is captioned again.
     s3["client"].upload_file(str(s3["videos"][5]), BUCKET, "clips/a.mp4")
