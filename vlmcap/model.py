@@ -11,7 +11,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from vlmcap.config import VlmcapConfig
-from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
+from vlmcap.embeddings import IGNORE_INDEX, EmbeddedBatch, build_inputs_embeds
 from vlmcap.generation import GenerationParams, generate_from_embeds
 from vlmcap.llm import add_lora, compute_dtype, load_llm, load_tokenizer
 from vlmcap.presets import resolve_model_source
@@ -106,8 +106,7 @@ class VideoLanguageModel(nn.Module):
     ) -> torch.Tensor:
         """Mean cross-entropy over caption + end-of-turn tokens."""
         batch = self.embed(pixel_values, prompts, padding_side="right", features=features)
-        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, labels=batch.labels)
-        return out.loss
+        return caption_loss(self.llm, batch)
 
     @torch.no_grad()
     def generate(
@@ -129,3 +128,27 @@ class VideoLanguageModel(nn.Module):
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+
+
+def caption_loss(llm: nn.Module, batch: EmbeddedBatch) -> torch.Tensor:
+    """Mean cross-entropy over the supervised tokens, the LM head applied only where one is predicted.
+
+    Passing `labels=` to a transformers LLM computes full-vocabulary logits at every position (and
+    a float32 copy of them): for 1,152 vision rows + ~40 prompt tokens + ~30 caption tokens per
+    video that is ~98% waste, and the largest tensor of a training step (8 x 1,250 x 151,936 float32
+    = 6 GB, twice, for Qwen3 at batch 8). Here the LM head sees only the span of positions that
+    predict a caption token in some row of the batch (`logits_to_keep`, the same in every row: the
+    captions follow the same vision rows and prompt), and the loss is transformers' own
+    (`ForCausalLMLoss`: float32 logits, next-token targets, mean over supervised tokens), so values
+    and gradients equal the `labels=` path.
+    """
+    labels = batch.labels
+    supervised = (labels != IGNORE_INDEX).any(dim=0).nonzero().flatten()
+    first, last = int(supervised[0]), int(supervised[-1])  # targets; position t - 1 predicts t
+    keep = torch.arange(first - 1, last, device=labels.device)
+    out = llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, logits_to_keep=keep)
+    logits = out.logits.float()
+    targets = labels[:, first : last + 1]
+    return nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
+    )
