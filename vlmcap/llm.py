@@ -67,7 +67,14 @@ def load_llm(source: ModelSource, config: LLMConfig, device: torch.device) -> Pr
                 )
             hf_config = AutoConfig.from_pretrained(source.path, trust_remote_code=config.trust_remote_code)
             torch.manual_seed(source.seed)
-            model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, trust_remote_code=config.trust_remote_code)
+            # Built where it will run: an 8B shape initialised on the CPU and then moved took the
+            # whole 251 s budget of the first GPU run (docs/bench/2026-12-04-h200/); on the GPU it
+            # takes seconds. The values then depend on the device's generator (random presets are
+            # shapes for benchmarks, not weights anyone compares across machines).
+            with device:
+                model = AutoModelForCausalLM.from_config(
+                    hf_config, dtype=dtype, trust_remote_code=config.trust_remote_code
+                )
         else:
             # use_safetensors: never unpickle weights from a checkpoint.
             model = AutoModelForCausalLM.from_pretrained(source.path, use_safetensors=True, **kwargs)
