@@ -51,7 +51,7 @@ def _wait_for(url: str) -> None:
 @pytest.fixture(scope="module")
 def s3(six_videos) -> Iterator[dict]:
     """moto's server in its own process, IAM enforced: a user allowed everything on S3 except
-    GetObject under secret/; the bucket holds two videos under clips/, one under listed/, one
+    GetObject (and HEAD) under secret/; the bucket holds two videos under clips/, one under listed/, one
     denied, and a 2 MB object named like a video."""
     import boto3
 
@@ -74,7 +74,12 @@ def s3(six_videos) -> Iterator[dict]:
             "Version": "2012-10-17",
             "Statement": [
                 {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
-                {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/secret/*"},
+                # AWS checks s3:GetObject for HEAD too; moto 5.2 checks a HeadObject action of its own.
+                {
+                    "Effect": "Deny",
+                    "Action": ["s3:GetObject", "s3:HeadObject"],
+                    "Resource": f"arn:aws:s3:::{BUCKET}/secret/*",
+                },
             ],
         }
         iam.put_user_policy(UserName="captioner", PolicyName="captions", PolicyDocument=json.dumps(policy))
