@@ -29,8 +29,12 @@ class PeakTensorMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        # An output on an input's storage (a view such as a weight's transpose, an in-place op)
+        # allocated nothing; without this, views of weights made before the block were counted
+        # as new memory and never freed.
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for leaf in tree_leaves(out):
-            if isinstance(leaf, torch.Tensor):
+            if isinstance(leaf, torch.Tensor) and leaf.untyped_storage().data_ptr() not in inputs:
                 self._count(leaf)
         return out
 
@@ -38,7 +42,7 @@ class PeakTensorMemory(TorchDispatchMode):
         storage = tensor.untyped_storage()
         key = id(storage)
         if key in self._seen or storage.nbytes() == 0:
-            return  # a view of a storage already counted, or an empty one
+            return  # a storage already counted, or an empty one
         self._seen.add(key)
         size = storage.nbytes()
         self.live_bytes += size
