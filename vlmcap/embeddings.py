@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
@@ -25,6 +26,10 @@ class EmbeddedBatch:
     labels: torch.Tensor | None  # (B, L), IGNORE_INDEX except caption + end-of-turn; None without targets
     lengths: list[int]  # unpadded length of each row
     padding_side: Literal["left", "right"]
+    # First and last labelled position over all rows (inclusive); None without targets. Kept as
+    # plain ints so that a loss can slice by them without reading a tensor (the memory plan runs
+    # the training step on the meta device, where tensors have no values).
+    supervised_span: tuple[int, int] | None = None
 
     def unpadded(self, i: int) -> torch.Tensor:
         """Row i without padding, (lengths[i], D): the shape vLLM's `prompt_embeds` takes."""
@@ -70,7 +75,7 @@ def build_inputs_embeds(
         batch_first=True,
         padding_side=padding_side,
     )
-    labels = None
+    labels, span = None, None
     if with_labels:
         labels = pad_sequence(
             [torch.tensor(row, dtype=torch.long, device=device) for row in label_rows],
@@ -78,4 +83,11 @@ def build_inputs_embeds(
             padding_value=IGNORE_INDEX,
             padding_side=padding_side,
         )
-    return EmbeddedBatch(inputs_embeds, attention_mask, labels, lengths, padding_side)
+        # Each row's targets are its last len(target) positions, shifted by its left padding.
+        ends = [
+            (max(lengths) if padding_side == "left" else n) - len(p.target) + np.arange(len(p.target))
+            for p, n in zip(prompts, lengths, strict=True)
+        ]
+        positions = np.concatenate(ends)
+        span = (int(positions.min()), int(positions.max()))
+    return EmbeddedBatch(inputs_embeds, attention_mask, labels, lengths, padding_side, span)

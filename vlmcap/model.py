@@ -142,11 +142,14 @@ def caption_loss(llm: nn.Module, batch: EmbeddedBatch) -> torch.Tensor:
     (`ForCausalLMLoss`: float32 logits, next-token targets, mean over supervised tokens), so values
     and gradients equal the `labels=` path.
     """
+    if batch.labels is None or batch.supervised_span is None:
+        raise ValueError("caption_loss: the batch has no caption targets")
     labels = batch.labels
-    supervised = (labels != IGNORE_INDEX).any(dim=0).nonzero().flatten()
-    first, last = int(supervised[0]), int(supervised[-1])  # targets; position t - 1 predicts t
+    first, last = batch.supervised_span  # targets; position t - 1 predicts t
     keep = torch.arange(first - 1, last, device=labels.device)
-    out = llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, logits_to_keep=keep)
+    out = llm(
+        inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask, logits_to_keep=keep, use_cache=False
+    )
     logits = out.logits.float()
     targets = labels[:, first : last + 1]
     return nn.functional.cross_entropy(

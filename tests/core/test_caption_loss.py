@@ -92,7 +92,7 @@ def test_a_training_step_peaks_far_lower_without_full_vocabulary_logits() -> Non
     embeds = torch.randn(2, rows, config.hidden_size, requires_grad=True)  # stands for the projector's rows
     mask = torch.ones(2, rows, dtype=torch.long)
     mask[1, -5:] = 0
-    batch = EmbeddedBatch(embeds, mask, labels, [rows, rows - 5], "right")
+    batch = EmbeddedBatch(embeds, mask, labels, [rows, rows - 5], "right", (rows - caption - 5, rows - 1))
 
     def labels_path() -> torch.Tensor:
         return llm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss

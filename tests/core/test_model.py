@@ -116,6 +116,16 @@ def test_left_padding_keeps_rows_right_aligned_for_generation(tiny_model) -> Non
         torch.testing.assert_close(left.unpadded(i), right.unpadded(i))
 
 
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_supervised_span_is_where_the_labels_are(tiny_model, padding_side: str) -> None:
+    table = tiny_model.llm.get_input_embeddings()
+    prompts = [PromptTokens([1], [2, 3], [7, 8, 9]), PromptTokens([1, 2, 3, 4], [5], [7]), PromptTokens([1], [2])]
+    batch = build_inputs_embeds(torch.randn(3, 2, 128), prompts, table, padding_side=padding_side)
+    labelled = (batch.labels != IGNORE_INDEX).any(dim=0).nonzero().flatten().tolist()
+    assert batch.supervised_span == (labelled[0], labelled[-1])
+    assert build_inputs_embeds(torch.randn(1, 2, 128), prompts[2:], table).supervised_span is None
+
+
 def test_greedy_generation_is_batch_invariant(tiny_model) -> None:
     """Left-padded batched generate gives each video the caption it gets alone."""
     pixels = _frames(2, 8)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vlmcap.bench.tensor_memory import PeakTensorMemory
 
 
-def test_views_and_in_place_ops_on_earlier_tensors_allocate_nothing() -> None:
-    weight = torch.zeros(256, 256)  # 256 KiB made before the block, as a model's weights are
-    x = torch.ones(4, 256)
+@pytest.mark.parametrize("device", ["cpu", "meta"])  # meta: shapes only, every address 0
+def test_views_and_in_place_ops_on_earlier_tensors_allocate_nothing(device: str) -> None:
+    weight = torch.zeros(256, 256, device=device)  # 256 KiB made before the block, as a model's weights are
+    x = torch.ones(4, 256, device=device)
     with PeakTensorMemory() as memory:
         transposed = weight.t()  # a view of the weight: no new storage
         weight.add_(0)  # in place: no new storage

@@ -4,7 +4,9 @@ CUDA has `torch.cuda.max_memory_allocated`; the CPU has nothing like it (RSS mix
 allocator's caching, the Python heap and libraries). `PeakTensorMemory` sees every tensor an
 operator makes (a `TorchDispatchMode`) and counts its storage until torch frees it (a weak
 reference to the storage: torch keeps one Python object per live storage), so it reports what a
-GPU's allocator would have to hold for the same code, with no caching. The CPU tests of the memory
+GPU's allocator would have to hold for the same code, with no caching. It works on the meta
+device too, where tensors have shapes and no data: training/memory_plan.py runs a whole training
+step there. The CPU tests of the memory
 diet and the memory plan (docs/PERFORMANCE.md) measure with it. Tensors made before the block
 (weights, optimizer state) are not counted: `peak_bytes` is what the block adds at its worst.
 """
@@ -31,10 +33,11 @@ class PeakTensorMemory(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         # An output on an input's storage (a view such as a weight's transpose, an in-place op)
         # allocated nothing; without this, views of weights made before the block were counted
-        # as new memory and never freed.
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        # as new memory and never freed. Storages are told apart by their Python object (one per
+        # live storage), not their address: on the meta device every address is 0.
+        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
         for leaf in tree_leaves(out):
-            if isinstance(leaf, torch.Tensor) and leaf.untyped_storage().data_ptr() not in inputs:
+            if isinstance(leaf, torch.Tensor) and id(leaf.untyped_storage()) not in inputs:
                 self._count(leaf)
         return out
 
