@@ -49,6 +49,14 @@ from vlmcap.training.checkpoint import (
 from vlmcap.training.data import DataPosition, VideoBatches
 from vlmcap.training.evaluate import evaluate
 from vlmcap.training.features import FeatureCache, encoder_fingerprint
+from vlmcap.training.memory_plan import (
+    MemoryPlan,
+    MemoryPlanner,
+    decoder_layers,
+    device_memory_bytes,
+    set_checkpointed_layers,
+    training_autocast,
+)
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.image_spec import ImageSpec
 
@@ -122,14 +130,20 @@ class Trainer:
             raise ConfigError(f"{self.run_dir}: already has checkpoints; pass --resume or choose another --out")
 
         self.device = torch.device(f"cuda:{self.dist.local_rank}" if torch.cuda.is_available() else "cpu")
+        # Planned before any weight loads: a budget nothing fits fails here, in seconds.
+        self.memory_plan = self._plan_memory()
         _seed_everything(config.seed)
         self.model = VideoLanguageModel.from_config(config, self.device, lora=tc.stage == "lora")
         if tc.init_from:
             load_weights(
                 self.model, resolve_weights_dir(tc.init_from, "train.init_from"), with_adapter=tc.stage == "lora"
             )
-        if tc.gradient_checkpointing:
-            self.model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.memory_plan is not None:
+            self.checkpointed_layers = self.memory_plan.checkpointed_layers
+        else:
+            self.checkpointed_layers = len(decoder_layers(self.model.llm)) if tc.gradient_checkpointing else 0
+        if self.checkpointed_layers:
+            set_checkpointed_layers(self.model.llm, self.checkpointed_layers)
         vision_source = resolve_model_source(config.model.vision.model, seed=config.seed)
         self.image_spec = ImageSpec.from_pretrained(vision_source.path, config.model.vision.revision)
         self.decode = DecodeOptions(num_frames=config.video.num_frames)
@@ -183,6 +197,24 @@ class Trainer:
         self.step_seconds = 0.0  # optimizer steps only: no model loading, cache filling or evaluation
         self.position = DataPosition()
         self.dtype = compute_dtype(config.model.llm.dtype, self.device)
+
+    def _plan_memory(self) -> MemoryPlan | None:
+        """The memory plan when the config asks for one (`auto` checkpointing or a budget), logged."""
+        tc = self.config.train
+        if tc.gradient_checkpointing != "auto" and tc.memory_budget_gb is None:
+            return None
+        budget = tc.memory_budget_gb * 2**30 if tc.memory_budget_gb else device_memory_bytes(self.device)
+        planner = MemoryPlanner(self.config, self.device, [s.caption for s in self.train_samples])
+        plan = planner.choose(tc.gradient_checkpointing, budget)
+        log.info(
+            "memory plan: %.1f GB at batch %d x %d tokens, gradient checkpointing %s (budget %.1f GB)",
+            plan.total_bytes / 2**30,
+            plan.batch_size,
+            plan.sequence_tokens,
+            plan.checkpointing,
+            budget / 2**30,
+        )
+        return plan
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -332,6 +364,8 @@ class Trainer:
                 "train_step_seconds": round(self.step_seconds, 1),
                 "trainable_parameters": sum(p.numel() for p in self.params),
                 "tokens_per_video": self.model.tokens_per_video,
+                "checkpointed_layers": self.checkpointed_layers,
+                "memory_plan": self.memory_plan.to_dict() if self.memory_plan else None,
                 "projector": self.config.model.projector.kind,
                 "stage": tc.stage,
                 "eval": last_eval,
@@ -341,7 +375,7 @@ class Trainer:
         return result
 
     def _autocast(self):
-        if self.device.type == "cuda" and self.dtype == torch.bfloat16:
+        if training_autocast(self.device, self.dtype):
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 

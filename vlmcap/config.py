@@ -126,7 +126,14 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="true, false, or auto: recompute the fewest LLM layers in backward that make a step fit "
+        'train.memory_budget_gb (docs/TRAINING.md, "Memory plan").',
+    )
+    memory_budget_gb: float | None = Field(
+        None, gt=0, description="Memory a training step may use, GB of 2**30 bytes (default: the device's total)."
+    )
     save_every: int = Field(500, ge=1)
     keep_last: int = Field(2, ge=1)
     eval_every: int = Field(500, ge=1)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from vlmcap.cli.options import ConfigSource, config_option, config_options
+from vlmcap.config import VlmcapConfig
 
 
 @click.command()
@@ -61,15 +62,40 @@ def synth(out: Path, num_videos: int, seed: int, num_frames: int, size: int, mul
 @click.option("--name", help="Run name under VLMCAP_HOME/runs (default: a timestamp).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (or the latest run) from its last checkpoint.")
 @click.option("--stop-after-steps", type=int, help="Save a checkpoint and stop after this many steps (resume later).")
-def train(config: ConfigSource, out: Path | None, name: str | None, resume: bool, stop_after_steps: int | None) -> None:
+@click.option(
+    "--plan",
+    is_flag=True,
+    help="Print the memory a training step needs, by part, without and with gradient checkpointing and what "
+    "auto picks; train nothing.",
+)
+@click.option(
+    "--plan-device",
+    type=click.Choice(["auto", "cuda", "cpu"]),
+    default="auto",
+    show_default=True,
+    help="The device --plan plans for (auto: this machine's GPU, else its CPU); plan a GPU run on a laptop.",
+)
+def train(
+    config: ConfigSource,
+    out: Path | None,
+    name: str | None,
+    resume: bool,
+    stop_after_steps: int | None,
+    plan: bool,
+    plan_device: str,
+) -> None:
     """Train the projector (train.stage=projector) or projector + LoRA (train.stage=lora).
 
     \b
     Examples:
       vlmcap train --preset tiny --data synth/train.jsonl --val synth/val.jsonl train.stage=lora
       vlmcap train --config my.yaml --out runs/exp1 --resume
+      vlmcap train --preset reference --plan --plan-device cuda train.memory_budget_gb=40
       torchrun --nproc_per_node 2 $(which vlmcap) train --config my.yaml   # DDP
     """
+    if plan:
+        print_memory_plan(config.load(), plan_device)
+        return
     from vlmcap.home import runs_dir
     from vlmcap.run_dir import CONFIG_FILE, latest_run
 
@@ -92,3 +118,43 @@ def train(config: ConfigSource, out: Path | None, name: str | None, resume: bool
         click.echo(f"final weights: {result.final_dir}")
     for split, metrics in result.eval.items():
         click.echo(f"eval {split}: {json.dumps(metrics, ensure_ascii=False)}")
+
+
+def print_memory_plan(config: VlmcapConfig, device: str) -> None:
+    """The memory plan as a table: parts in GB for no, all and the config's gradient checkpointing."""
+    import torch
+
+    from vlmcap.labelled_manifest import load_manifest
+    from vlmcap.training.memory_plan import BUDGET_SHARE, MemoryPlanner, device_memory_bytes
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    tc = config.train
+    captions = [s.caption for s in load_manifest(tc.data)] if tc.data else []
+    planner = MemoryPlanner(config, device, captions)
+    budget = tc.memory_budget_gb * 2**30 if tc.memory_budget_gb else None
+    if budget is None and (device == "cpu" or torch.cuda.is_available()):
+        budget = device_memory_bytes(torch.device(device))
+    plans = {"no checkpointing": planner.plan(0), f"all {planner.num_layers} layers": planner.plan(planner.num_layers)}
+    chosen = None
+    if budget is not None or tc.gradient_checkpointing != "auto":
+        chosen = planner.choose(tc.gradient_checkpointing, budget)  # a budget nothing fits: its one-line error
+        plans[f"{tc.gradient_checkpointing}: {chosen.checkpointing}"] = chosen
+    first = chosen or plans["no checkpointing"]
+    click.echo(
+        f"training step on {device} in {first.dtype}: batch {first.batch_size} x {first.sequence_tokens} tokens "
+        f"(captions of {first.caption_tokens} tokens), GB = 2**30 bytes"
+    )
+    width = max(len(name) for name in [*first.parts, *plans]) + 2
+    click.echo("".ljust(22) + "".join(name.rjust(width) for name in plans))
+    for part in first.parts:
+        click.echo(part.ljust(22) + "".join(f"{p.parts[part] / 2**30:.2f}".rjust(width) for p in plans.values()))
+    click.echo("total".ljust(22) + "".join(f"{p.total_bytes / 2**30:.2f}".rjust(width) for p in plans.values()))
+    click.echo(
+        f"activations include the vision encoder's pass ({first.vision_pass_bytes / 2**30:.2f} GB at its peak) "
+        f"and the caption logits ({first.logits_bytes / 2**30:.2f} GB)"
+    )
+    if budget is None:
+        click.echo("budget: none known for cuda on this machine; set train.memory_budget_gb to see what auto picks")
+    else:
+        click.echo(f"budget: {budget / 2**30:.1f} GB, of which a plan may use {BUDGET_SHARE:.0%}")
