@@ -11,6 +11,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from vlmcap.config import VlmcapConfig
+from vlmcap.display_text import drop_cut_character
 from vlmcap.embeddings import IGNORE_INDEX, EmbeddedBatch, build_inputs_embeds
 from vlmcap.generation import GenerationParams, generate_from_embeds
 from vlmcap.llm import add_lora, compute_dtype, load_llm, load_tokenizer
@@ -122,9 +123,8 @@ class VideoLanguageModel(nn.Module):
         batch = self.embed(pixel_values, [self.prompts.encode(p) for p in prompts], "left", features)
         params = GenerationParams(max_new_tokens=max_new_tokens, stop_token_ids=[self.prompts.end_of_turn_id])
         generations = generate_from_embeds(self.llm, batch, params, self.tokenizer.pad_token_id)
-        return [
-            t.strip() for t in self.tokenizer.batch_decode([g.token_ids for g in generations], skip_special_tokens=True)
-        ]
+        texts = self.tokenizer.batch_decode([g.token_ids for g in generations], skip_special_tokens=True)
+        return [drop_cut_character(t).strip() for t in texts]
 
     def trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]

@@ -18,6 +18,7 @@ from transformers import AutoTokenizer
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig, QualityConfig
+from vlmcap.display_text import drop_cut_character
 from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
 from vlmcap.engines.model.caption_quality import CaptionGuard, Quality, choose
 from vlmcap.engines.model.llm import LLMEngine
@@ -208,6 +209,7 @@ class Captioner:
     def captions(self, generations: Sequence[Generation], prompts: Sequence[str | None]) -> list[Caption]:
         """Generated token ids -> caption texts, decoded by the bundle's tokenizer and checked by the guards."""
         texts = self.tokenizer.batch_decode([g.token_ids for g in generations], skip_special_tokens=True)
+        texts = [drop_cut_character(t) for t in texts]
         instruction = self.bundle.manifest.prompt.instruction
         return [
             Caption(

@@ -77,6 +77,8 @@ class VllmEngine:
             "max_model_len": options.max_model_len or _round_up(max_prompt_len + max_new_tokens, 256),
             "enforce_eager": options.enforce_eager,
             "seed": seed,
+            # The weight-loading bar, shown when library progress bars are (vlmcap -v; vlmcap/cli/app.py).
+            "use_tqdm_on_load": os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS") != "1",
         }
         for key in ("gpu_memory_utilization", "quantization", "max_num_seqs"):
             if getattr(options, key) is not None:

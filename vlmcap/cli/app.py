@@ -81,7 +81,13 @@ def cli(ctx: click.Context, verbose: int) -> None:
         # the env var is read when transformers/huggingface_hub are first imported, which happens later.
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # vLLM logs every engine detail at INFO
-        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+        # Read by the engine processes vLLM starts: torch's C++ notices (vLLM's CPU backend binds
+        # memory to a NUMA node and says so) and vLLM's own deprecation warnings.
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+        # vLLM's loggers also reach the root handler configured above ("Triton is installed, but ...").
+        for library in ("bitsandbytes", "vllm"):
+            logging.getLogger(library).setLevel(logging.ERROR)
 
 
 for command in (

@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from vlmcap.config import BatchConfig, ExportConfig, load_config
+from vlmcap.display_text import fit
 from vlmcap.home import default_engine_dir
 from vlmcap.run_dir import FINAL_DIR, WEIGHTS_FILE
 
@@ -92,9 +93,9 @@ def run_demo(
     metrics = evaluation["metrics"]
     timings["end"] = time.perf_counter()
     say("")
-    say(f"{'video':<12} {'generated caption':<44} reference")
+    say(table_row("video", "generated caption", "reference"))
     for r in evaluation["records"][:8]:
-        say(f"{Path(r['video']).name:<12} {r.get('caption', '(' + r['status'] + ')'):<44} {r['reference']}")
+        say(table_row(Path(r["video"]).name, r.get("caption", f"({r['status']})"), r["reference"]))
     accuracy = metrics.get("attribute_accuracy", {})
     say("")
     say(
@@ -123,12 +124,12 @@ def run_demo(
     timings["scenes_end"] = time.perf_counter()
     scenes = line.get("segments") or []
     say(f"   {line['video']}: {len(scene_refs)} scenes of 5 s, {len(scenes)} found")
-    say(f"   {'time':<12} {'generated caption':<44} reference (the scene it overlaps most)")
+    say("   " + table_row("time", "generated caption", "reference (the scene it overlaps most)"))
     truth = [Segment(r["start_s"], r["end_s"]) for r in scene_refs]
     for segment in scenes:
         reference = scene_refs[best_match(Segment(segment["start_s"], segment["end_s"]), truth)]
         span = f"{_clock(segment['start_s'])}-{_clock(segment['end_s'])}"
-        say(f"   {span:<12} {segment['caption']:<44} {reference['caption']}")
+        say("   " + table_row(span, segment["caption"], reference["caption"]))
     if line["status"] != "ok":
         say(f"   ({line['status']}: {line.get('error', {}).get('message')})")
     say(f"   -> {out}")
@@ -139,6 +140,11 @@ def run_demo(
     say(f"time: {spans}")
     say(f"\nnext: vlmcap batch ./videos --out captions.jsonl   (uses {engine})")
     return {"metrics": metrics, "seconds": spans, "bundle": manifest.id, "scenes": scenes}
+
+
+def table_row(first: str, caption: str, reference: str) -> str:
+    """One line of the demo's tables, aligned in terminal cells (Hangul takes two), never wrapped."""
+    return f"{fit(first, 12)} {fit(caption, 44)} {fit(reference, 44)}".rstrip()
 
 
 def _clock(seconds: float) -> str:

@@ -120,6 +120,10 @@ def test_vllm_engine_writes_the_same_captions_as_transformers(tiny_bundle, batch
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1, stderr[-3000:]
     assert "llm vllm (float32)" in stderr
+    # Library chatter stays out without -v (vlmcap/cli/app.py): torch's NUMA notice from vLLM's
+    # engine process, vLLM's FutureWarnings and its weight-loading bar.
+    for chatter in ("NUMA binding", "FutureWarning", "Loading safetensors checkpoint shards"):
+        assert chatter not in stderr, stderr[-3000:]
     expected = {r["video"]: r.get("caption") or r["error"]["type"] for r in lines(reference)}
     got = {r["video"]: r.get("caption") or r["error"]["type"] for r in lines(out)}
     assert got == expected
