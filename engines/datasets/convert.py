@@ -102,7 +102,8 @@ def _resolve_output(src: Path, fmt: str, out: str | Path | None, sharded: bool) 
 # --- the conversion ----------------------------------------------------------------------------
 
 
-def _check_input(src: Path) -> None:
+def check_captions_file(src: Path) -> None:
+    """A ConfigError unless `src` is a regular file that starts like a captions JSONL."""
     if not src.exists():
         raise ConfigError(f"{src}: no such file")
     if src.is_dir():
@@ -138,7 +139,7 @@ def convert_captions(
     if fmt != "webdataset" and (shard_size is not None or with_videos):
         raise ConfigError("--shard-size and --with-videos are for --to webdataset")
     src = Path(src)
-    _check_input(src)
+    check_captions_file(src)
     target = _resolve_output(src, fmt, out, sharded=shard_size is not None)
     if shard_size is not None:
         existing = _existing_shards(target)

@@ -267,3 +267,31 @@ def bench_long_cmd(minutes: str, workdir: str, short_clips: int, batch_args: tup
             f"{r['name']:<16} {r['video_minutes']:>8} {r['segments']:>8} {r['wall_s']:>8} "
             f"{r['wall_s_per_video_minute']:>6} {r['peak_rss_mb']:>8} {r['peak_rss_vs_short']:>8}"
         )
+
+
+@bench.command("report")
+@click.option("--lines", default="10000,100000", show_default=True, help="Ledger sizes, comma-separated.")
+@click.option("--workdir", default="vlmcap-bench-report", show_default=True, type=click.Path(file_okay=False))
+@click.option("--browser/--no-browser", default=True, show_default=True, help="Time the first render in Chromium.")
+@json_option
+def bench_report_cmd(lines: str, workdir: str, browser: bool, as_json: bool) -> None:
+    """Build time, peak memory and first render in headless Chromium of `vlmcap captions report`.
+
+    Example: vlmcap bench report --lines 10000,100000
+    """
+    from vlmcap.engines.bench.report_site import bench_report
+
+    try:
+        sizes = [int(n) for n in lines.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{lines!r}: expected line counts, comma-separated (e.g. 10000,100000)") from None
+    report = bench_report(sizes, Path(workdir), browser)
+    if as_json:
+        _emit_json(report)
+        return
+    click.echo(f"{'lines':>8} {'ledger MB':>9} {'site MB':>8} {'build s':>8} {'peak MB':>8} {'render s':>9}")
+    for r in report["rows"]:
+        click.echo(
+            f"{r['lines']:>8} {r['ledger_mb']:>9} {r['site_mb']:>8} {r['build_s']:>8} "
+            f"{r['build_peak_python_mb']:>8} {r.get('first_render_s', '-'):>9}"
+        )

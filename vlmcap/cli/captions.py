@@ -81,3 +81,41 @@ def convert(
         click.echo(json.dumps(stats.to_dict(), ensure_ascii=False, indent=2))
     else:
         click.echo(stats.summary())
+
+
+@captions.command("report")
+@click.argument("captions_file", metavar="CAPTIONS", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The folder the site is written to.")
+@click.option("--stats", "stats_file", type=click.Path(dir_okay=False, path_type=Path), help="The run's --stats JSON.")
+@click.option("--srt-dir", type=click.Path(file_okay=False, path_type=Path), help="Link each video's SRT file here.")
+@click.option("--vtt-dir", type=click.Path(file_okay=False, path_type=Path), help="Link each video's WebVTT file here.")
+@click.option("--title", help="The report's title (default: the captions file's name).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out folder (default: refuse).")
+@json_option
+def report(
+    captions_file: Path,
+    out: Path,
+    stats_file: Path | None,
+    srt_dir: Path | None,
+    vtt_dir: Path | None,
+    title: str | None,
+    overwrite: bool,
+    as_json: bool,
+) -> None:
+    """Write a static site to look at the captions JSONL CAPTIONS: counts, errors by type, guard flags,
+    and every video with its caption, flags and per-segment timeline (docs/BATCH.md, "Looking at a night").
+
+    It opens from file:// on an offline machine (no server, no network): open OUT/index.html. The
+    site appears whole or not at all.
+
+    \b
+    Examples:
+      vlmcap captions report captions.jsonl --out report/
+      vlmcap captions report captions.jsonl --out report/ --stats stats.json --srt-dir subs/ --overwrite
+    """
+    from vlmcap.engines.datasets.report import build_report
+
+    stats = build_report(
+        captions_file, out, stats_file=stats_file, srt_dir=srt_dir, vtt_dir=vtt_dir, overwrite=overwrite, title=title
+    )
+    click.echo(json.dumps(stats.to_dict(), ensure_ascii=False, indent=2) if as_json else stats.summary())

@@ -1,0 +1,241 @@
+"""`vlmcap captions report`: the static site of a captions JSONL, built from the ledger's own rules and
+looked at in a real headless Chromium from file://: counts, filters, search, a segment timeline,
+no console errors, no network, and captions that try to be HTML shown as text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from vlmcap.cli import cli
+from vlmcap.engines.batch.provenance import Provenance
+from vlmcap.engines.batch.records import Outcome, SegmentCaption, to_record
+from vlmcap.engines.batch.selection import VideoTask
+from vlmcap.engines.datasets import report
+from vlmcap.errors import ConfigError
+from vlmcap.files import file_identity
+
+PROVENANCE = Provenance(
+    "5224677c50feed5c",
+    "이 영상을 한 문장으로 설명하세요.",
+    {"vlmcap": "0.1.0", "vision": {"engine": "onnxruntime (CPU, fp32)"}, "llm": {"engine": "vllm (float32)"}},
+)
+HOSTILE = ["<script>window.pwned = 1</script>", '<img src=x onerror="window.pwned = 2">']
+SCENES = ["빨간 원이 오른쪽으로 움직인다.", "노란색 " * 22, "파란 사각형이 사라진다."]
+
+
+def _record(path: Path, caption: str | None, *, flags=(), scenes=None, error: str | None = None) -> dict:
+    path.write_bytes(path.name.encode() * 50)
+    task = VideoTask(str(path), file_identity(path))
+    if error is not None:
+        return to_record(Outcome(task, 0.5, error, f"{path}: {error.lower()} on purpose"), PROVENANCE)
+    outcome = Outcome(task, decode_ms=40.0, frames_s=[0.5, 1.5], duration_s=2.0, decoder="pyav", caption=caption,
+                      num_tokens=12, finish_reason="stop", vision_ms=4.0, llm_ms=20.0)  # fmt: skip
+    if scenes:
+        outcome.duration_s = 15.0
+        outcome.set_segments(
+            [SegmentCaption(5.0 * i, 5.0 * (i + 1), text, [5.0 * i + 2.5], 10, "stop") for i, text in enumerate(scenes)]
+        )
+    record = to_record(outcome, PROVENANCE)
+    record["quality"]["flags"] = list(flags)
+    if scenes:
+        record["segments"][1]["quality"] = {"flags": ["repetition"], "retried": True}
+    return record
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A night's ledger: captions (Korean, hostile, flagged), three error types, a multi-scene video, a
+    superseded line, a foreign line and a torn last line; and the counts it must show."""
+    root = tmp_path_factory.mktemp("night")
+    videos = root / "videos"
+    videos.mkdir()
+    records = [_record(videos / f"ok{i:02d}.mp4", f"초록색 공이 {i}번 튄다.") for i in range(60)]
+    records += [_record(videos / "hostile1.mp4", HOSTILE[0]), _record(videos / "hostile2.mp4", HOSTILE[1])]
+    records += [_record(videos / "loop.mp4", "노란색 노란색 노란색", flags=["repetition"])]
+    records += [_record(videos / "latin.mp4", "a red circle", flags=["wrong_script", "truncated"])]
+    records += [_record(videos / "scenes.mp4", "", scenes=SCENES)]
+    records += [_record(videos / f"bad{i}.mp4", None, error="NotAVideo") for i in range(7)]
+    records += [_record(videos / "gone.mp4", None, error="VideoNotFound")]
+    records += [_record(videos / "slow.mp4", None, error="DecodeTimeout")]
+    records[-1]["thumbnail"] = str(root / "thumbs" / "never-written.jpg")  # a thumbnail that is gone
+    superseded = _record(videos / "ok00.mp4", None, error="DecodeTimeout")  # failed first, captioned later
+    lines = [json.dumps(superseded, ensure_ascii=False)] + [json.dumps(r, ensure_ascii=False) for r in records]
+    lines.insert(5, "# a hand-written note, not a record")
+    path = root / "captions.jsonl"
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b'{"video": "torn')
+    stats = root / "stats.json"
+    stats.write_text(json.dumps({"captioned": 65, "failed": 9, "wall_s": 123.4}))
+    site = root / "site"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "PAGE_SIZE", 16)  # several pages: the page loads pages on demand
+        built = report.build_report(path, site, stats_file=stats, srt_dir=root / "subs")
+    return {"path": path, "site": site, "built": built, "records": records, "root": root}
+
+
+def _data(site: Path, name: str) -> dict:
+    text = (site / "data" / f"{name}.js").read_text(encoding="utf-8")
+    return json.loads(text[text.index("(") + 1 : text.rindex(")")])
+
+
+def test_the_site_counts_what_the_ledger_holds(night) -> None:
+    built, site = night["built"], night["site"]
+    assert (built.videos, built.duplicates, built.foreign_lines, built.foreign_at) == (74, 1, 1, [6])
+    assert built.torn_at == len(night["records"]) + 3 and built.pages == 5  # 74 videos, 16 a page
+    summary = _data(site, "summary")
+    assert summary["statuses"] == {"ok": 65, "error": 9}
+    assert summary["errors"] == {"NotAVideo": 7, "VideoNotFound": 1, "DecodeTimeout": 1}
+    assert len(summary["error_examples"]["NotAVideo"]) == report.EXAMPLES_PER_ERROR
+    assert summary["flags"] == {"repetition": 1, "wrong_script": 1, "truncated": 1}
+    assert summary["segment_flags"] == {"repetition": 1} and summary["segments"] == 3
+    assert summary["run_stats"] == {"captioned": 65, "failed": 9, "wall_s": 123.4}
+    assert summary["engines"] == {"vision: onnxruntime (CPU, fp32)": 74, "llm: vllm (float32)": 74}  # errors too
+    index = _data(site, "index")
+    assert len(index["codes"]) == 74 and index["pages"] == 5
+    ok = index["statuses"].index("ok")
+    assert sum(1 for code in index["codes"] if code % 8 == ok) == 65
+    assert sum(1 for code in index["codes"] if code >= 8) == 3  # loop, latin, and scenes (a segment's flag)
+    first = _data(site, "page-00001")["records"][0]
+    assert first["video"].endswith("ok00.mp4") and first["status"] == "ok"  # its latest line, not the failure
+    assert first["srt"].startswith("file://") and first["srt"].endswith(".srt")
+
+
+def test_an_existing_site_is_kept_unless_overwrite_and_a_failed_build_leaves_it_whole(night, monkeypatch) -> None:
+    site = night["root"] / "kept"
+    shutil.copytree(night["site"], site)
+    before = sorted(p.relative_to(site) for p in site.rglob("*"))
+    with pytest.raises(ConfigError, match=r"--out .*kept: already exists; pass --overwrite"):
+        report.build_report(night["path"], site)
+
+    def disk_full(*args) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "_write_page", disk_full)
+    with pytest.raises(OSError):
+        report.build_report(night["path"], site, overwrite=True)
+    assert sorted(p.relative_to(site) for p in site.rglob("*")) == before
+    assert not [p for p in site.parent.iterdir() if ".tmp" in p.name]
+
+
+def test_bad_input_is_one_line_and_exit_2(night, tmp_path) -> None:
+    runner = CliRunner()
+    cases = [
+        ([str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "a")], "missing.jsonl: no such file"),
+        ([str(night["path"]), "--out", str(night["site"])], "already exists; pass --overwrite"),
+        ([str(night["path"]), "--out", str(tmp_path / "b"), "--stats", str(night["path"])], "cannot read it as JSON"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(cli, ["captions", "report", *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+    done = runner.invoke(cli, ["captions", "report", str(night["path"]), "--out", str(tmp_path / "c")])
+    assert done.exit_code == 0 and "74 videos ->" in done.output and "1 foreign line skipped" in done.output
+
+
+# --- in a real browser ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (the OS package scripts/setup-env installs), driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:  # CI must run these: no browser is a failure, not a skip
+        pytest.fail("no chromium on PATH: scripts/setup-env installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        # No background traffic: every request the page makes is then one the test sees.
+        flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+        launched = playwright.chromium.launch(executable_path=executable, args=[*flags, "--disable-sync"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser, night):
+    # Without the page's Content-Security-Policy, which refuses the test's own evaluated checks: the
+    # hostile-caption test then proves the page never renders text as HTML, with no policy to catch it.
+    context = browser.new_context(bypass_csp=True)
+    opened = context.new_page()
+    opened.problems, opened.requests = [], []
+    opened.on("console", lambda m: m.type in ("error", "warning") and opened.problems.append(m.text))
+    opened.on("pageerror", lambda e: opened.problems.append(str(e)))
+    opened.on("request", lambda r: opened.requests.append(r.url))
+    opened.goto((night["site"] / "index.html").as_uri())
+    opened.wait_for_selector("#records tbody tr")
+    yield opened
+    context.close()
+
+
+def _cards(page) -> dict[str, str]:
+    return {c.get_attribute("data-count"): c.locator("b").inner_text() for c in page.locator(".card").all()}
+
+
+def _shown_videos(page) -> list[str]:
+    return [
+        Path(v).name for v in page.locator("#records tbody tr").evaluate_all("rows => rows.map(r => r.dataset.video)")
+    ]
+
+
+def test_the_page_shows_the_counts_filters_and_searches(page) -> None:
+    assert page.locator("html").get_attribute("lang") == "ko"
+    cards = _cards(page)
+    assert (cards["videos"], cards["ok"], cards["error"], cards["flagged"], cards["segments"]) == (
+        "74",
+        "65",
+        "9",
+        "3",
+        "3",
+    )
+    assert page.locator("#errors details").count() == 3
+    assert "NotAVideo: 7" in page.locator("#errors").inner_text()
+    assert page.locator("#records tbody tr").count() == 50  # the first 50 of 74, from 4 pages
+    assert "74 of 74 videos" in page.inner_text("#shown")
+
+    page.select_option("#status-filter", label="error")
+    page.wait_for_function("document.querySelector('#shown').textContent.startsWith('9 of')")
+    assert len(_shown_videos(page)) == 9 and all(v.startswith(("bad", "gone", "slow")) for v in _shown_videos(page))
+    assert page.locator("tr.error .placeholder").last.inner_text() == "thumbnail missing"  # slow.mp4's is gone
+    assert page.locator("tr.error .placeholder").first.inner_text() == "no thumbnail"
+
+    page.select_option("#status-filter", label="all")
+    page.select_option("#flag-filter", label="repetition")
+    page.wait_for_function("document.querySelector('#shown').textContent.startsWith('2 of')")
+    assert sorted(_shown_videos(page)) == ["loop.mp4", "scenes.mp4"]
+
+    page.select_option("#flag-filter", label="any")
+    page.fill("#search", "파란 사각형")  # a segment's caption, on the last page
+    page.wait_for_function("document.querySelector('#shown').textContent.startsWith('1 of')")
+    assert _shown_videos(page) == ["scenes.mp4"]
+
+    assert not page.problems, page.problems
+    assert all(url.startswith("file://") for url in page.requests), page.requests
+
+
+def test_a_segment_timeline_opens_each_segment(page) -> None:
+    page.fill("#search", "scenes.mp4")
+    page.wait_for_function("document.querySelector('#shown').textContent.startsWith('1 of')")
+    segments = page.locator(".timeline button")
+    assert segments.count() == 3 and "flagged" in (segments.nth(1).get_attribute("class") or "")
+    segments.nth(2).click()
+    current = page.locator(".segments li.current")
+    assert current.count() == 1 and SCENES[2] in current.inner_text() and "0:10-0:15" in current.inner_text()
+    assert "repetition" in page.locator(".segments li").nth(1).inner_text()
+    assert page.locator("a.sidecar").first.get_attribute("href").endswith(".srt")
+    assert not page.problems, page.problems
+
+
+def test_captions_that_look_like_html_are_shown_as_text_and_never_run(page) -> None:
+    page.fill("#search", "hostile")
+    page.wait_for_function("document.querySelector('#shown').textContent.startsWith('2 of')")
+    texts = page.locator("#records td.caption .text").all_inner_texts()
+    assert sorted(texts) == sorted(HOSTILE)
+    assert page.evaluate("window.pwned") is None
+    policy = page.locator('meta[http-equiv="Content-Security-Policy"]').get_attribute("content")
+    assert "script-src 'self' file:" in policy and "unsafe" not in policy  # and a second line of defence
+    assert page.locator("#records img:not(.thumb)").count() == 0 and page.locator("#records script").count() == 0
+    assert not page.problems, page.problems
