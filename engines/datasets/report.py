@@ -144,12 +144,11 @@ def _file_url(path: str) -> str | None:
     return Path(os.path.abspath(path)).as_uri()
 
 
-def _page_record(index: int, record: dict[str, Any], srt_dir: Path | None, vtt_dir: Path | None) -> dict[str, Any]:
+def _page_record(record: dict[str, Any], srt_dir: Path | None, vtt_dir: Path | None) -> dict[str, Any]:
     """What the page shows of one record; the rest (provenance, timings) goes under `more`."""
     video = str(record.get("video"))
     real = (record.get("file") or {}).get("path") or video
     shown = {
-        "i": index,
         "video": video,
         "url": _file_url(video),
         "status": record.get("status"),
@@ -243,9 +242,9 @@ def build_report(
         with open_regular(src) as f:
             scan = scan_ledger(f)
             page: list[dict[str, Any]] = []
-            for index, (record, _) in enumerate(latest_records(f, scan)):
+            for record, _ in latest_records(f, scan):
                 summary.add(record)
-                shown = _page_record(index, record, srt_dir, vtt_dir)
+                shown = _page_record(record, srt_dir, vtt_dir)
                 codes.append(_code(shown, statuses, flag_names, src))
                 page.append(shown)
                 if len(page) == PAGE_SIZE:
