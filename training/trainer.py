@@ -57,6 +57,7 @@ from vlmcap.training.memory_plan import (
     set_checkpointed_layers,
     training_autocast,
 )
+from vlmcap.training.plots import write_training_plots
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.image_spec import ImageSpec
 
@@ -356,6 +357,8 @@ class Trainer:
             if writer is not None:
                 writer.close()
         final = self._write_final() if self.dist.main else None
+        if self.dist.main:
+            write_training_plots(self.run_dir)
         result = TrainResult(self.run_dir, final, self.step, self.total_steps, time.perf_counter() - start, last_eval)
         if self.dist.main:
             summary = {
@@ -401,6 +404,7 @@ class Trainer:
                     writer.add_scalar(f"eval/{name}/chrf++", metrics["chrf++"], self.step)
                     writer.add_scalar(f"eval/{name}/cider_d", metrics["cider_d"], self.step)
             self._append_metrics({"step": self.step, "eval": results})
+            write_training_plots(self.run_dir)
         self._barrier()
         return results
 

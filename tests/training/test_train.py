@@ -51,6 +51,10 @@ def test_stopped_and_resumed_run_logs_the_same_losses(small_synth, tmp_path, cac
     assert resumed.step == 6
     assert losses(tmp_path / "split") == losses(tmp_path / "straight")
     assert len(set(losses(tmp_path / "straight"))) > 1
+    # The curves (training/plots.py) of the resumed run are the uninterrupted run's.
+    csv_of = lambda run: (tmp_path / run / "plots" / "metrics.csv").read_text()  # noqa: E731
+    assert csv_of("split") == csv_of("straight") and len(csv_of("straight").splitlines()) == 7
+    assert (tmp_path / "split" / "plots" / "loss.png").stat().st_size > 0
 
 
 def test_qlora_trains_on_a_4bit_base_and_resumes(small_synth, tmp_path) -> None:
