@@ -9,13 +9,17 @@ validation set was scored, `eval.png`. Each file is replaced whole (written besi
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from vlmcap.files import atomic_write_bytes, atomic_write_text
 from vlmcap.run_dir import METRICS_FILE
+
+log = logging.getLogger(__name__)
 
 PLOTS_DIR = "plots"
 EVAL_METRICS = ("chrf++", "cider_d")
@@ -74,7 +78,11 @@ def _png(series: dict[str, tuple[list[int], list[float]]], ylabel: str) -> bytes
 
 
 def write_training_plots(run_dir: Path) -> list[Path]:
-    """Write RUN_DIR/plots/ from RUN_DIR/metrics.jsonl; returns the files written."""
+    """Write RUN_DIR/plots/ from RUN_DIR/metrics.jsonl; returns the files written.
+
+    Without matplotlib (a dependency, but absent where scripts/gpu-check runs from a bare checkout)
+    only the CSV is written, with a warning: curves must never end a training run.
+    """
     names, rows = _columns(_records(run_dir))
     out = run_dir / PLOTS_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -94,6 +102,9 @@ def write_training_plots(run_dir: Path) -> list[Path]:
                 chosen[name.removeprefix(prefix + "/") or name] = (steps, [rows[s][name] for s in steps])
         return chosen
 
+    if importlib.util.find_spec("matplotlib") is None:
+        log.warning("%s: matplotlib is not installed; wrote metrics.csv but no curves", out)
+        return written
     for file, prefix, label in (
         ("loss.png", "loss", "training loss"),
         ("lr.png", "lr", "learning rate"),

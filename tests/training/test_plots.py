@@ -37,3 +37,13 @@ def test_curves_and_their_numbers_come_from_the_metrics_log(tmp_path: Path) -> N
 def test_a_run_without_validation_gets_no_eval_curve(tmp_path: Path) -> None:
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0, "lr": {"projector": 1e-3}}) + "\n")
     assert [p.name for p in write_training_plots(tmp_path)] == ["metrics.csv", "loss.png", "lr.png"]
+
+
+def test_without_matplotlib_the_numbers_are_still_written(tmp_path: Path, monkeypatch, caplog) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0, "lr": {"projector": 1e-3}}) + "\n")
+    assert [p.name for p in write_training_plots(tmp_path)] == ["metrics.csv"]
+    assert "matplotlib is not installed" in caplog.text
