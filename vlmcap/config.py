@@ -11,6 +11,7 @@ address it as a whole, and cross-section checks need all of it), and each sectio
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from importlib import resources
@@ -335,6 +336,9 @@ class BatchConfig(_Section):
     scene_threshold: float = Field(27.0, gt=0, description="Content change that counts as a cut (PySceneDetect).")
     srt_dir: str | None = Field(None, description="Write one SRT subtitle file per video here.")
     vtt_dir: str | None = Field(None, description="Write one WebVTT subtitle file per video here.")
+    thumbnails: str | None = Field(
+        None, description="Write a contact-sheet JPEG of the frames the model saw per video (and segment) here."
+    )
     prompt: str | None = Field(None, description="Instruction for every video (default: the bundle's).")
     allow_control_tokens: bool = Field(False, description="Let --prompt hold chat control tokens (<|im_end|>, ...).")
     limit: int | None = Field(None, ge=1, description="Caption at most this many videos in this run.")
@@ -428,6 +432,7 @@ class BatchConfig(_Section):
             max_aspect_ratio=self.max_aspect_ratio,
             memory_limit_mb=self.decode_memory_mb or None,
             remote=RemoteOptions.from_config(self.remote),
+            thumbnail_dir=os.path.abspath(self.thumbnails) if self.thumbnails is not None else None,
         )
 
     @field_validator("shard")

@@ -68,6 +68,10 @@ class DecodeOutOfMemory(VideoError):
     """Decoding needed more memory than a decode worker may use (batch.decode_memory_mb)."""
 
 
+class ThumbnailWriteError(VideoError):
+    """The video's contact sheet (--thumbnails) could not be written: a full disk, a folder the run may not write."""
+
+
 class UnreadableDirectory(VideoError):
     """An input directory that cannot be listed (permissions, I/O error): its videos were not seen."""
 

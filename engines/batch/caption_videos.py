@@ -86,7 +86,11 @@ def check_paths(settings: BatchConfig) -> Path:
     check_writable_file(Path(os.path.realpath(out)), "--out")  # where a symlinked output really lives
     if settings.stats is not None:
         check_writable_file(Path(settings.stats), "--stats")
-    for directory, flag in ((settings.srt_dir, "--srt"), (settings.vtt_dir, "--vtt")):
+    for directory, flag in (
+        (settings.srt_dir, "--srt"),
+        (settings.vtt_dir, "--vtt"),
+        (settings.thumbnails, "--thumbnails"),
+    ):
         if directory is not None:
             check_writable_dir(Path(directory), flag)
     return out

@@ -172,11 +172,13 @@ def from_record(task: VideoTask, record: dict[str, Any]) -> Outcome | None:
                     int(s["num_tokens"]),
                     str(s["finish_reason"]),
                     _quality(s),
+                    _thumbnail(s),
                 )
                 for s in segments
             ],
             quality=_quality(record),
             duplicate_of=str(record.get("duplicate_of") or record["video"]),
+            thumbnail=_thumbnail(record),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -185,6 +187,12 @@ def from_record(task: VideoTask, record: dict[str, Any]) -> Outcome | None:
 def _quality(record: dict[str, Any]) -> Quality:
     found = record.get("quality")
     return Quality.from_dict(found) if isinstance(found, dict) else Quality()
+
+
+def _thumbnail(record: dict[str, Any]) -> str | None:
+    """The copy shows the same frames: the original's contact sheet (--thumbnails), when it has one."""
+    found = record.get("thumbnail")
+    return found if isinstance(found, str) else None
 
 
 def hashable(task: VideoTask) -> bool:

@@ -194,7 +194,7 @@ def repair_torn_tail(path: Path) -> int:
 
 
 # What an error line keeps of a record it replaces: the keys resume and provenance need.
-_KEPT_ON_ERROR = ("video", "file", "sha256", "bundle", "prompt", "provenance", "finished_at")
+_KEPT_ON_ERROR = ("video", "file", "sha256", "thumbnail", "bundle", "prompt", "provenance", "finished_at")
 
 
 def as_error(record: dict[str, Any], kind: str, message: str) -> dict[str, Any]:

@@ -82,6 +82,7 @@ class DecodeStage:
             "duration_s": video.meta.duration_s if video else 0.0,
             "decoder": video.meta.decoder if video else "",
             "decode_ms": r.decode_ms,
+            "thumbnail": r.thumbnail or "",  # --thumbnails: written by the decode worker
             # -1: a whole video (or an error); else which segment of how many, and its span
             "segment_index": segment.index if segment else -1,
             "segment_count": segment.count if segment else 0,
@@ -282,4 +283,5 @@ def _outcome(batch: dict[str, np.ndarray], i: int, task: VideoTask) -> Outcome:
         quality=Quality.from_dict(json.loads(batch["quality"][i])),
         vision_ms=float(batch["vision_ms"][i]),
         llm_ms=float(batch["llm_ms"][i]),
+        thumbnail=str(batch["thumbnail"][i]) or None,
     )

@@ -29,6 +29,7 @@ class SegmentCaption:
     num_tokens: int
     finish_reason: str
     quality: Quality = field(default_factory=Quality)
+    thumbnail: str | None = None  # --thumbnails: the contact sheet of this segment's frames
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Outcome:
     segments: list[SegmentCaption] | None = None  # a run with --segments: the captions per time segment
     quality: Quality = field(default_factory=Quality)  # the caption guards' findings (engines/model/caption_quality.py)
     duplicate_of: str | None = None  # --dedup: the video whose caption (or error) this copies (engines/batch/dedup.py)
+    # --thumbnails: the contact sheet of its frames (a segmented video: its first segment's)
+    thumbnail: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -76,6 +79,7 @@ class Outcome:
             frames_s=[round(t, 3) for t in video.timestamps_s],
             duration_s=round(video.meta.duration_s, 3),
             decoder=video.meta.decoder,
+            thumbnail=result.thumbnail,
         )
 
     def set_segments(self, segments: list[SegmentCaption]) -> None:
@@ -87,6 +91,7 @@ class Outcome:
         self.num_tokens = sum(s.num_tokens for s in segments)
         self.finish_reason = "length" if any(s.finish_reason == "length" for s in segments) else "stop"
         self.quality = Quality.combine(s.quality for s in segments)
+        self.thumbnail = segments[0].thumbnail if segments else None
 
     def reject_flagged(self) -> bool:
         """`--strict-quality`: a caption the guards still flag becomes an error; True when it did."""
@@ -117,6 +122,8 @@ def to_record(outcome: Outcome, provenance: Provenance) -> dict[str, Any]:
         head |= {"status": "error", "error": {"type": o.error_type, "message": o.error_message}}
         if o.quality.flags:  # --strict-quality: what the guards found in the caption it refused
             head["quality"] = o.quality.to_dict()
+    if o.thumbnail is not None:  # also on an error line when the frames were seen (--strict-quality)
+        head["thumbnail"] = o.thumbnail
     if o.duplicate_of is not None:  # --dedup: the caption (or error) is copied from that video's line
         head["duplicate_of"] = o.duplicate_of
     head |= {"bundle": provenance.bundle_id, "prompt": provenance.prompt}
@@ -132,6 +139,7 @@ def to_record(outcome: Outcome, provenance: Provenance) -> dict[str, Any]:
                     "num_tokens": int(s.num_tokens),
                     "finish_reason": s.finish_reason,
                     "quality": s.quality.to_dict(),
+                    **({"thumbnail": s.thumbnail} if s.thumbnail is not None else {}),
                 }
                 for s in o.segments
             ]

@@ -54,6 +54,7 @@ class SegmentAssembly:
             part.num_tokens,
             part.finish_reason,
             part.quality,
+            part.thumbnail,
         )
         if len(partial.parts) < partial.count:
             return None

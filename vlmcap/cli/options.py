@@ -196,12 +196,18 @@ def segment_plan_options(command: Callable) -> Callable:
 
 
 def segment_options(command: Callable) -> Callable:
-    """Captions per time segment of long videos, and subtitle sidecars (batch)."""
+    """Captions per time segment of long videos, and the files written per video: subtitles, thumbnails (batch)."""
     return _apply(
         [
             *_segment_plan_options(),
             config_option("--srt", key="batch.srt_dir", type=click.Path(file_okay=False), help="SRT file per video."),
             config_option("--vtt", key="batch.vtt_dir", type=click.Path(file_okay=False), help="WebVTT per video."),
+            config_option(
+                "--thumbnails",
+                key="batch.thumbnails",
+                type=click.Path(file_okay=False),
+                help="Contact-sheet JPEG of the frames the model saw, per video and segment.",
+            ),
         ],
         command,
     )

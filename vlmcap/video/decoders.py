@@ -55,6 +55,8 @@ class DecodeOptions:
     max_aspect_ratio: float = 8.0
     memory_limit_mb: int | None = 4096  # address-space limit of each decode worker (None: no limit)
     remote: RemoteOptions = field(default_factory=RemoteOptions)  # URL inputs: spool, timeouts, retries
+    # An absolute folder: each worker writes there a contact sheet of the frames it sends (thumbnails.py).
+    thumbnail_dir: str | None = None
 
 
 def decode_size(width: int, height: int, max_short_side: int) -> tuple[int, int]:

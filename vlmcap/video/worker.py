@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 import torch
 
-from vlmcap.errors import VideoError
+from vlmcap.errors import ThumbnailWriteError, VideoError
 from vlmcap.video.decoders import DecodeOptions, available_decoders, decode_segments, decode_video
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.preprocess import resize_and_crop
@@ -58,6 +59,7 @@ class DecodeResult:
     error_message: str | None = None
     decode_ms: float = 0.0
     segment: SegmentRef | None = None  # set when the run captions segments
+    thumbnail: str | None = None  # the contact sheet of these frames, written before this result was sent
 
     @property
     def ok(self) -> bool:
@@ -85,7 +87,8 @@ def decode_one(
             video = decode_video(local, options, window)
         if image_spec is not None:
             video.frames = resize_and_crop(video.frames, image_spec)
-        return DecodeResult(index, path, video, decode_ms=(time.perf_counter() - start) * 1e3)
+        thumbnail = write_thumbnail(path, video, options)
+        return DecodeResult(index, path, video, decode_ms=(time.perf_counter() - start) * 1e3, thumbnail=thumbnail)
     except Exception as e:  # a decoder bug must cost one video, not the run
         return _error_result(index, path, options, e, start, local)
 
@@ -112,13 +115,30 @@ def send_segments(
                     video.frames = resize_and_crop(video.frames, image_spec)
                 segment = segments[number]
                 ref = SegmentRef(number, len(segments), round(segment.start_s, 3), round(segment.end_s, 3))
-                conn.send(DecodeResult(index, path, video, decode_ms=(time.perf_counter() - start) * 1e3, segment=ref))
+                thumbnail = write_thumbnail(path, video, options, number)
+                decode_ms = (time.perf_counter() - start) * 1e3
+                conn.send(DecodeResult(index, path, video, decode_ms=decode_ms, segment=ref, thumbnail=thumbnail))
                 if ref.last:
                     return
                 start = time.perf_counter()
         raise VideoError(f"{path}: has fewer segments than an earlier attempt found ({first})")
     except Exception as e:
         conn.send(_error_result(index, path, options, e, start, local))
+
+
+def write_thumbnail(path: str, video: DecodedVideo, options: DecodeOptions, segment: int | None = None) -> str | None:
+    """The contact sheet of the frames about to be sent, when the run asks for them (`thumbnail_dir`):
+    its path. Written before the result leaves the worker, so before the video's JSONL line."""
+    if options.thumbnail_dir is None:
+        return None
+    from vlmcap.video.thumbnails import thumbnail_path, write_contact_sheet  # PIL: only in runs that ask
+
+    target = thumbnail_path(Path(options.thumbnail_dir), source_of(path, options.remote).key(path), segment)
+    try:
+        write_contact_sheet(target, video.frames)
+    except OSError as e:  # the video fails, so --retry-errors writes it again; the others go on
+        raise ThumbnailWriteError(f"{path}: cannot write its thumbnail {target} ({e.strerror or e})") from None
+    return str(target)
 
 
 def _error_result(

@@ -5,9 +5,9 @@ and a first SIGTERM stops a run stuck on a trickling server at once.
 The inputs, each one a class a hostile user found: a list file with a byte-order mark, CRLF,
 blanks, comments and garbage; a URL spelled two ways; servers that trickle headers or a body, fail
 with 500, loop redirects, 404, refuse the connection; `a.mp4` and `a.mkv` with the same bytes
-(sidecars, dedup); a name that fills NAME_MAX; a symlink to a video; random bytes, an empty file, a
-FIFO named like a video; a 1-second clip whose last frame is stamped a week later; a sidecar
-that cannot be written; a symlinked output.
+(sidecars, thumbnails, dedup); a name that fills NAME_MAX; a symlink to a video; random bytes, an
+empty file, a FIFO named like a video; a 1-second clip whose last frame is stamped a week later; a
+sidecar and a thumbnail that cannot be written; a symlinked output.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from pathlib import Path
 import srt
 from hostile_http import hostile_server
 from media import write_clip
+from PIL import Image
 from repo_paths import TESTS
 
 from vlmcap.output_names import per_video_path
+from vlmcap.video.remote import normalize_url
+from vlmcap.video.thumbnails import thumbnail_path
 
 WEEK_S = 7 * 86_400.0
 
@@ -71,7 +74,7 @@ def _night(root: Path, videos: list[Path]) -> Path:
 def test_a_hostile_night_gives_one_line_per_input_in_bounded_time(tiny_bundle, six_videos, tmp_path) -> None:
     videos = sorted(six_videos.glob("*.mp4"))
     night = _night(tmp_path, videos)
-    subs = tmp_path / "subs"
+    subs, thumbs = tmp_path / "subs", tmp_path / "thumbs"
     blocked = per_video_path(subs, str(night / "b.mp4"), ".srt")
     blocked.mkdir(parents=True)  # a folder where b's sidecar goes: that write fails
     (tmp_path / "real").mkdir()
@@ -80,6 +83,8 @@ def test_a_hostile_night_gives_one_line_per_input_in_bounded_time(tiny_bundle, s
 
     with hostile_server(videos[3].read_bytes()) as (base, _):
         refused = _refused_url()
+        no_sheet = thumbnail_path(thumbs, normalize_url(f"{base}/video.mp4"), 0)
+        no_sheet.mkdir(parents=True)  # a folder where the first segment's contact sheet goes
         urls = [f"{base}/{name}" for name in ("video.mp4", "slow-headers.mp4", "slow-body.mp4", "broken.mp4")]
         urls += [f"{base}/loop.mp4", f"{base}/missing.mp4", refused]
         lines = ["# tonight's remote videos", "", f"{base}/a%20b.mp4", *urls, f"{base}/a b.mp4", "::::"]
@@ -88,6 +93,7 @@ def test_a_hostile_night_gives_one_line_per_input_in_bounded_time(tiny_bundle, s
         args = ["--out", str(out), "--engine", str(tiny_bundle), "--llm-backend", "transformers"]
         args += ["--max-new-tokens", "8", "--batch-size", "4", "--workers", "2", "--decode-timeout", "60"]
         args += ["--segments", "fixed:2", "--segment-min-s", "1", "--srt", str(subs), "--dedup", "sha256"]
+        args += ["--thumbnails", str(thumbs)]
         args += ["--remote-timeout", "1", "--remote-retries", "1", "--remote-backoff", "0.05"]
         t0 = time.monotonic()
         command = _cli(str(night), str(listing), *args)
@@ -111,7 +117,7 @@ def test_a_hostile_night_gives_one_line_per_input_in_bounded_time(tiny_bundle, s
         str(night / "zero.mp4"): "NotAVideo",
         long_name: "ok",
         f"{base}/a%20b.mp4": "ok",  # and `a b.mp4`, the same object, no second line
-        f"{base}/video.mp4": "ok",
+        f"{base}/video.mp4": "ThumbnailWriteError",
         f"{base}/slow-headers.mp4": "RemoteTimeout",
         f"{base}/slow-body.mp4": "RemoteTimeout",
         f"{base}/broken.mp4": "RemoteConnectionError",
@@ -132,7 +138,22 @@ def test_a_hostile_night_gives_one_line_per_input_in_bounded_time(tiny_bundle, s
             cues = list(srt.parse(sidecar.read_text(encoding="utf-8")))
             assert len(cues) == len(record.get("segments") or [record]), sidecar
     assert per_video_path(subs, str(night / "a.mp4"), ".srt") != per_video_path(subs, str(night / "a.mkv"), ".srt")
-    assert blocked.is_dir()  # left as it was
+    assert blocked.is_dir() and no_sheet.is_dir()  # left as they were
+    assert str(no_sheet) in by_video[f"{base}/video.mp4"]["error"]["message"]
+
+    for record in records:  # a contact sheet per segment, named like the sidecars, whole JPEGs
+        if record["status"] == "ok":
+            key = record["file"]["path"] if record["file"] else normalize_url(record["video"])
+            original = by_video.get(record.get("duplicate_of"), record)  # a copy shows its original's frames
+            okey = original["file"]["path"] if original["file"] else normalize_url(original["video"])
+            sheets = [s["thumbnail"] for s in record["segments"]]
+            assert sheets == [str(thumbnail_path(thumbs, okey, i)) for i in range(len(sheets))], key
+            assert record["thumbnail"] == sheets[0]
+            for sheet in sheets:
+                with Image.open(sheet) as image:
+                    image.load()  # a torn file fails here
+                    assert image.format == "JPEG"
+    assert not list(thumbs.rglob("*.tmp*"))  # no temporary file left behind
     assert wall_s < 300, wall_s
 
 

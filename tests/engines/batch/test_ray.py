@@ -50,9 +50,10 @@ def test_ray_run_equals_the_local_run_and_leaves_no_processes(tiny_bundle, ray_i
     common = [str(ray_inputs), "--engine", str(tiny_bundle), "--max-new-tokens", "16"]
     common += ["--segments", "fixed:1", "--segment-min-s", "0.5"]
     # A guard's retry samples, and the two drivers batch differently: keep the flags, not the retry.
-    common += ["--no-quality-retry", "--dedup", "sha256"]
+    common += ["--no-quality-retry", "--dedup", "sha256", "--thumbnails", str(tmp_path / "thumbs")]
     local_run = run(*common, "--out", str(local), "--llm-backend", "transformers", "--batch-size", "4")
     assert local_run.returncode == 1, local_run.stderr[-2000:]
+    shutil.rmtree(tmp_path / "thumbs")  # written again by the Ray run's decode actors, to the same names
     before = ray_processes()
     out = tmp_path / "ray.jsonl"
     result = run(*common, "--out", str(out), *RAY_ARGS)
@@ -72,6 +73,7 @@ def test_ray_run_equals_the_local_run_and_leaves_no_processes(tiny_bundle, ray_i
     assert copies == {"zz-copy.mp4": sorted(ray_inputs.glob("0*.mp4"))[0].name}  # captioned once, on Ray too
     ok = [r for r in lines(out) if r["status"] == "ok"]
     assert all(len(r["segments"]) == 2 and len(r["frames_s"]) == 16 and r["file"]["size"] > 0 for r in ok)
+    assert all(Path(s["thumbnail"]).is_file() for r in ok for s in r["segments"])
     deadline = time.monotonic() + 30  # its agents exit a few seconds after the driver on a loaded machine
     while not set(ray_processes()) <= set(before) and time.monotonic() < deadline:
         time.sleep(1)
