@@ -16,23 +16,27 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
-import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from vlmcap.engines.datasets.convert import check_captions_file
 from vlmcap.engines.datasets.ledger_scan import latest_records, scan_ledger
+from vlmcap.engines.datasets.static_site import (
+    building_site,
+    check_site_folder,
+    copy_assets,
+    data_script,
+    file_url,
+    sheet_link,
+)
 from vlmcap.errors import ConfigError
-from vlmcap.files import open_regular, replace_dir, temp_sibling
+from vlmcap.files import open_regular
 from vlmcap.output_names import per_video_path
 
 PAGE_SIZE = 500
 EXAMPLES_PER_ERROR = 5
-ASSETS = ("index.html", "report.js", "report.css")
 
 
 @dataclass
@@ -135,31 +139,28 @@ def _per_hour(count: int, first: str | None, last: str | None) -> float | None:
     return round(count / seconds * 3600, 1) if seconds > 0 else None
 
 
-def _file_url(path: str) -> str | None:
-    """A link a browser opens from file://: remote URLs as they are, local paths as file: URLs."""
-    if path.startswith(("http://", "https://")):
-        return path
-    if "://" in path:  # s3://, gs://: nothing a browser opens
-        return None
-    return Path(os.path.abspath(path)).as_uri()
-
-
 def _page_record(record: dict[str, Any], srt_dir: Path | None, vtt_dir: Path | None) -> dict[str, Any]:
     """What the page shows of one record; the rest (provenance, timings) goes under `more`."""
     video = str(record.get("video"))
     real = (record.get("file") or {}).get("path") or video
     shown = {
         "video": video,
-        "url": _file_url(video),
+        "url": file_url(video),
         "status": record.get("status"),
         "caption": record.get("caption"),
         "flags": _flags(record),
         "error": record.get("error"),
         "duration_s": record.get("duration_s"),
         "decoder": record.get("decoder"),
-        "thumbnail": record.get("thumbnail"),
+        **sheet_link(record.get("thumbnail")),
         "segments": [
-            {"start_s": s.get("start_s"), "end_s": s.get("end_s"), "caption": s.get("caption"), "flags": _flags(s)}
+            {
+                "start_s": s.get("start_s"),
+                "end_s": s.get("end_s"),
+                "caption": s.get("caption"),
+                "flags": _flags(s),
+                **sheet_link(s.get("thumbnail")),
+            }
             for s in record.get("segments") or []
         ],
         "more": {
@@ -168,15 +169,9 @@ def _page_record(record: dict[str, Any], srt_dir: Path | None, vtt_dir: Path | N
             if key in record
         },
     }
-    thumbnail = shown["thumbnail"]
-    if thumbnail and "://" not in str(thumbnail) and not os.path.isfile(thumbnail):
-        # Gone since the run: a placeholder says so, instead of a request that fails in the page.
-        shown["thumbnail"], shown["thumbnail_missing"] = None, True
-    elif thumbnail:
-        shown["thumbnail"] = _file_url(str(thumbnail))
     for directory, suffix in ((srt_dir, ".srt"), (vtt_dir, ".vtt")):
         if directory is not None and record.get("status") == "ok":
-            shown[suffix[1:]] = _file_url(str(per_video_path(directory, real, suffix)))
+            shown[suffix[1:]] = file_url(str(per_video_path(directory, real, suffix)))
     return shown
 
 
@@ -198,12 +193,7 @@ def _code(shown: dict[str, Any], statuses: list[str], flag_names: list[str], src
 
 def _write_page(site: Path, number: int, records: list[dict[str, Any]]) -> None:
     path = site / "data" / f"page-{number:05d}.js"
-    path.write_text(_script("vlmcapPage", {"page": number, "records": records}), encoding="utf-8")
-
-
-def _script(call: str, data: Any) -> str:
-    # JSON is JavaScript; in a .js file loaded by src, no text in it can end a <script> element.
-    return f"{call}({json.dumps(data, ensure_ascii=False, separators=(',', ':'))});\n"
+    path.write_text(data_script("vlmcapPage", {"page": number, "records": records}), encoding="utf-8")
 
 
 def build_report(
@@ -219,10 +209,7 @@ def build_report(
     """Write the site for the captions JSONL `src` into the folder `out` (whole, or not at all)."""
     src, out = Path(src), Path(out)
     check_captions_file(src)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"--out {out}: already exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: a file, not a folder; give a folder for the site")
+    check_site_folder(out, overwrite)
     run_stats = None
     if stats_file is not None:
         try:
@@ -231,10 +218,7 @@ def build_report(
             raise ConfigError(f"--stats {stats_file}: cannot read it as JSON ({e})") from None
 
     stats = ReportStats(str(src), str(out))
-    tmp = temp_sibling(out)
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "data").mkdir(parents=True)
-    try:
+    with building_site(out) as tmp:
         summary = _Summary()
         statuses: list[str] = []
         flag_names: list[str] = []
@@ -260,7 +244,7 @@ def build_report(
         stats.torn_at, stats.foreign_lines, stats.foreign_at = seen.torn_at, seen.foreign_lines, list(seen.foreign_at)
         index_data = {"page_size": PAGE_SIZE, "pages": stats.pages, "statuses": statuses, "flags": flag_names}
         index_data["codes"] = codes
-        (tmp / "data" / "index.js").write_text(_script("vlmcapIndex", index_data), encoding="utf-8")
+        (tmp / "data" / "index.js").write_text(data_script("vlmcapIndex", index_data), encoding="utf-8")
         report_summary = {
             "title": title or src.name,
             "input": str(src.resolve()),
@@ -269,11 +253,6 @@ def build_report(
             "run_stats": run_stats,
             **summary.to_dict(),
         }
-        (tmp / "data" / "summary.js").write_text(_script("vlmcapSummary", report_summary), encoding="utf-8")
-        assets = resources.files("vlmcap.engines.datasets") / "report_assets"
-        for name in ASSETS:
-            (tmp / name).write_bytes((assets / name).read_bytes())
-        replace_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "data" / "summary.js").write_text(data_script("vlmcapSummary", report_summary), encoding="utf-8")
+        copy_assets(tmp, "index.html", ("report.js",))
     return stats

@@ -29,31 +29,6 @@ function loadPage(number) {
   return promise;
 }
 
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "text") node.textContent = value;
-    else if (key === "class") node.className = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
-function counterList(counts, empty) {
-  const entries = Object.entries(counts || {});
-  if (!entries.length) return el("p", { class: "muted", text: empty });
-  const list = el("ul");
-  for (const [name, count] of entries) list.append(el("li", { text: `${name}: ${count}` }));
-  return list;
-}
-
-function seconds(value) {
-  if (typeof value !== "number") return "";
-  const whole = Math.round(value);
-  return `${Math.floor(whole / 60)}:${String(whole % 60).padStart(2, "0")}`;
-}
-
 function renderSummary() {
   const s = state.summary;
   document.title = `${s.title} · vlmcap captions report`;
@@ -160,18 +135,16 @@ async function renderView(run) {
 
 function row(record) {
   const tr = el("tr", { class: record.status === "ok" ? "ok" : "error", "data-video": record.video });
-  const thumbnail = record.thumbnail
-    ? el("img", { class: "thumb", src: record.thumbnail, alt: "frames the model saw", loading: "lazy" })
-    : el("div", { class: "placeholder", text: record.thumbnail_missing ? "thumbnail missing" : "no thumbnail" });
-  if (record.thumbnail) thumbnail.onerror = () => thumbnail.replaceWith(el("div", { class: "placeholder", text: "thumbnail missing" }));
-  tr.append(el("td", {}, thumbnail));
+  const sheet = el("td", { class: "sheet" });
+  showSheet(sheet, record);
+  tr.append(sheet);
   const name = record.url ? el("a", { href: record.url, text: record.video }) : el("span", { text: record.video });
   tr.append(el("td", {}, name, el("div", { class: `status-${record.status}`, text: record.status })));
   const cell = el("td", { class: "caption" });
   if (record.status === "ok") cell.append(el("div", { class: "text", text: record.caption || "" }));
   else if (record.error) cell.append(el("div", { class: "text", text: `${record.error.type}: ${record.error.message}` }));
   for (const flag of record.flags) cell.append(el("span", { class: "flag", text: flag }));
-  if (record.segments.length) cell.append(timeline(record));
+  if (record.segments.length) cell.append(timeline(record, sheet));
   for (const [key, label] of [["srt", "SRT"], ["vtt", "WebVTT"]]) {
     if (record[key]) cell.append(el("a", { href: record[key], class: "sidecar", text: label }), " ");
   }
@@ -184,7 +157,7 @@ function row(record) {
   return tr;
 }
 
-function timeline(record) {
+function timeline(record, sheet) {
   const box = el("div", { class: "segment-timeline" });
   const bar = el("div", { class: "timeline", role: "group", "aria-label": "segments" });
   const list = el("ol", { class: "segments" });
@@ -201,6 +174,7 @@ function timeline(record) {
       for (const other of list.children) other.classList.remove("current");
       button.setAttribute("aria-pressed", "true");
       item.classList.add("current");
+      showSheet(sheet, segment);
     });
     bar.append(button);
     list.append(item);

@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -18,6 +19,7 @@ from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.engines.datasets import report
 from vlmcap.errors import ConfigError
 from vlmcap.files import file_identity
+from vlmcap.video.thumbnails import thumbnail_path, write_contact_sheet
 
 PROVENANCE = Provenance(
     "5224677c50feed5c",
@@ -63,6 +65,12 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> dict:
     records += [_record(videos / "gone.mp4", None, error="VideoNotFound")]
     records += [_record(videos / "slow.mp4", None, error="DecodeTimeout")]
     records[-1]["thumbnail"] = str(root / "thumbs" / "never-written.jpg")  # a thumbnail that is gone
+    scenes = next(r for r in records if r.get("segments"))  # a sheet per segment; the last one deleted since
+    for i, segment in enumerate(scenes["segments"]):
+        segment["thumbnail"] = str(thumbnail_path(root / "thumbs", scenes["file"]["path"], i))
+        write_contact_sheet(Path(segment["thumbnail"]), np.full((8, 32, 32, 3), 60 * i, np.uint8))
+    scenes["thumbnail"] = scenes["segments"][0]["thumbnail"]
+    Path(scenes["segments"][2]["thumbnail"]).unlink()
     superseded = _record(videos / "ok00.mp4", None, error="DecodeTimeout")  # failed first, captioned later
     lines = [json.dumps(superseded, ensure_ascii=False)] + [json.dumps(r, ensure_ascii=False) for r in records]
     lines.insert(5, "# a hand-written note, not a record")
@@ -139,36 +147,11 @@ def test_bad_input_is_one_line_and_exit_2(night, tmp_path) -> None:
 # --- in a real browser ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium (the OS package scripts/setup-env installs), driven by Playwright."""
-    from playwright.sync_api import sync_playwright
-
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:  # CI must run these: no browser is a failure, not a skip
-        pytest.fail("no chromium on PATH: scripts/setup-env installs Debian's chromium package")
-    with sync_playwright() as playwright:
-        # No background traffic: every request the page makes is then one the test sees.
-        flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-        launched = playwright.chromium.launch(executable_path=executable, args=[*flags, "--disable-sync"])
-        yield launched
-        launched.close()
-
-
 @pytest.fixture
-def page(browser, night):
-    # Without the page's Content-Security-Policy, which refuses the test's own evaluated checks: the
-    # hostile-caption test then proves the page never renders text as HTML, with no policy to catch it.
-    context = browser.new_context(bypass_csp=True)
-    opened = context.new_page()
-    opened.problems, opened.requests = [], []
-    opened.on("console", lambda m: m.type in ("error", "warning") and opened.problems.append(m.text))
-    opened.on("pageerror", lambda e: opened.problems.append(str(e)))
-    opened.on("request", lambda r: opened.requests.append(r.url))
-    opened.goto((night["site"] / "index.html").as_uri())
+def page(open_page, night):
+    opened = open_page((night["site"] / "index.html").as_uri())
     opened.wait_for_selector("#records tbody tr")
-    yield opened
-    context.close()
+    return opened
 
 
 def _cards(page) -> dict[str, str]:
@@ -221,9 +204,15 @@ def test_a_segment_timeline_opens_each_segment(page) -> None:
     page.wait_for_function("document.querySelector('#shown').textContent.startsWith('1 of')")
     segments = page.locator(".timeline button")
     assert segments.count() == 3 and "flagged" in (segments.nth(1).get_attribute("class") or "")
+    sheet = page.locator("td.sheet img.thumb")
+    loaded = "image => image.complete && image.naturalWidth > 0"
+    assert sheet.get_attribute("src").endswith(".seg0000.jpg") and sheet.evaluate(loaded)  # the first segment's
+    segments.nth(1).click()
+    assert sheet.get_attribute("src").endswith(".seg0001.jpg") and sheet.evaluate(loaded)
     segments.nth(2).click()
     current = page.locator(".segments li.current")
     assert current.count() == 1 and SCENES[2] in current.inner_text() and "0:10-0:15" in current.inner_text()
+    assert page.locator("td.sheet .placeholder").inner_text() == "thumbnail missing"  # deleted since the run
     assert "repetition" in page.locator(".segments li").nth(1).inner_text()
     assert page.locator("a.sidecar").first.get_attribute("href").endswith(".srt")
     assert not page.problems, page.problems
