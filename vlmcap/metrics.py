@@ -68,19 +68,37 @@ def cider_d(candidates: Sequence[str], references: Sequence[Sequence[str]], max_
     return total / len(candidates)
 
 
+ATTRIBUTES = ("colour", "shape", "motion")
+
+
+def attribute_hits(candidate: str, reference: str) -> dict[str, bool] | None:
+    """Whether the caption names the reference's colour, shape and motion; None if the reference
+    names not all three (a data set other than the synthetic one)."""
+    wanted = parse_attributes(reference)
+    if None in wanted.values():
+        return None
+    got = parse_attributes(candidate)
+    return {key: got[key] == wanted[key] for key in ATTRIBUTES}
+
+
 def attribute_accuracy(candidates: Sequence[str], references: Sequence[str]) -> dict[str, float] | None:
     """Share of captions naming the reference's colour, shape, motion, and all three; None if refs don't parse."""
-    parsed_refs = [parse_attributes(r) for r in references]
-    if not parsed_refs or any(None in p.values() for p in parsed_refs):
+    per_caption = [attribute_hits(c, r) for c, r in zip(candidates, references, strict=True)]
+    if not per_caption or any(hits is None for hits in per_caption):
         return None
-    hits = {"colour": 0, "shape": 0, "motion": 0, "all": 0}
-    for candidate, ref in zip(candidates, parsed_refs, strict=True):
-        got = parse_attributes(candidate)
-        correct = [got[k] == ref[k] for k in ("colour", "shape", "motion")]
-        for key, ok in zip(("colour", "shape", "motion"), correct, strict=True):
-            hits[key] += ok
-        hits["all"] += all(correct)
-    return {k: v / len(candidates) for k, v in hits.items()}
+    totals = {key: sum(hits[key] for hits in per_caption) for key in ATTRIBUTES}
+    totals["all"] = sum(all(hits.values()) for hits in per_caption)
+    return {k: v / len(candidates) for k, v in totals.items()}
+
+
+def caption_scores(candidate: str, reference: str) -> dict:
+    """One caption's own scores, to look at beside it (`vlmcap eval --report`): its sentence chrF++
+    and, on the synthetic data set, which attributes it got right."""
+    scores: dict = {"chrf++": round(CHRF(word_order=2).sentence_score(candidate, [reference]).score, 2)}
+    hits = attribute_hits(candidate, reference)
+    if hits is not None:
+        scores["attributes"] = hits
+    return scores
 
 
 def caption_metrics(candidates: Sequence[str], references: Sequence[str]) -> dict:

@@ -29,7 +29,7 @@ from vlmcap.errors import ConfigError
 from vlmcap.files import write_jsonl
 from vlmcap.generation import GenerationParams
 from vlmcap.labelled_manifest import Sample, load_manifest
-from vlmcap.metrics import caption_metrics
+from vlmcap.metrics import caption_metrics, caption_scores
 from vlmcap.segment_metrics import BOUNDARY_TOLERANCE_S, best_match, boundaries_found, inner_boundaries
 from vlmcap.video.segments import Segment
 
@@ -78,12 +78,14 @@ def evaluate_bundle(
         records = []
         for s in samples:
             r = by_video[s.video]
-            records.append(
-                {"video": s.video, "reference": s.caption, **{k: r[k] for k in ("status", "caption") if k in r}}
-            )
+            kept = ("status", "caption", "error", "thumbnail")
+            records.append({"video": s.video, "reference": s.caption, **{k: r[k] for k in kept if k in r}})
         done = [r for r in records if r["status"] == "ok"]
         metrics = caption_metrics([r["caption"] for r in done], [r["reference"] for r in done])
         metrics["failed"] = len(records) - len(done)
+    for record in records:
+        if record["status"] == "ok":
+            record["scores"] = caption_scores(record["caption"], record["reference"])
     metrics["engines"] = stats.engines
     metrics["bundle"] = bundle.id
     if records_out is not None:
@@ -91,12 +93,12 @@ def evaluate_bundle(
     return {"metrics": metrics, "records": records}
 
 
-def _predicted(record: dict[str, Any]) -> tuple[list[Segment], list[str]]:
-    """A captioned video's segments and their captions (the whole file, when the run did not segment)."""
+def _predicted(record: dict[str, Any]) -> tuple[list[Segment], list[dict[str, Any]]]:
+    """A captioned video's segments and their parts of the record (the whole record, when the run did not segment)."""
     if "segments" not in record:
-        return [Segment(0.0, float(record["duration_s"]))], [record["caption"]]
+        return [Segment(0.0, float(record["duration_s"]))], [record]
     parts = record["segments"]
-    return [Segment(p["start_s"], p["end_s"]) for p in parts], [p["caption"] for p in parts]
+    return [Segment(p["start_s"], p["end_s"]) for p in parts], parts
 
 
 def _score_segments(
@@ -110,13 +112,16 @@ def _score_segments(
         record = {"video": s.video, "start_s": s.window.start_s, "end_s": s.window.end_s, "reference": s.caption}
         record["status"] = r["status"]
         if r["status"] == "ok":
-            segments, captions = _predicted(r)
+            segments, parts = _predicted(r)
             best = best_match(s.window, segments)
             record |= {
-                "caption": captions[best],
+                "caption": parts[best]["caption"],
                 "predicted_start_s": segments[best].start_s,
                 "predicted_end_s": segments[best].end_s,
+                **({"thumbnail": parts[best]["thumbnail"]} if "thumbnail" in parts[best] else {}),
             }
+        elif "error" in r:
+            record["error"] = r["error"]
         records.append(record)
     done = [r for r in records if r["status"] == "ok"]
     metrics = caption_metrics([r["caption"] for r in done], [r["reference"] for r in done])

@@ -13,7 +13,7 @@ import torch
 
 from vlmcap.errors import ConfigError
 from vlmcap.labelled_manifest import load_manifest
-from vlmcap.metrics import caption_metrics, cider_d
+from vlmcap.metrics import caption_metrics, caption_scores, cider_d
 from vlmcap.presets.synthetic import parse_attributes
 from vlmcap.run_dir import latest_checkpoint
 from vlmcap.training.checkpoint import (
@@ -100,6 +100,10 @@ def test_metrics() -> None:
     assert 0 < wrong["cider_d"] < 10 and wrong["chrf++"] < 100
     assert wrong["attribute_accuracy"] == {"colour": 2 / 3, "shape": 1 / 3, "motion": 0.0, "all": 0.0}
     assert caption_metrics(["좋은 날"], ["좋은 날씨"]).get("attribute_accuracy") is None  # refs don't parse
+    per_caption = caption_scores("빨간색 원이 오른쪽에서 왼쪽으로 움직입니다.", refs[0])
+    assert per_caption["attributes"] == {"colour": True, "shape": True, "motion": False}
+    assert 0 < per_caption["chrf++"] < 100 and caption_scores(refs[1], refs[1])["chrf++"] == 100.0
+    assert "attributes" not in caption_scores("좋은 날", "좋은 날씨")
     # Length penalty: a correct but padded caption scores lower than the exact one.
     padded = [refs[0] + " 그리고 계속 움직입니다", *refs[1:]]
     assert cider_d(padded, [[r] for r in refs]) < cider_d(refs, [[r] for r in refs])

@@ -24,8 +24,16 @@ from vlmcap.cli.options import (
 @decode_options
 @segment_plan_options
 @click.option("--records", type=click.Path(dir_okay=False, path_type=Path), help="Write per-video captions here.")
+@click.option(
+    "--report",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write a page of predictions beside references, with the frames the model saw, into this folder.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing --report folder.")
 @json_option
-def eval_cmd(data: Path, config: ConfigSource, records: Path | None, as_json: bool) -> None:
+def eval_cmd(
+    data: Path, config: ConfigSource, records: Path | None, report: Path | None, overwrite: bool, as_json: bool
+) -> None:
     """Caption a labelled manifest with a bundle (the batch path) and report chrF++, CIDEr-D, exact match.
 
     CIDEr-D is computed on characters (Hangul syllables, whitespace removed), not words. Engine
@@ -40,16 +48,31 @@ def eval_cmd(data: Path, config: ConfigSource, records: Path | None, as_json: bo
     Examples:
       vlmcap eval --data synth/val.jsonl --json
       vlmcap eval --data synth/multiscene.jsonl --segments scenes
+      vlmcap eval --data synth/val.jsonl --report eval-page/    # then open eval-page/index.html
     """
     from vlmcap.bundle import load_bundle
     from vlmcap.engines.batch.caption_videos import bundle_path, check_writable_file
     from vlmcap.engines.batch.evaluate import evaluate_bundle
+    from vlmcap.engines.datasets.eval_report import THUMBNAILS, moved_thumbnails, write_eval_page
+    from vlmcap.engines.datasets.static_site import building_site, check_site_folder
+    from vlmcap.files import write_jsonl
 
     settings = config.load().batch
     if records is not None:
         check_writable_file(records, "--records")  # before the work, not after it
+    if report is not None:
+        check_site_folder(report, overwrite, "--report")
     bundle = load_bundle(bundle_path(settings))
-    metrics = evaluate_bundle(bundle, data, settings, records)["metrics"]
+    if report is None:
+        metrics = evaluate_bundle(bundle, data, settings, records)["metrics"]
+    else:
+        with building_site(report) as site:  # the sheets are written into the site as it is built
+            with_sheets = settings.model_copy(update={"thumbnails": str(site / THUMBNAILS)})
+            evaluation = evaluate_bundle(bundle, data, with_sheets)
+            write_eval_page(site, evaluation, data)
+        metrics = evaluation["metrics"]
+        if records is not None:
+            write_jsonl(records, moved_thumbnails(evaluation["records"], site, report))
     if as_json:
         click.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
         return
@@ -67,3 +90,5 @@ def eval_cmd(data: Path, config: ConfigSource, records: Path | None, as_json: bo
             f"{'n/a (no reference cuts)' if recall is None else f'{recall:.3f}'} "
             f"(within {metrics['boundary_tolerance_s']:g} s)"
         )
+    if report is not None:
+        click.echo(f"page: {report / 'index.html'}")

@@ -1,0 +1,49 @@
+"""`vlmcap eval --report DIR`: predictions beside their references, with the contact sheet of the
+frames the model saw and each caption's own scores (docs/TRAINING.md, "Evaluation").
+
+The evaluation's decode workers write the sheets into the site being built (`thumbs/`), so the
+folder is whole on its own: the page links them by relative paths and can be copied anywhere.
+The page is one file of data (`data/eval.js`): an evaluation set is small next to a night's ledger.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from vlmcap.engines.datasets.static_site import copy_assets, data_script, file_url, sheet_link
+
+THUMBNAILS = "thumbs"  # the sheets' folder inside the site
+
+
+def write_eval_page(site: Path, evaluation: dict[str, Any], manifest: Path, title: str | None = None) -> None:
+    """The page of `evaluate_bundle`'s result into `site`, whose `THUMBNAILS` folder holds the sheets."""
+    shown = [_shown(record, site) for record in evaluation["records"]]
+    data = {
+        "title": title or manifest.name,
+        "manifest": str(manifest.resolve()),
+        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "metrics": evaluation["metrics"],
+        "records": shown,
+    }
+    (site / "data" / "eval.js").write_text(data_script("vlmcapEval", data), encoding="utf-8")
+    copy_assets(site, "eval.html", ("eval.js",))
+
+
+def moved_thumbnails(records: list[dict[str, Any]], built: Path, final: Path) -> list[dict[str, Any]]:
+    """The records with their sheets' paths where the finished site put them (`built` renamed to `final`)."""
+    moved = []
+    for record in records:
+        path = record.get("thumbnail")
+        if isinstance(path, str) and Path(path).is_relative_to(built):
+            record = {**record, "thumbnail": str(final.resolve() / Path(path).relative_to(built))}
+        moved.append(record)
+    return moved
+
+
+def _shown(record: dict[str, Any], site: Path) -> dict[str, Any]:
+    keys = ("video", "status", "reference", "caption", "error", "scores", "start_s", "end_s")
+    shown = {key: record[key] for key in (*keys, "predicted_start_s", "predicted_end_s") if key in record}
+    shown["url"] = file_url(str(record["video"]))
+    return shown | sheet_link(record.get("thumbnail"), site)
