@@ -7,6 +7,7 @@ under docs/bench/.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,38 @@ def _emit_json(report: dict[str, Any]) -> None:
     click.echo(json.dumps({"machine": machine_description(), **report}, indent=2, ensure_ascii=False))
 
 
+def _writable_png(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """--plot is checked when the flags are read: a path that cannot be written fails before the benchmark."""
+    if value is not None:
+        from vlmcap.engines.batch.caption_videos import check_writable_file
+        from vlmcap.errors import ConfigError
+
+        try:
+            check_writable_file(value, "--plot")
+        except ConfigError as e:
+            raise click.BadParameter(str(e).removeprefix(f"--plot {value}: ")) from None
+    return value
+
+
+def plot_option(command: Callable) -> Callable:
+    """--plot FILE.png: the benchmark's numbers as a bar chart too (vlmcap/bench/plots.py)."""
+    option = click.option(
+        "--plot",
+        type=click.Path(dir_okay=False, path_type=Path),
+        callback=_writable_png,
+        help="Also draw the results as a bar chart into this PNG.",
+    )
+    return option(command)
+
+
+def _plot(path: Path | None, report: dict[str, Any], command: str) -> None:
+    if path is not None:
+        from vlmcap.bench.plots import write_plot
+
+        write_plot(path, [(command, report)], f"vlmcap bench {command}")
+        click.echo(f"plot: {path}", err=True)
+
+
 @click.group()
 def bench() -> None:
     """Benchmarks (numbers in docs/PERFORMANCE.md come from these commands)."""
@@ -40,6 +73,8 @@ def bench() -> None:
 @click.option("--frames", "num_frames", default=8, show_default=True, help="Frames sampled per video.")
 @click.option("--repeat", default=3, show_default=True, help="Decode the inputs this many times per row.")
 @click.option("--image-size", type=int, help="Also resize+crop in the workers, as CLIP at this size does.")
+@click.option("--thumbnails", is_flag=True, help="Measure each row again with a contact sheet written per video.")
+@plot_option
 @json_option
 def bench_decode_cmd(
     inputs: tuple[str, ...],
@@ -48,6 +83,8 @@ def bench_decode_cmd(
     num_frames: int,
     repeat: int,
     image_size: int | None,
+    thumbnails: bool,
+    plot: Path | None,
     as_json: bool,
 ) -> None:
     """Decode throughput per decoder and worker count on INPUTS.
@@ -63,15 +100,21 @@ def bench_decode_cmd(
     if not paths:
         raise click.UsageError("no videos found in INPUTS")
     spec = ImageSpec.from_dict(clip_preprocessor_config(image_size)) if image_size else None
-    rows = bench_decode(paths, decoders.split(","), [int(w) for w in workers.split(",")], num_frames, repeat, spec)
+    worker_counts = [int(w) for w in workers.split(",")]
+    rows = bench_decode(paths, decoders.split(","), worker_counts, num_frames, repeat, spec, thumbnails)
+    _plot(plot, {"rows": rows}, "decode")
     if as_json:
         _emit_json({"inputs": paths, "rows": rows})
         return
     click.echo(f"{len(paths)} videos x {repeat}, {num_frames} frames each")
-    click.echo(f"{'decoder':<8} {'workers':>7} {'videos/s':>9} {'frames/s':>9} {'failed':>6}")
+    click.echo(
+        f"{'decoder':<8} {'workers':>7} {'sheets':>6} {'videos/s':>9} {'frames/s':>9} {'failed':>6} {'sheet B':>8}"
+    )
     for r in rows:
+        sheets = "yes" if r["thumbnails"] else "no"
         click.echo(
-            f"{r['decoder']:<8} {r['workers']:>7} {r['videos_per_s']:>9} {r['frames_per_s']:>9} {r['failed']:>6}"
+            f"{r['decoder']:<8} {r['workers']:>7} {sheets:>6} {r['videos_per_s']:>9} {r['frames_per_s']:>9}"
+            f" {r['failed']:>6} {r.get('sheet_bytes_per_video', ''):>8}"
         )
 
 
@@ -79,8 +122,9 @@ def bench_decode_cmd(
 @click.argument("data", type=click.Path(dir_okay=False, path_type=Path))
 @config_options(default_preset="tiny")
 @click.option("--steps", default=30, show_default=True, help="Optimizer steps per measurement.")
+@plot_option
 @json_option
-def bench_train_cmd(data: Path, config: ConfigSource, steps: int, as_json: bool) -> None:
+def bench_train_cmd(data: Path, config: ConfigSource, steps: int, plot: Path | None, as_json: bool) -> None:
     """Training throughput on manifest DATA, decoding every step vs reading the feature cache.
 
     Example: vlmcap bench train synth/train.jsonl --steps 30 train.batch_size=16
@@ -88,6 +132,7 @@ def bench_train_cmd(data: Path, config: ConfigSource, steps: int, as_json: bool)
     from vlmcap.training.bench import bench_train
 
     rows = bench_train(data, config.load(), steps)
+    _plot(plot, {"rows": rows}, "train")
     if as_json:
         _emit_json({"rows": rows})
         return
@@ -102,9 +147,10 @@ def bench_train_cmd(data: Path, config: ConfigSource, steps: int, as_json: bool)
 @click.option("--batch", "batch_videos", default=1, show_default=True, help="Videos per call (x frames each).")
 @click.option("--repeat", default=3, show_default=True, help="Timed calls per row (after one warm-up).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@plot_option
 @json_option
 def bench_vision_cmd(
-    config: ConfigSource, precisions: str, batch_videos: int, repeat: int, device: str, as_json: bool
+    config: ConfigSource, precisions: str, batch_videos: int, repeat: int, device: str, plot: Path | None, as_json: bool
 ) -> None:
     """Vision encoder + projector frames/s: PyTorch vs ONNX Runtime fp32/fp16/int8.
 
@@ -114,6 +160,7 @@ def bench_vision_cmd(
 
     loaded = config.load()
     rows = bench_vision(loaded, precisions.split(","), batch_videos, repeat, device)
+    _plot(plot, {"rows": rows}, "vision")
     if as_json:
         _emit_json({"preset": config.preset, "overrides": list(config.overrides), "rows": rows})
         return
@@ -136,8 +183,9 @@ def bench_vision_cmd(
 @engine_options
 @decode_options
 @sampling_options
+@plot_option
 @json_option
-def bench_batch_cmd(inputs: tuple[str, ...], config: ConfigSource, as_json: bool) -> None:
+def bench_batch_cmd(inputs: tuple[str, ...], config: ConfigSource, plot: Path | None, as_json: bool) -> None:
     """End-to-end videos/s: `vlmcap batch`'s pipeline vs a naive one-video-at-a-time loop, same bundle.
 
     Example: vlmcap bench batch demo-work/synth/videos --batch-size 16
@@ -153,6 +201,7 @@ def bench_batch_cmd(inputs: tuple[str, ...], config: ConfigSource, as_json: bool
     settings = config.load().batch
     bundle = load_bundle(bundle_path(settings))
     report = bench_batch(bundle, videos, settings)
+    _plot(plot, report, "batch")
     if as_json:
         _emit_json({"bundle": bundle.id, **report})
         return
@@ -176,8 +225,11 @@ def bench_batch_cmd(inputs: tuple[str, ...], config: ConfigSource, as_json: bool
 @click.option("--batch", "batch_videos", default=4, show_default=True, type=click.IntRange(1), help="Videos.")
 @click.option("--new-tokens", default=64, show_default=True, type=click.IntRange(2))
 @click.option("--repeat", default=2, show_default=True, type=click.IntRange(1))
+@plot_option
 @json_option
-def bench_llm_cmd(config: ConfigSource, batch_videos: int, new_tokens: int, repeat: int, as_json: bool) -> None:
+def bench_llm_cmd(
+    config: ConfigSource, batch_videos: int, new_tokens: int, repeat: int, plot: Path | None, as_json: bool
+) -> None:
     """LLM decode tokens/s of a bundle through the chosen LLM engine, and the LLM's bytes on disk.
 
     Example: vlmcap bench llm --engine bundles/w4a16 --llm-backend vllm --batch 4
@@ -189,6 +241,7 @@ def bench_llm_cmd(config: ConfigSource, batch_videos: int, new_tokens: int, repe
     settings = config.load().batch
     bundle = load_bundle(bundle_path(settings))
     report = bench_llm(bundle, settings, batch_videos, new_tokens, repeat)
+    _plot(plot, report, "llm")
     if as_json:
         _emit_json({"bundle": bundle.id, **report})
         return
@@ -206,6 +259,7 @@ def bench_llm_cmd(config: ConfigSource, batch_videos: int, new_tokens: int, repe
 @click.option("--prompt-tokens", default=40, show_default=True, type=click.IntRange(1))
 @click.option("--new-tokens", default=16, show_default=True, type=click.IntRange(2))
 @click.option("--repeat", default=2, show_default=True, type=click.IntRange(1))
+@plot_option
 @json_option
 def bench_stages_cmd(
     config: ConfigSource,
@@ -214,6 +268,7 @@ def bench_stages_cmd(
     prompt_tokens: int,
     new_tokens: int,
     repeat: int,
+    plot: Path | None,
     as_json: bool,
 ) -> None:
     """Vision frames/s, LLM prefill and decode tokens/s of a preset (random weights), vs the GPU's peak.
@@ -223,6 +278,7 @@ def bench_stages_cmd(
     from vlmcap.engines.bench.stages import bench_stages
 
     report = bench_stages(config.load(), device, batch_videos, prompt_tokens, new_tokens, repeat)
+    _plot(plot, report, "stages")
     if as_json:
         _emit_json(report)
         return
@@ -240,8 +296,11 @@ def bench_stages_cmd(
 @click.option("--workdir", default="vlmcap-bench-long", show_default=True, type=click.Path(file_okay=False))
 @click.option("--short-clips", default=20, show_default=True, type=click.IntRange(1), help="Clips of the baseline.")
 @click.argument("batch_args", nargs=-1, type=click.UNPROCESSED)
+@plot_option
 @json_option
-def bench_long_cmd(minutes: str, workdir: str, short_clips: int, batch_args: tuple[str, ...], as_json: bool) -> None:
+def bench_long_cmd(
+    minutes: str, workdir: str, short_clips: int, batch_args: tuple[str, ...], plot: Path | None, as_json: bool
+) -> None:
     """Wall time and peak memory (whole process tree) of `vlmcap batch --segments` on long files.
 
     Generates 640x360 files of each length (kept in --workdir), then runs `vlmcap batch` with
@@ -257,6 +316,7 @@ def bench_long_cmd(minutes: str, workdir: str, short_clips: int, batch_args: tup
         raise click.BadParameter(f"{minutes!r}: expected minutes, comma-separated (e.g. 10,30,60)") from None
     args = list(batch_args) or ["--segments", "fixed:30"]
     report = bench_long(lengths, Path(workdir), args, short_clips)
+    _plot(plot, report, "long")
     if as_json:
         _emit_json(report)
         return
@@ -273,8 +333,9 @@ def bench_long_cmd(minutes: str, workdir: str, short_clips: int, batch_args: tup
 @click.option("--lines", default="10000,100000", show_default=True, help="Ledger sizes, comma-separated.")
 @click.option("--workdir", default="vlmcap-bench-report", show_default=True, type=click.Path(file_okay=False))
 @click.option("--browser/--no-browser", default=True, show_default=True, help="Time the first render in Chromium.")
+@plot_option
 @json_option
-def bench_report_cmd(lines: str, workdir: str, browser: bool, as_json: bool) -> None:
+def bench_report_cmd(lines: str, workdir: str, browser: bool, plot: Path | None, as_json: bool) -> None:
     """Build time, peak memory and first render in headless Chromium of `vlmcap captions report`.
 
     Example: vlmcap bench report --lines 10000,100000
@@ -286,6 +347,7 @@ def bench_report_cmd(lines: str, workdir: str, browser: bool, as_json: bool) -> 
     except ValueError:
         raise click.BadParameter(f"{lines!r}: expected line counts, comma-separated (e.g. 10000,100000)") from None
     report = bench_report(sizes, Path(workdir), browser)
+    _plot(plot, report, "report")
     if as_json:
         _emit_json(report)
         return
@@ -295,3 +357,28 @@ def bench_report_cmd(lines: str, workdir: str, browser: bool, as_json: bool) -> 
             f"{r['lines']:>8} {r['ledger_mb']:>9} {r['site_mb']:>8} {r['build_s']:>8} "
             f"{r['build_peak_python_mb']:>8} {r.get('first_render_s', '-'):>9}"
         )
+
+
+@bench.command("plot")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, path_type=Path), callback=_writable_png, help="The PNG."
+)
+@click.option("--title", help="The chart's title (default: the reports' names).")
+def bench_plot_cmd(reports: tuple[Path, ...], out: Path, title: str | None) -> None:
+    """Bar charts of saved `--json` reports of one kind, side by side: a baseline and a candidate.
+
+    Example: vlmcap bench plot docs/bench/thumbnails/batch-tiny-plain-1.json
+    docs/bench/thumbnails/batch-tiny-sheets-1.json --out sheets.png
+    """
+    from vlmcap.bench.plots import write_plot
+    from vlmcap.errors import ConfigError
+
+    loaded = []
+    for path in reports:
+        try:
+            loaded.append((path.stem, json.loads(path.read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{path}: cannot read it as JSON ({e})") from None
+    panels = write_plot(out, loaded, title or " vs ".join(name for name, _ in loaded))
+    click.echo(f"{out}: {len(panels)} panel{'s' * (len(panels) != 1)}, {sum(len(p.bars) for p in panels)} bars")
