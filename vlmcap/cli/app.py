@@ -27,6 +27,24 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in vlmcap or a library; the message say
 EXIT_IO = 74  # EX_IOERR: the system refused a read or write (disk full, read-only, permissions)
 EXIT_SIGINT = 130
 
+# Set while a command runs without -v. vLLM starts its engine in a spawned process, and a spawned
+# process begins by importing the script it was started from, so this module: there the check below
+# quiets the libraries' loggers before vLLM's first import logs its Triton notice, which it does
+# before it configures its own logging (VLLM_LOGGING_LEVEL comes too late for that line). Under
+# `python -m vlmcap` the spawned process imports no main module (multiprocessing skips `__main__`
+# modules), so the notice shows once per engine process there; the `vlmcap` script is quiet.
+QUIET_ENV = "VLMCAP_QUIET_LIBRARIES"
+
+
+def quiet_library_loggers() -> None:
+    """bitsandbytes' optional-kernel notice, vLLM's start-up notices: not ours to show."""
+    for library in ("bitsandbytes", "vllm"):
+        logging.getLogger(library).setLevel(logging.ERROR)
+
+
+if os.environ.get(QUIET_ENV) == "1":
+    quiet_library_loggers()
+
 
 class VlmcapGroup(click.Group):
     """Turns every failure into one line on stderr and its own exit code, never a traceback
@@ -85,9 +103,9 @@ def cli(ctx: click.Context, verbose: int) -> None:
         # memory to a NUMA node and says so) and vLLM's own deprecation warnings.
         os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
         os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
+        os.environ.setdefault(QUIET_ENV, "1")  # read by the processes vLLM spawns (above)
         # vLLM's loggers also reach the root handler configured above ("Triton is installed, but ...").
-        for library in ("bitsandbytes", "vllm"):
-            logging.getLogger(library).setLevel(logging.ERROR)
+        quiet_library_loggers()
 
 
 for command in (
