@@ -1,11 +1,12 @@
 """Reads every import in the package tree and reports the ones that break the layering (docs/ARCHITECTURE.md).
 
-    core (vlmcap/, but the joins)  <-  each stage (vlmcap.training, .export, .engines)  <-  joins (.cli, .api)
+    core (vlmcap/, but the CLI)  <-  each stage (vlmcap.training, .export, .engines)  <-  the CLI (vlmcap.cli)
 
 The core imports no stage and no join; a stage imports the core and itself, never another
-stage or a join; nothing imports the stage folders by their bare top-level names. Imports inside
+stage or the CLI; nothing imports the stage folders by their bare top-level names. Imports inside
 functions count as much as those at the top of a file. One exception: the package's own
-`__init__` loads the Python API (`vlmcap.api`) on first use, so `from vlmcap import Captioner` works.
+`__init__` loads the Python API (`vlmcap.engines.api`) on first use, so `from vlmcap import Captioner`
+works.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from pathlib import Path
 import tomllib
 
 STAGES = ("vlmcap.training", "vlmcap.export", "vlmcap.engines")
-JOINS = ("vlmcap.cli", "vlmcap.api")  # join the stages: the command line and the Python API
+JOINS = ("vlmcap.cli",)  # joins the stages: the command line
+API = "vlmcap.engines.api"  # the Python API, which the package's `__init__` loads on first use
 API_NAMES = ("Captioner", "batch_settings", "caption_videos")
 
 
@@ -72,7 +74,7 @@ def imports(module: str, path: Path) -> Iterator[tuple[int, str]]:
 
 
 def _owner(name: str) -> str:
-    """'join' (the CLI, the API), a stage package, 'core' (the rest of vlmcap), or '' (not ours)."""
+    """'join' (the CLI), a stage package, 'core' (the rest of vlmcap), or '' (not ours)."""
     if any(name == join or name.startswith(join + ".") for join in JOINS):
         return "join"
     for stage in STAGES:
@@ -90,12 +92,12 @@ def violations(dirs: dict[str, Path]) -> list[Violation]:
             target = _owner(name)
             if name.split(".")[0] in bare:
                 found.append(Violation(module, line, name, "a stage by its bare folder name; use vlmcap.<stage>"))
-            elif module == "vlmcap" and name in ("vlmcap.api", *(f"vlmcap.api.{n}" for n in API_NAMES)):
+            elif module == "vlmcap" and name in (API, *(f"{API}.{n}" for n in API_NAMES)):
                 continue  # the package's lazy `__getattr__` for the Python API
             elif layer == "core" and target in ("join", *STAGES):
-                found.append(Violation(module, line, name, "the core never imports a stage, the CLI or the API"))
+                found.append(Violation(module, line, name, "the core never imports a stage or the CLI"))
             elif layer in STAGES and target == "join":
-                found.append(Violation(module, line, name, "a stage never imports the CLI or the API"))
+                found.append(Violation(module, line, name, "a stage never imports the CLI"))
             elif layer in STAGES and target in STAGES and target != layer:
                 found.append(Violation(module, line, name, "stages never import each other"))
     return found

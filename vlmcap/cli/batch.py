@@ -52,7 +52,7 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
       find /data -name '*.mp4' | vlmcap batch - --out captions.jsonl --shard 0/4 --stats stats.json
       vlmcap batch --config nightly.yaml
     """
-    from vlmcap.api import caption_videos
+    from vlmcap.engines.api import caption_videos
     from vlmcap.engines.batch.caption_videos import list_selected
     from vlmcap.engines.batch.progress import summary_lines
 
@@ -88,7 +88,7 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
             err=True,
         )
         return
-    stats = caption_videos(settings=settings)  # the Python API's run (vlmcap/api.py)
+    stats = caption_videos(settings=settings)  # the Python API's run (engines/api.py)
     for line in summary_lines(stats.to_dict()):
         click.echo(line, err=True)
     sys.exit(stats.exit_code)

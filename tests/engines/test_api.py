@@ -1,4 +1,4 @@
-"""The Python API (vlmcap/api.py): `Captioner` gives the records `vlmcap batch` writes, in input order,
+"""The Python API (engines/api.py): `Captioner` gives the records `vlmcap batch` writes, in input order,
 with its engines opened once and closed by `with`; `caption_videos` is the CLI's run, resume and lock
 included; settings are checked before any work."""
 

@@ -7,9 +7,10 @@
 
     stats = caption_videos(["./videos"], out="captions.jsonl")  # resume, lock, append, compact: the CLI's run
 
-Like the CLI this module joins the stages (docs/ARCHITECTURE.md): it builds the batch settings once,
-validated, from keyword arguments named like the `batch:` config keys, and hands them to the engines.
-`vlmcap batch` itself runs `caption_videos` with the settings its flags built.
+It is the engines' front door, so it lives with them (docs/ARCHITECTURE.md): it builds the batch
+settings once, validated, from keyword arguments named like the `batch:` config keys, and hands them
+to the engines. `vlmcap batch` itself runs `caption_videos` with the settings its flags built; the
+package's `__init__` loads this module on first use of `vlmcap.Captioner`.
 """
 
 from __future__ import annotations
