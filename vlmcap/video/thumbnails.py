@@ -22,7 +22,7 @@ from PIL import Image
 from vlmcap.files import atomic_write_bytes
 from vlmcap.output_names import per_video_path
 
-TILE_PX = 128  # a sheet of 8 CLIP frames is 512x256: enough to tell scenes apart, ~20 KB
+TILE_PX = 128  # a sheet of 8 CLIP frames is 512x256: enough to tell scenes apart, ~28 KB as JPEG
 JPEG_QUALITY = 80
 
 
@@ -34,9 +34,10 @@ def sheet_columns(frames: int) -> int:
 def contact_sheet(frames: np.ndarray, tile_px: int = TILE_PX) -> Image.Image:
     """(T, H, W, 3) uint8 -> the sheet: T tiles on `sheet_columns(T)` columns, black where the grid has no frame.
 
-    The frames are laid out at full size and the grid is scaled down once, with a box filter whose
-    footprint ends where a tile does (no tile bleeds into the next); PIL first reduces by a whole
-    factor, so a sheet of 8 CLIP frames takes ~3 ms on one core.
+    The frames are laid out at full size and the grid is scaled down once on uint8 by PIL (a whole-
+    factor reduce, then a box filter): one call instead of one per frame, the cheap way to do it in a
+    decode worker. A box filter's footprint ends where a tile does, so tiles do not blend, but for
+    one pixel at a tile's edge when a frame's size is not a multiple of the whole factor.
     """
     count, height, width, _ = frames.shape
     columns = sheet_columns(count)
