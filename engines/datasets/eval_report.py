@@ -12,9 +12,25 @@ import datetime
 from pathlib import Path
 from typing import Any
 
-from vlmcap.engines.datasets.static_site import copy_assets, data_script, file_url, sheet_link
+from vlmcap.bundle import Bundle
+from vlmcap.config import BatchConfig
+from vlmcap.engines.batch.evaluate import evaluate_bundle
+from vlmcap.engines.datasets.static_site import building_site, copy_assets, data_script, file_url, sheet_link
 
 THUMBNAILS = "thumbs"  # the sheets' folder inside the site
+
+
+def evaluate_with_page(
+    bundle: Bundle, manifest: Path, settings: BatchConfig, out: Path, title: str | None = None
+) -> dict[str, Any]:
+    """`evaluate_bundle` whose decode workers write their sheets into the page being built at `out`
+    (renamed into place whole once written); the records name the sheets where the page put them.
+    `out` is checked by the caller before any work (`check_site_folder`)."""
+    with building_site(out) as site:
+        with_sheets = settings.model_copy(update={"thumbnails": str(site / THUMBNAILS)})
+        evaluation = evaluate_bundle(bundle, manifest, with_sheets)
+        write_eval_page(site, evaluation, manifest, title)
+    return {**evaluation, "records": _moved_thumbnails(evaluation["records"], site, out)}
 
 
 def write_eval_page(site: Path, evaluation: dict[str, Any], manifest: Path, title: str | None = None) -> None:
@@ -31,7 +47,7 @@ def write_eval_page(site: Path, evaluation: dict[str, Any], manifest: Path, titl
     copy_assets(site, "eval.html", ("eval.js",))
 
 
-def moved_thumbnails(records: list[dict[str, Any]], built: Path, final: Path) -> list[dict[str, Any]]:
+def _moved_thumbnails(records: list[dict[str, Any]], built: Path, final: Path) -> list[dict[str, Any]]:
     """The records with their sheets' paths where the finished site put them (`built` renamed to `final`)."""
     moved = []
     for record in records:

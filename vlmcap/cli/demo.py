@@ -49,7 +49,8 @@ def run_demo(
 ) -> dict[str, Any]:
     from vlmcap.bundle import load_bundle
     from vlmcap.engines.batch.caption_videos import caption_videos
-    from vlmcap.engines.batch.evaluate import evaluate_bundle
+    from vlmcap.engines.datasets.eval_report import evaluate_with_page
+    from vlmcap.engines.datasets.report import build_report
     from vlmcap.export.exporter import ExportRequest, export_bundle
     from vlmcap.segment_metrics import best_match
     from vlmcap.training.synth import SynthSpec, write_multiscene_set, write_synthetic_dataset
@@ -89,7 +90,8 @@ def run_demo(
 
     step("caption", "captioning the validation videos through the batch path (ONNX Runtime + LLM engine)")
     settings = BatchConfig(llm_backend=llm_backend, batch_size=16)
-    evaluation = evaluate_bundle(load_bundle(engine), data["val"], settings)
+    # With the page to look at them: each prediction beside its reference and the frames it saw.
+    evaluation = evaluate_with_page(load_bundle(engine), data["val"], settings, workdir / "eval")
     metrics = evaluation["metrics"]
     timings["end"] = time.perf_counter()
     say("")
@@ -118,8 +120,11 @@ def run_demo(
         llm_backend="transformers" if llm_backend == "auto" else llm_backend,
         overwrite=True,
         progress=False,
+        thumbnails=str(workdir / "multiscene" / "thumbs"),
     )
     caption_videos(scene_settings)
+    report = workdir / "multiscene" / "report"
+    build_report(out, report, overwrite=True)
     (line,) = [json.loads(text) for text in out.read_text(encoding="utf-8").splitlines()]
     timings["scenes_end"] = time.perf_counter()
     scenes = line.get("segments") or []
@@ -133,6 +138,8 @@ def run_demo(
     if line["status"] != "ok":
         say(f"   ({line['status']}: {line.get('error', {}).get('message')})")
     say(f"   -> {out}")
+    say(f"\nlook at them in a browser: {workdir / 'eval' / 'index.html'} (predictions beside references),")
+    say(f"   {report / 'index.html'} (the captions file, each scene with the frames the model saw)")
 
     names = ["synth", "train", "export", "caption", "end"]
     spans = {a: round(timings[b] - timings[a], 1) for a, b in itertools.pairwise(names)}
@@ -161,7 +168,9 @@ def _clock(seconds: float) -> str:
 def demo(workdir: Path, num_videos: int, steps: int, llm_backend: str) -> None:
     """The whole job offline on the tiny preset: synth -> train -> export -> batch-caption -> scores.
 
-    Ends with one multi-scene video captioned per scene (vlmcap batch --segments scenes). A few
+    Ends with one multi-scene video captioned per scene (vlmcap batch --segments scenes), and two
+    pages to open in a browser: the evaluation (vlmcap eval --report) and that video's captions
+    report with the frames the model saw (vlmcap captions report). A few
     minutes on 2 CPU cores. Leaves a trained run and the default engine behind, so
     `vlmcap batch ./videos --out captions.jsonl` works afterwards with no other flag.
     """

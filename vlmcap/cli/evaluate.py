@@ -53,8 +53,8 @@ def eval_cmd(
     from vlmcap.bundle import load_bundle
     from vlmcap.engines.batch.caption_videos import bundle_path, check_writable_file
     from vlmcap.engines.batch.evaluate import evaluate_bundle
-    from vlmcap.engines.datasets.eval_report import THUMBNAILS, moved_thumbnails, write_eval_page
-    from vlmcap.engines.datasets.static_site import building_site, check_site_folder
+    from vlmcap.engines.datasets.eval_report import evaluate_with_page
+    from vlmcap.engines.datasets.static_site import check_site_folder
     from vlmcap.files import write_jsonl
 
     settings = config.load().batch
@@ -66,13 +66,10 @@ def eval_cmd(
     if report is None:
         metrics = evaluate_bundle(bundle, data, settings, records)["metrics"]
     else:
-        with building_site(report) as site:  # the sheets are written into the site as it is built
-            with_sheets = settings.model_copy(update={"thumbnails": str(site / THUMBNAILS)})
-            evaluation = evaluate_bundle(bundle, data, with_sheets)
-            write_eval_page(site, evaluation, data)
+        evaluation = evaluate_with_page(bundle, data, settings, report)
         metrics = evaluation["metrics"]
         if records is not None:
-            write_jsonl(records, moved_thumbnails(evaluation["records"], site, report))
+            write_jsonl(records, evaluation["records"])
     if as_json:
         click.echo(json.dumps(metrics, indent=2, ensure_ascii=False))
         return

@@ -400,6 +400,10 @@ def test_demo_chains_to_the_default_engine(tmp_path, vlmcap_home, small_synth) -
     result = CliRunner().invoke(cli, [*args, "--llm-backend", "transformers"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "colour+shape+motion all right" in result.output and "generated caption" in result.output
+    demo = tmp_path / "demo"
+    for page in (demo / "eval" / "index.html", demo / "multiscene" / "report" / "index.html"):
+        assert str(page) in result.output and page.is_file()  # the pages it points at are there
+    assert list((demo / "eval" / "thumbs").rglob("*.jpg")) and list((demo / "multiscene" / "thumbs").rglob("*.jpg"))
     videos = Path(small_synth["val"]).parent / "videos"
     out = tmp_path / "captions.jsonl"
     after = CliRunner().invoke(
