@@ -68,15 +68,20 @@ def _llm(report: dict[str, Any]) -> list[Panel]:
     ]
 
 
+def _rows_have(key: str) -> Callable[[dict[str, Any]], bool]:
+    """Recognises a report whose rows carry `key`."""
+    return lambda report: key in (report.get("rows") or [{}])[0]
+
+
 # What each kind of report holds, as (recogniser, panels); the first that recognises a report wins.
 KINDS: dict[str, tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any]], list[Panel]]]] = {
-    "decode": (lambda r: "decoder" in (r.get("rows") or [{}])[0], _decode),
+    "decode": (_rows_have("decoder"), _decode),
     "train": (
-        lambda r: "samples_per_s" in (r.get("rows") or [{}])[0],
+        _rows_have("samples_per_s"),
         lambda r: _rows(r, {"samples_per_s": "training: samples/s"}, lambda row: f"{row['mode']} b{row['batch_size']}"),
     ),
     "vision": (
-        lambda r: "frames_per_s" in (r.get("rows") or [{}])[0],
+        _rows_have("frames_per_s"),
         lambda r: _rows(
             r,
             {"frames_per_s": "vision: frames/s"},
@@ -84,7 +89,7 @@ KINDS: dict[str, tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any
         ),
     ),
     "long": (
-        lambda r: "video_minutes" in (r.get("rows") or [{}])[0],
+        _rows_have("video_minutes"),
         lambda r: _rows(
             r,
             {"wall_s_per_video_minute": "wall s per video minute", "peak_rss_mb": "peak memory: MB"},
@@ -92,7 +97,7 @@ KINDS: dict[str, tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any
         ),
     ),
     "report": (
-        lambda r: "build_s" in (r.get("rows") or [{}])[0],
+        _rows_have("build_s"),
         lambda r: _rows(
             r,
             {
