@@ -2,7 +2,8 @@
 
 A config is a YAML file plus `section.key=value` overrides from the command line. It is validated
 in full before any work starts: an unknown key, a wrong type or an out-of-range value fails with
-a message that names the file and the dotted field.
+a message that names the file and the dotted field. Every YAML text (file, override value, preset)
+is read by `vlmcap.config_yaml`, which bounds what a hostile file can cost (aliases, size, depth).
 
 Over 400 lines on purpose: the sections are one schema (YAML files, `a.b=c` overrides and flags
 address it as a whole, and cross-section checks need all of it), and each section is short.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from vlmcap.config_yaml import MAX_DEPTH, load_yaml, read_yaml_file
 from vlmcap.errors import ConfigError
 from vlmcap.video.segments import SegmentPlan, parse_segments
 
@@ -467,12 +469,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     """`model.projector.kind=resampler` -> (["model", "projector", "kind"], "resampler"); values are YAML."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. model.projector.kind=resampler")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({e.__class__.__name__})") from None
-    return key.strip().split("."), value
+        raise ConfigError(f"{_override_name(text)}: expected KEY=VALUE, e.g. model.projector.kind=resampler")
+    keys = key.strip().split(".")
+    if len(keys) > MAX_DEPTH:  # a.a.a...=1 builds nested sections as deep as a nested YAML value would
+        raise ConfigError(f"{_override_name(text)}: key nested deeper than {MAX_DEPTH} levels")
+    return keys, load_yaml(raw, _override_name(text)) if raw.strip() else None
+
+
+def _override_name(text: str) -> str:
+    """How errors name an override: its text, cut short (one can be as long as a command line)."""
+    return f"override {text if len(text) <= 80 else text[:77] + '...'!r}"
 
 
 def _apply_override(data: dict[str, Any], path: list[str], value: Any, text: str) -> None:
@@ -480,7 +486,7 @@ def _apply_override(data: dict[str, Any], path: list[str], value: Any, text: str
     for part in path[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {text!r}: {part} is not a section")
+            raise ConfigError(f"{_override_name(text)}: {part} is not a section")
         node = child
     node[path[-1]] = value
 
@@ -493,7 +499,7 @@ def config_preset(name: str) -> dict[str, Any]:
     if name not in CONFIG_PRESETS:
         raise ConfigError(f"unknown config preset {name!r}; choose one of: {', '.join(CONFIG_PRESETS)}")
     text = resources.files("vlmcap.presets").joinpath(f"config-{name}.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text) or {}
+    return load_yaml(text, f"config preset {name!r}") or {}
 
 
 def load_config(
@@ -512,18 +518,7 @@ def load_config(
     if path is not None:
         path = Path(path)
         source = str(path)
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path}: not UTF-8 text") from None
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}: not valid YAML{where}") from None
+        loaded = read_yaml_file(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -79,7 +79,7 @@ def open_regular(path: str | Path) -> BinaryIO:
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file (a pipe, a socket or a device)", str(path))
+        raise OSError(errno.EINVAL, "not a regular file (a directory, a pipe, a socket or a device)", str(path))
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
