@@ -18,10 +18,11 @@ BODY_BYTES = 4 << 20
 class HostileHandler(http.server.BaseHTTPRequestHandler):
     """/video.mp4 (and `/a b.mp4`): `body`; /broken.mp4: HTTP 500; /loop.mp4: redirects to itself;
     /slow-headers.mp4: its headers a byte at a time; /slow-body.mp4: a 4 MiB body a byte at a
-    time; anything else: 404. `hits` counts the requests per path."""
+    time; anything else: 404. `hits` counts the requests per path; `requests` lists them, (method, path)."""
 
     body: bytes = b""
     hits: ClassVar[dict[str, int]] = {}
+    requests: ClassVar[list[tuple[str, str]]] = []
 
     def _trickle(self, data: bytes) -> None:
         try:
@@ -41,6 +42,7 @@ class HostileHandler(http.server.BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         self.hits[self.path] = self.hits.get(self.path, 0) + 1
+        self.requests.append((self.command, self.path))
         if self.path in ("/video.mp4", "/a%20b.mp4"):
             self._send(200, len(self.body), Last_Modified="Tue, 01 Dec 2026 10:00:00 GMT")
             if self.command == "GET":
@@ -67,8 +69,8 @@ class HostileHandler(http.server.BaseHTTPRequestHandler):
 
 @contextlib.contextmanager
 def hostile_server(body: bytes = b"") -> Iterator[tuple[str, type[HostileHandler]]]:
-    """(the server's base URL, its handler class, whose `hits` this server fills)."""
-    handler = type("Handler", (HostileHandler,), {"body": body, "hits": {}})
+    """(the server's base URL, its handler class, whose `hits` and `requests` this server fills)."""
+    handler = type("Handler", (HostileHandler,), {"body": body, "hits": {}, "requests": []})
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:

@@ -144,7 +144,7 @@ class ContentIndex:
 def duplicate(task: VideoTask, original: Outcome) -> Outcome:
     """`task`'s outcome when its bytes are `original`'s: the same caption (or error), nothing decoded."""
     return dataclasses.replace(
-        original, task=task, decode_ms=0.0, vision_ms=0.0, llm_ms=0.0, duplicate_of=original.task.video
+        original, task=task, decode_ms=0.0, vision_ms=0.0, llm_ms=0.0, duplicate_of=original.task.video, copied=True
     )
 
 
@@ -179,6 +179,7 @@ def from_record(task: VideoTask, record: dict[str, Any]) -> Outcome | None:
             quality=_quality(record),
             duplicate_of=str(record.get("duplicate_of") or record["video"]),
             thumbnail=_thumbnail(record),
+            copied=True,  # even when it stays its content's original (`_from_index`): no engine ran
         )
     except (KeyError, TypeError, ValueError):
         return None

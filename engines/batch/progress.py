@@ -25,18 +25,20 @@ class Progress:
             print(f"vlmcap batch: engines ready: {stats.engines['vision']}, {stats.engines['llm']}", file=sys.stderr)
 
     def update(self, stats) -> None:
-        done = stats.captioned + stats.failed
+        done = stats.captioned + stats.copied + stats.failed
         if self._bar is not None:
             self._bar.n = done
-            self._bar.set_postfix(ok=stats.captioned, failed=stats.failed, refresh=False)
+            copied = {"copied": stats.copied} if stats.copied else {}  # --dedup
+            self._bar.set_postfix(ok=stats.captioned, **copied, failed=stats.failed, refresh=False)
             self._bar.refresh()
             return
         now = time.monotonic()
         if now - self._last_log >= self.log_every_s:
             self._last_log = now
             rate = done / max(now - self._start, 1e-9)
+            copied = f", {stats.copied} copied" if stats.copied else ""  # --dedup
             print(
-                f"vlmcap batch: {done} done ({stats.captioned} ok, {stats.failed} failed), {rate:.2f} videos/s",
+                f"vlmcap batch: {done} done ({stats.captioned} ok{copied}, {stats.failed} failed), {rate:.2f} videos/s",
                 file=sys.stderr,
                 flush=True,
             )
@@ -57,7 +59,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         + (f"; {report['recaptioned_stale']} stale re-captioned" if report.get("recaptioned_stale") else "")
         + (f", {report['other_shard']} in other shards" if report["other_shard"] else "")
         + (f"; {report['segments']} segment captions" if report.get("segments") else "")
-        + (f"; {report['duplicates']} duplicates copied (--dedup)" if report.get("duplicates") else ""),
+        + (
+            f"; --dedup: copied {report['copied']}, {report['duplicates']} lines duplicate_of another video"
+            if report.get("copied") or report.get("duplicates")
+            else ""
+        ),
         f"{report['wall_s']:.1f} s wall, {report['videos_per_s']:.2f} videos/s, "
         f"{report['tokens_per_s']:.0f} generated tokens/s in the LLM",
         f"stage time: {stages} (decode summed over workers)",

@@ -38,6 +38,7 @@ from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.engines.model.caption_quality import Quality
 from vlmcap.engines.model.captioner import Captioner, open_llm_engine, open_vision_engine
 from vlmcap.generation import GenerationParams
+from vlmcap.video.remote import RemoteVideo
 from vlmcap.video.worker import SegmentRef
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ class DecodeStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         """Rows in blocks of `batch_size` as results come (a video's segments may span blocks)."""
         rows = []
-        for result in self.pool.imap_unordered([str(p) for p in batch["video"]]):
+        pairs = zip(batch["video"], batch["remote"], strict=True)
+        videos = [RemoteVideo.from_json(v, said) if said else str(v) for v, said in pairs]
+        for result in self.pool.imap_unordered(videos):
             rows.append(self._row(result))
             if len(rows) >= self.rows_per_block:
                 yield _columns(rows)
@@ -228,7 +231,11 @@ class RayPipeline:
         import ray
 
         settings, ray_options, root = self.settings, self.settings.ray, str(self.bundle.root)
-        ds = ray.data.from_items([{"video": v} for v in videos])
+        # A URL carries what its metadata request said to the decode worker (vlmcap.video.remote.RemoteVideo);
+        # Ray Data's string column would drop it, so it rides beside the video as JSON.
+        ds = ray.data.from_items(
+            [{"video": str(v), "remote": v.as_json() if isinstance(v, RemoteVideo) else ""} for v in videos]
+        )
         ds = ds.map_batches(
             DecodeStage,
             fn_constructor_kwargs={"bundle_path": root, "settings": settings},

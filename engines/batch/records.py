@@ -51,6 +51,9 @@ class Outcome:
     segments: list[SegmentCaption] | None = None  # a run with --segments: the captions per time segment
     quality: Quality = field(default_factory=Quality)  # the caption guards' findings (engines/model/caption_quality.py)
     duplicate_of: str | None = None  # --dedup: the video whose caption (or error) this copies (engines/batch/dedup.py)
+    # --dedup: the caption (or error) is an earlier one of the same bytes, no engine ran for it: a
+    # copy (`duplicate_of`), or a touched file's own earlier caption (it stays the original)
+    copied: bool = False
     # --thumbnails: the contact sheet of its frames (a segmented video: its first segment's)
     thumbnail: str | None = None
 

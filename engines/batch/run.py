@@ -32,8 +32,11 @@ SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 @dataclass
 class RunStats:
-    captioned: int = 0
-    failed: int = 0
+    """What a run did. Every line it writes is exactly one of `captioned`, `copied` or `failed`."""
+
+    captioned: int = 0  # ok lines whose caption the engines made in this run
+    copied: int = 0  # --dedup: ok lines copied from an earlier caption of the same bytes; no engine ran
+    failed: int = 0  # error lines, copied errors (--dedup) included
     skipped_ok: int = 0
     skipped_failed: int = 0
     other_shard: int = 0
@@ -42,7 +45,7 @@ class RunStats:
     torn_bytes_repaired: int = 0
     compacted_lines: int = 0
     foreign_lines: int = 0  # lines of the output that are no caption record, skipped and left in place
-    duplicates: int = 0  # --dedup: lines copied from a video of the same content (`duplicate_of`), not captioned
+    duplicates: int = 0  # --dedup: lines that name another video of the same bytes (`duplicate_of`), errors included
     hashed_bytes: int = 0  # --dedup: bytes read to hash the selected files
     interrupted_by: str | None = None
     wall_s: float = 0.0
@@ -61,20 +64,31 @@ class RunStats:
     def add(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             self.stage_s["decode"] += o.decode_ms / 1e3
-            if o.duplicate_of is None:  # a copy's caption was checked (and counted) as its original's
+            if not o.copied:  # a copy's caption was checked (and counted) when it was made
                 self._count_quality(o)
             self.duplicates += o.duplicate_of is not None
             if not o.ok:
                 self.failed += 1  # a copied error too: its line is an error line (exit 1)
                 continue
-            if o.duplicate_of is not None:
-                continue  # not captioned by this run: no tokens, no engine time
+            if o.copied:
+                self.copied += 1  # not captioned by this run: no tokens, no engine time
+                continue
             self.captioned += 1
             self.generated_tokens += o.num_tokens
             self.truncated += o.finish_reason == "length"
             self.segments += len(o.segments or ())
             self.stage_s["vision"] += o.vision_ms / 1e3
             self.stage_s["llm"] += o.llm_ms / 1e3
+
+    def unwritten(self, o: Outcome) -> None:
+        """`o` was counted ok, but its line became an error line (its sidecar could not be written):
+        a line of its own, which names no original (the engines' work for it stays counted in time and tokens)."""
+        self.failed += 1
+        self.duplicates -= o.duplicate_of is not None
+        if o.copied:
+            self.copied -= 1
+        else:
+            self.captioned -= 1
 
     def _count_quality(self, o: Outcome) -> None:
         q, counts = o.quality, self.quality
@@ -89,7 +103,7 @@ class RunStats:
                 counts["still_flagged"][flag] = counts["still_flagged"].get(flag, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
-        done = self.captioned + self.failed
+        done = self.captioned + self.copied + self.failed
         llm_s = self.stage_s["llm"]
         return {
             **{k: v for k, v in vars(self).items() if k != "stage_s"},
@@ -183,6 +197,7 @@ class BatchRun:
         self.stats = stats
         self.progress = progress
         self.interrupt = interrupt or Interrupt()  # given: its `stop` is also what the tasks' remote requests watch
+        self.outcomes: list[Outcome] = []  # those of the records yielded last, in their order
         self._records: Iterator[list[dict[str, Any]]] | None = None
         self._start = 0.0
 
@@ -206,6 +221,7 @@ class BatchRun:
                 for o in outcomes:
                     o.reject_flagged()
             self.stats.add(outcomes)
+            self.outcomes = outcomes
             yield [to_record(o, self.provenance) for o in outcomes]
             self.progress.update(self.stats)
 

@@ -41,7 +41,9 @@ class Shard:
 
 @dataclass
 class VideoTask:
-    video: str  # the path (or URL) as given (discovered); the JSONL's "video"
+    # the path (or URL) as given (discovered); the JSONL's "video". A URL is a RemoteVideo, which
+    # carries what its metadata request said on to the decode worker (vlmcap/video/remote.py)
+    video: str
     identity: FileIdentity | None  # None: vanished before it could be read (or never a file)
     real_path: str = ""  # symlinks resolved (a URL: normalized): what resume and compaction know a video by
     problem: InputProblem | None = None  # set: not decodable at all, goes straight to an error line
@@ -92,8 +94,8 @@ class TaskFilter:
                 self.counts.other_shard += 1
                 continue
             source = source_of(video, self.remote, self.stop)  # chosen once: a local file or a URL's object
-            task = VideoTask(video, None if problem else source.identity(video), source.key(video), problem=problem)
-            identity = task.identity
+            video, identity = (video, None) if problem else source.look(video)
+            task = VideoTask(video, identity, source.key(video), problem=problem)
             status = None
             if identity is not None:
                 status = self.state.status((task.real_path, identity.size, identity.mtime_ns))

@@ -56,10 +56,11 @@ def vtt_text(record: dict[str, Any]) -> str:
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
-def write_sidecars(records: list[dict[str, Any]], srt_dir: Path | None, vtt_dir: Path | None) -> list[dict[str, Any]]:
+def write_sidecars(records: list[dict[str, Any]], srt_dir: Path | None, vtt_dir: Path | None) -> list[int]:
     """The sidecars of the ok records among `records`. A video whose sidecar cannot be written (a
     full disk, a folder the run may not write) gets an error line instead, `SidecarWriteError`,
-    so `--retry-errors` writes both again; the other videos go on. Returns the ok records replaced."""
+    so `--retry-errors` writes both again; the other videos go on. Returns the positions of the ok
+    records replaced."""
     replaced = []
     for i, record in enumerate(records):
         if record.get("status") != "ok":
@@ -75,6 +76,6 @@ def write_sidecars(records: list[dict[str, Any]], srt_dir: Path | None, vtt_dir:
             except OSError as e:
                 message = f"{record['video']}: cannot write its sidecar {target} ({e.strerror or e})"
                 records[i] = as_error(record, "SidecarWriteError", message)
-                replaced.append(record)
+                replaced.append(i)
                 break
     return replaced

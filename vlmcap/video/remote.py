@@ -15,8 +15,10 @@ how long a dead server can hold a video. A 403 or a 404 is never retried.
 Every request has a total deadline (`bounded`), not only the sockets' idle timeouts: a server that
 trickles its headers a byte at a time never lets a socket timeout fire, and would hold the run's
 intake forever. A metadata request must be answered within `remote.timeout_s`; a download must
-bring each MiB within it (vlmcap/video/spool.py). A run that is stopping (its first SIGINT/SIGTERM)
-abandons the request in progress at once instead of waiting for either.
+bring each MiB within it (vlmcap/video/spool.py). An object's metadata is asked for once per run
+(`look_up`), and the URL carries the answer to the decode worker (`RemoteVideo`), so these bounds
+hold per input, not per process. A run that is stopping (its first SIGINT/SIGTERM) abandons the
+request in progress at once instead of waiting for either.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import datetime
 import email.utils
 import functools
 import importlib.util
+import json
 import logging
 import re
 import threading
@@ -35,6 +38,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from vlmcap import errors
 from vlmcap.errors import (
     ConfigError,
     RemoteAccessDenied,
@@ -93,18 +97,53 @@ class Abandoned(RemoteError):
 
 
 class RemoteVideo(str):
-    """A URL found by listing a prefix, with the identity the listing returned, so selection does
-    not ask the server for it a second time."""
+    """A URL with what the server said about its object, asked once per run: by the listing of its
+    prefix, or by the one metadata request selection makes (`look_up`). It travels with its task,
+    pickled whole, to the decode worker, which then asks nothing before it downloads: a server that
+    trickles its headers costs one metadata deadline, not one here and another in the worker."""
 
-    identity: FileIdentity | None
+    identity: FileIdentity | None  # what resume knows the object by; None: no answer (`error`), or not asked
+    size: int | None  # bytes, as the server said; None when it did not say (no Content-Length)
+    error: RemoteError | None  # why the metadata request failed: the worker reports it without asking again
 
-    def __new__(cls, url: str, identity: FileIdentity | None = None) -> RemoteVideo:
+    def __new__(
+        cls, url: str, identity: FileIdentity | None = None, size: int | None = None, error: RemoteError | None = None
+    ) -> RemoteVideo:
         self = super().__new__(cls, url)
-        self.identity = identity
+        self.identity, self.size, self.error = identity, size, error
         return self
 
+    @classmethod
+    def described(cls, url: str, info: dict[str, Any]) -> RemoteVideo:
+        """`url` with its object's metadata as fsspec gives it (`info`, or a listing's entry)."""
+        size = info.get("size")
+        return cls(url, identity_of(info), None if size is None else int(size))
+
+    @property
+    def asked(self) -> bool:
+        """The server answered for this object, with its metadata or with an error."""
+        return self.identity is not None or self.error is not None
+
     def __reduce__(self) -> tuple:
-        return (RemoteVideo, (str(self), self.identity))
+        return (RemoteVideo, (str(self), self.identity, self.size, self.error))
+
+    def as_json(self) -> str:
+        """What the server said, as JSON text: how it rides in a Ray Data column, which keeps strings only."""
+        identity = self.identity.as_dict() if self.identity is not None else None
+        error = [type(self.error).__name__, str(self.error)] if self.error is not None else None
+        return json.dumps({"identity": identity, "size": self.size, "error": error})
+
+    @classmethod
+    def from_json(cls, url: str, text: str) -> RemoteVideo:
+        """The `RemoteVideo` that `as_json` wrote."""
+        said = json.loads(text)
+        identity = FileIdentity(**said["identity"]) if said["identity"] is not None else None
+        error = None
+        if said["error"] is not None:
+            name, message = said["error"]
+            kind = getattr(errors, name, None)
+            error = (kind if isinstance(kind, type) and issubclass(kind, RemoteError) else RemoteError)(message)
+        return cls(url, identity, said["size"], error)
 
 
 def url_scheme(text: str) -> str | None:
@@ -341,16 +380,20 @@ def stat(url: str, options: RemoteOptions, stop: threading.Event | None = None) 
     return with_retries(url, lambda: bounded(fs, request, options.timeout_s, stop), options, stop)
 
 
-def remote_identity(url: str, options: RemoteOptions, stop: threading.Event | None = None) -> FileIdentity | None:
-    """The identity of a remote video, from its listing when it came from one; None when the object
-    cannot be looked at now (the decode worker then reports why, as the video's error line)."""
-    if isinstance(url, RemoteVideo) and url.identity is not None:
-        return url.identity
+def look_up(url: str, options: RemoteOptions, stop: threading.Event | None = None) -> RemoteVideo:
+    """`url` with its object's metadata: from its listing when it came from one, else from one
+    metadata request (`stat`: each try within `remote.timeout_s`, `remote.retries` more after a
+    timeout). A failure is kept as the error the video's line will say (the decode worker raises it
+    without asking again); only a request abandoned by a stopping run leaves nothing known."""
+    if isinstance(url, RemoteVideo) and url.asked:
+        return url
     try:
-        return identity_of(stat(url, options, stop))
+        return RemoteVideo.described(url, stat(url, options, stop))
+    except Abandoned:
+        return RemoteVideo(url)  # no line says this: the next run selects it again
     except RemoteError as e:
         log.debug("%s", e)
-        return None
+        return RemoteVideo(url, error=e)
 
 
 def is_prefix(url: str, is_video_name: Callable[[str], bool]) -> bool:
@@ -371,7 +414,7 @@ def list_videos(
     for name in sorted(found):
         info = found[name]
         if info.get("type", "file") == "file" and is_video_name(name):
-            yield RemoteVideo(f"{scheme}://{name}", identity_of(info))
+            yield RemoteVideo.described(f"{scheme}://{name}", info)
 
 
 # --- checks before any work -----------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 A local path and an object behind an `s3://`, `gs://` or `http(s)://` URL differ in three things,
 and only in these: the key a run knows the input by (resume, compaction, dedup), its identity
-(size and modification time, from the file or from the listing / one metadata request), and how a
-decoder gets a readable file (the path itself, or a bounded spool copy; vlmcap/video/spool.py).
+(size and modification time, from the file or from the listing / one metadata request, which the
+URL then carries to the decode worker), and how a decoder gets a readable file (the path itself,
+or a bounded spool copy; vlmcap/video/spool.py).
 Each kind is one class; `source_of` picks it, and nothing else along the way asks whether an input
 is a URL.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vlmcap.files import FileIdentity, file_identity
-from vlmcap.video.remote import RemoteOptions, is_remote, normalize_url, remote_identity
+from vlmcap.video.remote import RemoteOptions, is_remote, look_up, normalize_url
 from vlmcap.video.spool import spooled_copy
 
 
@@ -27,8 +28,9 @@ class InputSource(Protocol):
         """What resume, compaction and dedup know the input by."""
         ...
 
-    def identity(self, video: str) -> FileIdentity | None:
-        """Size and modification time now; None when it cannot be looked at (decoding says why)."""
+    def look(self, video: str) -> tuple[str, FileIdentity | None]:
+        """`video` as the decoders get it, and its size and modification time now (None: it cannot
+        be looked at; decoding says why)."""
         ...
 
     def readable(
@@ -44,8 +46,8 @@ class LocalFile:
     def key(self, video: str) -> str:
         return os.path.realpath(video)
 
-    def identity(self, video: str) -> FileIdentity | None:
-        return file_identity(video)
+    def look(self, video: str) -> tuple[str, FileIdentity | None]:
+        return video, file_identity(video)
 
     @contextlib.contextmanager
     def readable(self, video: str, progress: Callable[[], None] | None = None) -> Iterator[str]:
@@ -62,8 +64,10 @@ class RemoteObject:
     def key(self, video: str) -> str:
         return normalize_url(video)
 
-    def identity(self, video: str) -> FileIdentity | None:
-        return remote_identity(video, self.options, self.stop)
+    def look(self, video: str) -> tuple[str, FileIdentity | None]:
+        """The URL carries its metadata (or why there is none) on to the worker: asked once per input."""
+        found = look_up(video, self.options, self.stop)
+        return found, found.identity
 
     def readable(
         self, video: str, progress: Callable[[], None] | None = None

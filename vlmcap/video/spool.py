@@ -12,8 +12,10 @@ that is refused from its metadata before a byte is fetched, or when the stream p
 The decode pool's timeout is per message, and a download is not a hang while bytes arrive: the
 worker sends a progress message at most once a second while it reads, so a slow but moving
 download of a big file is not killed as a hung decode. A stalled or trickling one ends by
-`remote.timeout_s` (the longest one MiB of it, or the answer to its metadata request, may take:
-`RemoteTimeout`), retried `remote.retries` times.
+`remote.timeout_s` (the longest one MiB of it may take: `RemoteTimeout`), retried `remote.retries`
+times. The object's size comes with its URL (`RemoteVideo`: selection asked the server once), so
+the worker asks for no metadata; only a URL that comes without it (`spooled_copy` called directly)
+is looked up here, within the same deadline.
 """
 
 from __future__ import annotations
@@ -29,7 +31,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmcap.errors import RemoteTooLarge
-from vlmcap.video.remote import RemoteOptions, bounded, filesystem, fs_path, url_scheme, with_retries
+from vlmcap.video.remote import (
+    RemoteOptions,
+    RemoteVideo,
+    bounded,
+    filesystem,
+    fs_path,
+    url_scheme,
+    with_retries,
+)
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -67,6 +77,14 @@ async def _piece(source: Any, n: int) -> bytes:
     return b"".join(parts)
 
 
+async def _http_stream(fs: AbstractFileSystem, url: str, size: int | None) -> Any:
+    """fsspec's http `open_async` without the metadata request it makes when it is given no size
+    (a server that sends no Content-Length): the stream is read to its end either way."""
+    from fsspec.implementations.http import AsyncStreamFile
+
+    return AsyncStreamFile(fs, url, loop=fs.loop, session=await fs.set_session(), size=size)
+
+
 def _pieces(url: str, fs: AbstractFileSystem, size: int | None, deadline_s: float) -> Iterator[bytes]:
     """The object's bytes, PIECE_BYTES at a time, each piece within `deadline_s` (bounded): one
     streaming GET on http (some servers serve no ranges) and S3, ranged GETs on GCS (gcsfs has no
@@ -77,8 +95,11 @@ def _pieces(url: str, fs: AbstractFileSystem, size: int | None, deadline_s: floa
             end = min(start + PIECE_BYTES, size or 0)
             yield bounded(fs, functools.partial(fs._cat_file, path, start=start, end=end), deadline_s, None)
         return
-    extra = {"size": size} if url_scheme(url) in ("http", "https") else {}  # http would ask for it again
-    source = bounded(fs, functools.partial(fs.open_async, path, "rb", **extra), deadline_s, None)
+    if url_scheme(url) in ("http", "https"):
+        opening = functools.partial(_http_stream, fs, path, size)
+    else:
+        opening = functools.partial(fs.open_async, path, "rb")
+    source = bounded(fs, opening, deadline_s, None)
     try:
         while piece := bounded(fs, functools.partial(_piece, source, PIECE_BYTES), deadline_s, None):
             yield piece
@@ -86,11 +107,21 @@ def _pieces(url: str, fs: AbstractFileSystem, size: int | None, deadline_s: floa
         bounded(fs, source.close, deadline_s, None)
 
 
+def _size(url: str, fs: AbstractFileSystem, options: RemoteOptions) -> int | None:
+    """The object's size in bytes (None: the server does not say), as selection learned it; a
+    metadata request that failed there fails the download the same way, without a second one."""
+    if isinstance(url, RemoteVideo) and url.asked:
+        if url.error is not None:
+            raise url.error
+        return url.size
+    return bounded(fs, functools.partial(fs._info, fs_path(url)), options.timeout_s, None).get("size")
+
+
 def _download(url: str, target: Path, options: RemoteOptions, progress: Callable[[], None] | None) -> None:
     """One try: the object's bytes into `target`, piece by piece."""
     fs = filesystem(url_scheme(url), options)
     limit = options.max_object_bytes
-    size = bounded(fs, functools.partial(fs._info, fs_path(url)), options.timeout_s, None).get("size")
+    size = _size(url, fs, options)
     if size is not None and size > limit:
         raise _too_large(url, size, options, known=True)
     written, last_sign = 0, time.monotonic()

@@ -17,7 +17,9 @@ def test_the_scheme_picks_the_kind_and_a_local_path_is_known_by_its_real_path(tm
     link.symlink_to(real)
     local = source_of(str(link))
     assert isinstance(local, LocalFile) and local.key(str(link)) == os.path.realpath(real)
-    assert local.identity(str(link)).size == 10 and local.identity(str(tmp_path / "gone.mp4")) is None
+    video, identity = local.look(str(link))
+    assert video == str(link) and identity is not None and identity.size == 10  # the path as given
+    assert local.look(str(tmp_path / "gone.mp4"))[1] is None
     with local.readable(str(link)) as path:
         assert path == str(link)  # read where it is, no copy
 

@@ -14,11 +14,13 @@ from click.testing import CliRunner
 from vlmcap.cli import cli
 from vlmcap.engines.batch.dedup import ContentIndex, DedupDriver, MadeBy, hash_file
 from vlmcap.engines.batch.ledger import CaptionWriter
+from vlmcap.engines.batch.progress import Progress
 from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.records import Outcome, to_record
-from vlmcap.engines.batch.run import Interrupt
+from vlmcap.engines.batch.run import BatchRun, Interrupt, RunStats
 from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.files import file_identity
+from vlmcap.output_names import per_video_path
 
 PROVENANCE = Provenance("bundle-1", "describe")
 MADE_BY = MadeBy("bundle-1", "describe", segmented=False)
@@ -220,7 +222,7 @@ def test_batch_captions_each_content_once_and_a_renamed_file_is_not_captioned_ag
     first = batch(str(root), *args)
     assert first.exit_code == 1, first.output  # the broken pair failed
     report = json.loads(stats.read_text())
-    assert (report["captioned"], report["failed"], report["duplicates"]) == (2, 2, 3)
+    assert (report["captioned"], report["copied"], report["failed"], report["duplicates"]) == (2, 2, 2, 3)
     assert report["hashed_bytes"] == sum(p.stat().st_size for p in root.rglob("*.mp4"))
     records = lines(out)
     assert len(records) == 6
@@ -244,7 +246,8 @@ def test_batch_captions_each_content_once_and_a_renamed_file_is_not_captioned_ag
     second = batch(str(root), *args)
     assert second.exit_code == 0, second.output
     report = json.loads(stats.read_text())
-    assert (report["captioned"], report["duplicates"], report["skipped_ok"], report["skipped_failed"]) == (0, 1, 3, 2)
+    assert (report["captioned"], report["copied"], report["skipped_ok"], report["skipped_failed"]) == (0, 1, 3, 2)
+    assert report["duplicates"] == 1
     assert report["engines"] == {}  # nothing decoded: the engines were never started
     after = lines(out)
     assert after[:6] == records  # one line per real path: the old name's line stays, the new name gets one
@@ -253,19 +256,54 @@ def test_batch_captions_each_content_once_and_a_renamed_file_is_not_captioned_ag
     assert renamed["caption"] == by_name["c.mp4"]["caption"] and renamed["sha256"] == by_name["c.mp4"]["sha256"]
     assert len(after) == 7
 
+    # Touched (the same bytes, a new mtime; a-link too, a hard link of a): selected again, answered
+    # from the earlier lines and counted as copied, not captioned; b's sidecar cannot be written,
+    # so its line is an error line.
+    for name in ("a.mp4", "b.mp4"):
+        os.utime(root / name, ns=(10**18, 10**18))
+    subs = tmp_path / "subs"
+    per_video_path(subs, str(root / "b.mp4"), ".srt").mkdir(parents=True)
+    third = batch(str(root), *args, "--srt", str(subs))
+    assert third.exit_code == 1, third.output
+    report = json.loads(stats.read_text())
+    assert (report["captioned"], report["copied"], report["failed"], report["duplicates"]) == (0, 2, 1, 1)
+    assert report["engines"] == {} and report["generated_tokens"] == 0
+    assert "captioned 0, failed 1" in third.output and "--dedup: copied 2, 1 lines duplicate_of" in third.output
+    touched = {Path(r["video"]).name: r for r in lines(out)}
+    assert touched["a.mp4"]["file"]["mtime_ns"] == 10**18 and "duplicate_of" not in touched["a.mp4"]
+    assert touched["a-link.mp4"]["duplicate_of"] == str(root / "a.mp4")
+    assert touched["b.mp4"]["error"]["type"] == "SidecarWriteError"
 
-def _run(out: Path, paths: list[Path], compact: bool = True) -> None:
+
+def _run(out: Path, paths: list[Path], compact: bool = True) -> RunStats:
     """One run over `paths` (as selection would hand them over), written to `out`, compacted at the end
-    unless it was interrupted before."""
+    unless it was interrupted before; its stats."""
     dedup = DedupDriver.open(FakeDriver(), out, MADE_BY)
     writer = CaptionWriter(out)
-    for batch in dedup.outcomes([task(p) for p in paths], Interrupt(), lambda e: None):
-        records = [to_record(o, PROVENANCE) for o in batch]
-        dedup.written(records, writer.append(records))
+    stats = RunStats()
+    with BatchRun(dedup, [task(p) for p in paths], PROVENANCE, stats, Progress(False)) as run:
+        for records in run:
+            dedup.written(records, writer.append(records))
     dedup.index.close()
     if compact:
         writer.compact()
     writer.close()
+    return stats
+
+
+def test_stats_count_what_the_engines_captioned_apart_from_what_was_copied(tmp_path: Path) -> None:
+    v = files(tmp_path, {"a.mp4": b"alpha" * 100, "b.mp4": b"alpha" * 100})
+    out = tmp_path / "captions.jsonl"
+    fresh = _run(out, [v["a.mp4"], v["b.mp4"]])
+    assert (fresh.captioned, fresh.copied, fresh.duplicates, fresh.failed, fresh.exit_code) == (1, 1, 1, 0, 0)
+    assert fresh.generated_tokens == 3  # the original's only
+
+    os.utime(v["a.mp4"], ns=(10**18, 10**18))  # touched: the same bytes, selected again
+    touched = _run(out, [v["a.mp4"]])
+    assert (touched.captioned, touched.copied, touched.duplicates, touched.exit_code) == (0, 1, 0, 0)
+    report = touched.to_dict()
+    assert report["generated_tokens"] == 0 and report["captioned_per_s"] == 0.0
+    assert report["videos_per_s"] > 0  # a line was written: it is done, just not by the engines
 
 
 def _one_original_per_content(out: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -19,11 +20,16 @@ from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
+from hostile_http import hostile_server
 from repo_paths import TESTS
 
 from vlmcap.cli import cli
+from vlmcap.engines.batch.ledger import ResumeState
+from vlmcap.engines.batch.selection import TaskFilter
+from vlmcap.errors import RemoteTimeout
 from vlmcap.video import remote
 from vlmcap.video.discovery import InputProblem, iter_video_paths
+from vlmcap.video.spool import spooled_copy
 
 BUCKET = "vids"
 # moto lets this many requests through unsigned (the IAM setup below), then enforces IAM.
@@ -106,9 +112,10 @@ def s3(six_videos) -> Iterator[dict]:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     """/good.mp4 whole; /drop.mp4 half its body, then the connection closes; /stall.mp4 headers and
-    a few bytes, then nothing for 3 s."""
+    a few bytes, then nothing for 3 s. `heads` and `gets` count the requests per path."""
 
     body: bytes = b""
+    heads: ClassVar[dict[str, int]] = {}
     gets: ClassVar[dict[str, int]] = {}
 
     def _head(self) -> bool:
@@ -123,6 +130,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return True
 
     def do_HEAD(self) -> None:
+        self.heads[self.path] = self.heads.get(self.path, 0) + 1
         self._head()
 
     def do_GET(self) -> None:
@@ -148,7 +156,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def web(s3) -> Iterator[tuple[str, type[_Handler]]]:
-    handler = type("Handler", (_Handler,), {"body": s3["videos"][4].read_bytes(), "gets": {}})
+    handler = type("Handler", (_Handler,), {"body": s3["videos"][4].read_bytes(), "heads": {}, "gets": {}})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -215,6 +223,9 @@ def test_s3_prefix_list_of_urls_and_http_captioned_each_failure_typed_and_resume
     for video, (_, message) in errors.items():
         assert message.startswith(video), message  # names the URL (not a spool file) or list:line
     assert "after 2 tries" in errors[f"{base}/drop.mp4"][1] and handler.gets["/drop.mp4"] == 2  # --remote-retries 1
+    # One metadata request per URL, by selection: the decode worker got the size with the URL, so
+    # neither its download nor that download's retry asked again.
+    assert handler.heads == {"/good.mp4": 1, "/drop.mp4": 1, "/stall.mp4": 1}
     assert "ftp://" in errors[f"{listing}:8"][1] and "'::::'" in errors[f"{listing}:9"][1]
     assert list(spool.rglob("*")) == []  # every download deleted, and the workers' folders with them
     subs = {p.relative_to(tmp_path / "subs").as_posix() for p in (tmp_path / "subs").rglob("*.srt")}
@@ -235,6 +246,33 @@ def test_s3_prefix_list_of_urls_and_http_captioned_each_failure_typed_and_resume
     for video in ok - {f"s3://{BUCKET}/clips/a.mp4"}:
         assert after[video] == records[video]
     assert list(spool.rglob("*")) == []
+
+
+def _selected(url: str, options: remote.RemoteOptions) -> str:
+    """`url` as selection hands it on and the decode pool delivers it to a worker (pickled)."""
+    [task] = TaskFilter(ResumeState(), remote=options)([url])
+    return pickle.loads(pickle.dumps(task.video))
+
+
+def test_a_urls_metadata_is_asked_once_and_travels_to_the_decode_worker(tmp_path) -> None:
+    options = remote.RemoteOptions(retries=0, timeout_s=5.0, spool_dir=str(tmp_path))
+    with hostile_server(b"the bytes of a video") as (base, handler):
+        video = _selected(f"{base}/video.mp4", options)
+        with spooled_copy(video, options) as local:
+            assert Path(local).read_bytes() == b"the bytes of a video"
+    assert handler.requests == [("HEAD", "/video.mp4"), ("GET", "/video.mp4")]  # selection's HEAD, the download
+
+
+def test_trickled_headers_cost_one_metadata_deadline_per_input_not_two(tmp_path) -> None:
+    options = remote.RemoteOptions(retries=0, timeout_s=2.0, spool_dir=str(tmp_path))
+    with hostile_server() as (base, handler):
+        t0 = time.monotonic()
+        video = _selected(f"{base}/slow-headers.mp4", options)
+        with pytest.raises(RemoteTimeout, match=r"no answer within 2 s after 1 try"), spooled_copy(video, options):
+            pass  # the worker reports selection's timeout, without asking again
+        elapsed_s = time.monotonic() - t0
+    assert handler.requests == [("HEAD", "/slow-headers.mp4")]
+    assert elapsed_s < 2 * options.timeout_s  # one deadline, not one in selection and another in the worker
 
 
 def batch(*args: str):
