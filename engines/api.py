@@ -15,6 +15,7 @@ package's `__init__` loads this module on first use of `vlmcap.Captioner`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +35,14 @@ def batch_settings(config: str | Path | None = None, **settings: Any) -> BatchCo
     as the CLI validates them: an unknown key or a bad value raises ConfigError before any work."""
     flags = {f"batch.{key}": value for key, value in settings.items() if value is not None}
     return load_config(config, flags=flags).batch
+
+
+def input_list(videos: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The inputs as `vlmcap batch` takes them; one string or path alone is refused, since iterating it
+    would give its characters."""
+    if isinstance(videos, str | bytes | os.PathLike):
+        raise TypeError(f"videos must be a list of inputs, not one {type(videos).__name__}: write [{str(videos)!r}]")
+    return [os.fspath(v) for v in videos]
 
 
 class Captioner:
@@ -82,23 +91,31 @@ class Captioner:
         return {"vision": engines.vision.name, "llm": engines.llm.name}
 
     def caption(self, videos: Iterable[str | Path]) -> list[dict[str, Any]]:
-        """One record per distinct video (a failure is a record with `status: error`), in input order."""
+        """One record per distinct video (a failure is a record with `status: error`), in the order found.
+
+        `videos` are what `vlmcap batch` takes as INPUTS, found the same way (vlmcap/video/discovery.py):
+        files, folders (walked), globs, list files, URLs; one file reached by several spellings or
+        symlinks is one video, named as it was first reached. A bare string is refused: it is not a list.
+        """
+        from vlmcap.engines.batch.caption_videos import remote_options
         from vlmcap.engines.batch.ledger import ResumeState
         from vlmcap.engines.batch.pipeline import LocalPipeline
         from vlmcap.engines.batch.progress import Progress
         from vlmcap.engines.batch.run import BatchRun, RunStats
         from vlmcap.engines.batch.selection import TaskFilter
+        from vlmcap.video.discovery import InputProblem, iter_video_paths
 
-        names = [str(v) for v in videos]
+        remote = remote_options(self.settings)
+        found = list(iter_video_paths(input_list(videos), remote=remote))
+        order = {item.path if isinstance(item, InputProblem) else item: i for i, item in enumerate(found)}
         driver = LocalPipeline(self.bundle, self.settings, self._open_engines())
         progress = Progress(self.settings.progress or False, self.settings.log_every_s)
         by_video: dict[str, dict[str, Any]] = {}
-        tasks = TaskFilter(ResumeState())(names)
+        tasks = TaskFilter(ResumeState(), remote=remote)(found)
         with BatchRun(driver, tasks, self._provenance, RunStats(), progress, self.settings.quality.strict) as run:
             for records in run:
                 by_video.update((r["video"], r) for r in records)
-        order = {name: i for i, name in reversed(list(enumerate(names)))}  # a repeated input: its first place
-        return sorted(by_video.values(), key=lambda r: order.get(r["video"], len(names)))
+        return sorted(by_video.values(), key=lambda r: order[r["video"]])
 
     def _open_engines(self) -> Engines:
         if self._engines is None:
@@ -136,6 +153,6 @@ def caption_videos(
     from vlmcap.engines.batch.caption_videos import caption_videos as run_batch
 
     if settings is None:
-        listed = [str(i) for i in inputs] if inputs is not None else None
+        listed = input_list(inputs) if inputs is not None else None
         settings = batch_settings(config, inputs=listed, out=str(out) if out is not None else None, **options)
     return run_batch(settings, stdin)

@@ -6,11 +6,14 @@ reports them and the batch engines follow them.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.metadata
 import importlib.util
 import os
+import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 # Import name -> distribution names that may provide it (first installed one wins).
 _LIBRARIES: dict[str, tuple[str, ...]] = {
@@ -70,6 +73,41 @@ def pick_vision_backend() -> str:
 def pick_llm_backend() -> str:
     """vLLM when it is installed (its CPU build included), else transformers generate."""
     return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
+
+
+def unguarded_main_script() -> str | None:
+    """The file of this process's main module when a spawned child would run it again and it has no
+    `if __name__ == "__main__":` guard, or cannot be read again (`<stdin>` for `python -`); None when no
+    child runs it (`python -c`, a notebook, a package's `__main__`) or it is guarded.
+
+    multiprocessing's spawn method starts a child by running the parent's main module once more, as
+    `__mp_main__`; vLLM's CPU build starts its engine that way. An unguarded script (the README's Python
+    API block saved as a file) would run its whole job again inside the engine's process. vlmcap's own
+    decode workers leave the main module out (vlmcap/video/pool.py); vLLM's processes are not ours.
+    """
+    main = sys.modules.get("__main__")
+    name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    path = getattr(main, "__file__", None)
+    if path is None or name == "__main__" or name.endswith(".__main__"):
+        return None  # multiprocessing runs nothing again for these
+    try:
+        tree = ast.parse(Path(path).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return path  # a child could not run it either
+    for statement in tree.body:
+        if isinstance(statement, ast.If) and _is_main_test(statement.test):
+            return None
+    return path
+
+
+def _is_main_test(test: ast.expr) -> bool:
+    """`__name__ == "__main__"`, either way round."""
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(s, ast.Name) and s.id == "__name__" for s in sides) and any(
+        isinstance(s, ast.Constant) and s.value == "__main__" for s in sides
+    )
 
 
 def pick_decoder() -> str:

@@ -22,7 +22,7 @@ from vlmcap.display_text import drop_cut_character
 from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
 from vlmcap.engines.model.caption_quality import CaptionGuard, Quality, choose
 from vlmcap.engines.model.llm import LLMEngine
-from vlmcap.engines.model.llm_vllm import check_params_safe
+from vlmcap.engines.model.llm_vllm import check_params_safe, check_vllm_can_spawn, vllm_spawn_problem
 from vlmcap.engines.model.quant_support import check_vllm_can_serve, quant_scheme, vllm_quant_problem
 from vlmcap.engines.model.vision import VisionEngine
 from vlmcap.environment import usable_cpus
@@ -98,12 +98,11 @@ def open_llm_engine(
             if backend == "vllm":
                 raise
             why_not_vllm = str(e)  # the decoding vLLM would refuse or crash on, and why
-    if backend == "vllm":
-        check_vllm_can_serve(
-            bundle, settings.vllm.dtype
-        )  # `vlmcap batch` checked before any work; other callers get here
+    if backend == "vllm":  # `vlmcap batch` checked both before any work; other callers get here
+        check_vllm_can_serve(bundle, settings.vllm.dtype)
+        check_vllm_can_spawn()
     if backend == "auto" and why_not_vllm is None:
-        why_not_vllm = vllm_quant_problem(quant_scheme(bundle), settings.vllm.dtype)
+        why_not_vllm = vllm_quant_problem(quant_scheme(bundle), settings.vllm.dtype) or vllm_spawn_problem()
     if backend == "vllm" or (backend == "auto" and why_not_vllm is None):
         from vlmcap.engines.model.llm_vllm import VllmEngine
 

@@ -24,6 +24,7 @@ from vlmcap.config import VllmConfig
 from vlmcap.embeddings import EmbeddedBatch
 from vlmcap.engines.model.quant_support import vllm_dtype
 from vlmcap.engines.model.watchdog import EngineWatchdog, descendants
+from vlmcap.environment import unguarded_main_script
 from vlmcap.errors import ConfigError, ModelError
 from vlmcap.generation import Generation, GenerationParams, finish_reason
 
@@ -51,6 +52,28 @@ def check_params_safe(params: GenerationParams) -> None:
             f"--temperature {params.temperature} with --llm-backend vllm: vLLM accepts 0 to "
             f"{VLLM_MAX_TEMPERATURE}; lower it or use --llm-backend transformers"
         )
+
+
+def vllm_spawn_problem() -> str | None:
+    """Why vLLM's engine cannot start from this process's main script (one sentence), or None: its CPU
+    build starts the engine in a spawned process, which would run an unguarded script again
+    (vlmcap.environment.unguarded_main_script)."""
+    script = unguarded_main_script()
+    if script is None:
+        return None
+    if not os.path.isfile(script):
+        return f"{script}: vLLM starts its engine in a spawned process, which would run this main script again"
+    return (
+        f"{script}: vLLM starts its engine in a spawned process, which runs this script again from the top "
+        'since it has no `if __name__ == "__main__":` guard'
+    )
+
+
+def check_vllm_can_spawn() -> None:
+    """`llm_backend="vllm"` from an unguarded script: ConfigError before any work, with the two ways out."""
+    problem = vllm_spawn_problem()
+    if problem:
+        raise ConfigError(f"{problem}; put the script's work under that guard, or use llm_backend='transformers'")
 
 
 class VllmEngine:

@@ -50,11 +50,28 @@ def test_captioner_returns_the_cli_records_in_input_order(tiny_bundle, six_video
     assert result.exit_code == 1, result.output  # the broken file is an error line
     written = {r["video"]: _stable(r) for r in map(json.loads, out.read_text().splitlines())}
 
+    first = Path(videos[0])
+    (tmp_path / "link.mp4").symlink_to(first)
+    spellings = [
+        videos[0],
+        f"{first.parent}//{first.name}",
+        f"{first.parent}/./{first.name}",
+        str(tmp_path / "link.mp4"),
+    ]
     with Captioner.from_bundle(tiny_bundle, llm_backend="transformers") as captioner:
         assert captioner.engines["llm"].startswith("transformers (cpu, float32")
         records = captioner.caption(asked)
         again = captioner.caption([videos[1]])  # the same engines, a second call
+        one = captioner.caption(spellings)  # one file, as the CLI finds it: one record, named as first reached
+        walked = captioner.caption([six_videos])  # a folder is walked, as `vlmcap batch` walks it
+        with pytest.raises(TypeError, match="not one str"):
+            captioner.caption(videos[0])  # one string is no list of inputs (its characters are not videos)
         engines = captioner._engines
+    assert [r["video"] for r in one] == [videos[0]] and _stable(one[0]) == written[videos[0]]
+    assert [r["video"] for r in walked] == sorted(str(p) for p in six_videos.glob("*.mp4"))
+    assert [_stable(r) for r in walked[:3]] == [written[v] for v in videos]
+    with pytest.raises(TypeError, match="not one PosixPath"):
+        caption_videos(six_videos, out=tmp_path / "c.jsonl")
     assert [r["video"] for r in records] == [videos[2], broken, videos[0], videos[1]]
     assert [_stable(r) for r in records] == [written[v] for v in (videos[2], broken, videos[0], videos[1])]
     assert records[1]["status"] == "error" and records[1]["error"]["type"] == "TruncatedVideo"
@@ -87,7 +104,10 @@ def test_caption_videos_resumes_and_respects_the_lock(tiny_bundle, six_videos, t
     assert held.value.exit_code == EXIT_LOCKED
 
 
-def test_the_readme_example_runs_as_written(tiny_bundle, six_videos, tmp_path: Path) -> None:
+@pytest.mark.parametrize("way", ["file", "stdin", "-c"])
+def test_the_readme_example_runs_as_written(tiny_bundle, six_videos, tmp_path: Path, way: str) -> None:
+    """As people run Python: saved as a file (no main guard: the decode workers must not run it again),
+    piped to `python -`, and through `python -c`."""
     from repo_paths import REPO
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
@@ -100,12 +120,40 @@ def test_the_readme_example_runs_as_written(tiny_bundle, six_videos, tmp_path: P
     shutil.copy(videos[1], work / "b.mp4")
     for video in videos[2:5]:
         shutil.copy(video, work / "videos" / video.name)
+    (work / "example.py").write_text(example, encoding="utf-8")
+    command = {"file": ["example.py"], "stdin": ["-"], "-c": ["-c", example]}[way]
     env = {**os.environ, "VLMCAP_HOME": str(home)}
     shown = subprocess.run(
-        [sys.executable, "-c", example], cwd=work, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, *command],
+        cwd=work,
+        env=env,
+        input=example if way == "stdin" else None,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert shown.returncode == 0, shown.stderr[-3000:]
     lines = shown.stdout.splitlines()
     assert [line.split()[:2] for line in lines[:2]] == [["a.mp4", "ok"], ["b.mp4", "ok"]]
     assert lines[2] == "captioned 3, skipped 0 already done, exit code 0"
-    assert len((work / "captions.jsonl").read_text().splitlines()) == 3
+    written = [json.loads(line) for line in (work / "captions.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in written] == ["ok"] * 3
+
+
+def test_vllm_from_an_unguarded_script_is_refused_before_any_work(tiny_bundle, tmp_path: Path) -> None:
+    """vLLM's CPU build spawns its engine, which would run an unguarded script again from the top; `auto`
+    takes transformers then (engines/model/captioner.py), an explicit request is one clear error."""
+    script = tmp_path / "night.py"
+    script.write_text(
+        "from vlmcap import Captioner\n"
+        "from vlmcap.errors import ConfigError\n"
+        "try:\n"
+        f"    Captioner.from_bundle({str(tiny_bundle)!r}, llm_backend='vllm')\n"
+        "except ConfigError as e:\n"
+        "    print(e)\n",
+        encoding="utf-8",
+    )
+    shown = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.startswith(f"{script}: vLLM starts its engine in a spawned process")
+    assert "llm_backend='transformers'" in shown.stdout

@@ -11,19 +11,30 @@ With a segment plan a video comes back one segment at a time, and the deadline i
 `timeout_s` is the longest a worker may go without delivering a segment (or, while it detects
 scenes, a sign of progress), so an hour-long file is not killed as a hang while a stuck decoder
 still is. A retry resumes at the first segment not yet delivered.
+
+Workers never run the parent's main script. multiprocessing's spawn and forkserver methods start
+each child by running the parent's `__main__` again (as `__mp_main__`, unless it is a `python -m`
+package's `__main__`), which is how a child finds functions defined there. A worker's target and
+arguments are all vlmcap's, so it needs none of that; and a script with no
+`if __name__ == "__main__":` guard (the README's Python API block saved as a file) would start a
+whole run inside every worker, which then died before decoding anything. So the preparation data
+of a decode worker leaves the main module out (`_without_main`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing as mp
+import multiprocessing.spawn
 import signal
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 
+from vlmcap.errors import ConfigError
 from vlmcap.video.decoders import DecodeOptions, available_decoders
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.segments import Segment, SegmentPlan
@@ -33,6 +44,41 @@ from vlmcap.video.worker import PROGRESS, DecodeResult, worker_main
 log = logging.getLogger(__name__)
 
 _WORKER_MODULE = "vlmcap.video.worker"
+WORKER_NAME = "vlmcap-decode"
+# What multiprocessing's preparation data names the parent's main module by (CPython 3.4 to 3.14).
+_MAIN_MODULE_KEYS = ("init_main_from_path", "init_main_from_name")
+
+
+def _without_main(get_preparation_data: Callable[[str], dict]) -> Callable[[str], dict]:
+    """`multiprocessing.spawn.get_preparation_data`, leaving the main module out for decode workers
+    (the module docstring says why). Both start methods vlmcap uses (forkserver, spawn) call it through
+    the module, once per child, with the child's name; every other process is left as it was."""
+
+    @functools.wraps(get_preparation_data)
+    def prepare(name: str) -> dict:
+        data = get_preparation_data(name)
+        if name == WORKER_NAME:
+            for key in _MAIN_MODULE_KEYS:
+                data.pop(key, None)
+        return data
+
+    prepare.vlmcap_without_main = True  # type: ignore[attr-defined]  -- installed once per process
+    return prepare
+
+
+if not getattr(multiprocessing.spawn.get_preparation_data, "vlmcap_without_main", False):
+    multiprocessing.spawn.get_preparation_data = _without_main(multiprocessing.spawn.get_preparation_data)
+
+
+def check_can_start_workers() -> None:
+    """A daemonic process (a `multiprocessing.Pool` worker) may not start processes: say so before any
+    work, instead of failing at the first video."""
+    if mp.current_process().daemon:
+        raise ConfigError(
+            f"vlmcap cannot start its decode workers inside the daemonic process {mp.current_process().name!r} "
+            "(a multiprocessing.Pool worker); call it from a multiprocessing.Process or a "
+            "concurrent.futures.ProcessPoolExecutor instead"
+        )
 
 
 @dataclass
@@ -81,6 +127,7 @@ class DecodePool:
         start_method: str = "forkserver",
         segments: SegmentPlan | None = None,
     ) -> None:
+        check_can_start_workers()
         options = options or DecodeOptions()
         self.options = replace(options, decoders=available_decoders(options.decoders))
         self.image_spec = image_spec
@@ -102,7 +149,7 @@ class DecodePool:
             target=worker_main,
             args=(child, self.options, self.image_spec, self.segments),
             daemon=True,
-            name="vlmcap-decode",
+            name=WORKER_NAME,
         )
         process.start()
         child.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 import time
 
 import pytest
@@ -117,3 +119,66 @@ def test_a_decode_over_the_memory_limit_is_a_typed_error_and_the_pool_goes_on(cl
     assert results[str(clips["h264_mp4"])].ok
     refused, _ = run_pool([str(strip)], image_spec=spec, num_workers=1)  # the defaults refuse it up front
     assert refused[str(strip)].error_type == "UnsupportedFrameSize"
+
+
+UNGUARDED = """
+import sys
+from vlmcap.video.pool import DecodePool
+with DecodePool(num_workers=1) as pool:  # no main guard: a worker that ran this file again would die
+    (result,) = pool.imap_unordered([sys.argv[1]])
+print(result.ok, result.error_type)
+"""
+
+IN_CHILDREN = """
+import multiprocessing, sys
+from vlmcap.video.pool import DecodePool
+
+def decode(path):
+    with DecodePool(num_workers=1) as pool:
+        (result,) = pool.imap_unordered([path])
+    print("child", result.ok, flush=True)
+
+if __name__ == "__main__":
+    spawn = multiprocessing.get_context("spawn")
+    child = spawn.Process(target=decode, args=(sys.argv[1],))
+    child.start(); child.join()
+    with spawn.Pool(1) as daemonic:  # a Pool's workers may start no processes: one clear error
+        try:
+            daemonic.apply(decode, (sys.argv[1],))
+        except Exception as e:
+            print(type(e).__name__, e)
+"""
+
+
+@pytest.mark.parametrize("script", [UNGUARDED, IN_CHILDREN], ids=["unguarded-script", "multiprocessing-children"])
+def test_workers_start_from_any_main_module(clips, tmp_path, script: str) -> None:
+    """Workers never run the parent's main script (vlmcap/video/pool.py): a script with no main guard
+    decodes, and so does a multiprocessing child; a daemonic one is told why it cannot."""
+    path = tmp_path / "decode_here.py"
+    path.write_text(script, encoding="utf-8")
+    shown = subprocess.run(
+        [sys.executable, str(path), str(clips["h264_mp4"])], capture_output=True, text=True, timeout=120
+    )
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    lines = shown.stdout.splitlines()
+    if script is UNGUARDED:
+        assert lines == ["True None"]
+    else:
+        assert lines[0] == "child True"
+        assert lines[1].startswith("ConfigError vlmcap cannot start its decode workers inside the daemonic process")
+
+
+def test_which_main_scripts_a_spawned_process_runs_again(tmp_path) -> None:
+    probe = "from vlmcap.environment import unguarded_main_script; print(unguarded_main_script())"
+    plain, guarded = tmp_path / "plain.py", tmp_path / "guarded.py"
+    plain.write_text(probe + "\n", encoding="utf-8")
+    guarded.write_text(f"if '__main__' == __name__:\n    {probe}\n", encoding="utf-8")
+
+    def shown(*args: str, stdin: str | None = None) -> str:
+        done = subprocess.run([sys.executable, *args], input=stdin, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    assert shown(str(plain)) == str(plain)
+    assert shown(str(guarded)) == "None"
+    assert shown("-c", probe) == "None"
+    assert shown("-", stdin=probe) == "<stdin>"  # a child cannot run it again either
