@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,14 +39,36 @@ def real_path(record: dict[str, Any]) -> str | None:
     if isinstance(file, dict) and isinstance(file.get("path"), str):
         return file["path"]
     video = record.get("video")
-    return os.path.realpath(video) if isinstance(video, str) else None
+    if not isinstance(video, str):
+        return None
+    try:
+        return os.path.realpath(video)
+    except ValueError:  # a NUL, or a lone surrogate that is no undecodable byte: no file is named so
+        return video
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: vlmcap writes no such number (vlmcap.files.json_line)
+        raise ValueError(f"{text}: not a finite number")
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text}: not a JSON number")  # NaN, Infinity: Python reads them, JSON has none
+
+
+# Strict JSON, as every line vlmcap writes is: a line with a number no JSON spells is foreign, so no
+# reader (resume, convert, the report) meets one in a record.
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
 
 
 def caption_record(line: str | bytes) -> dict[str, Any] | None:
-    """The record on a line, or None for anything that is not a caption record (torn, corrupt, foreign)."""
+    """The record on a line, or None for anything that is not a caption record (torn, corrupt, foreign:
+    not UTF-8, not strict JSON, an integer of more digits than Python reads)."""
     try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        record = _DECODER.decode(line.decode("utf-8") if isinstance(line, bytes) else line)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None
     if isinstance(record, dict) and isinstance(record.get("video"), str) and record.get("status") in ("ok", "error"):
         return record

@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vlmcap.engines.batch.ledger import real_path
 from vlmcap.engines.datasets.csv_writer import write_csv
 from vlmcap.engines.datasets.ledger_scan import latest_records, scan_ledger
 from vlmcap.engines.datasets.parquet_writer import write_parquet
 from vlmcap.engines.datasets.webdataset_writer import write_webdataset
 from vlmcap.errors import ConfigError
 from vlmcap.files import open_regular, staged_files
+from vlmcap.output_guard import check_apart, read_by_discovery, real
 
 FORMATS = ("parquet", "csv", "webdataset")
 STATUSES = ("ok", "error", "all")
@@ -141,16 +143,18 @@ def convert_captions(
     src = Path(src)
     check_captions_file(src)
     target = _resolve_output(src, fmt, out, sharded=shard_size is not None)
+    check_apart("--out", target, [("CAPTIONS", src)], folder=False)
+    if read_by_discovery(target):  # a video's name: `%05d.mp4` shards would replace synth's videos
+        raise ConfigError(f"--out {target}: a video's or list file's name; name the output {_SUFFIX[fmt]}")
     if shard_size is not None:
         existing = _existing_shards(target)
     else:
         if target.is_dir():
             raise ConfigError(f"{target}: is a directory; name the output file")
-        if os.path.realpath(target) == os.path.realpath(src):
-            raise ConfigError(f"{target}: is the input itself; name another --out")
         existing = [target] if target.exists() else []
     if existing and not overwrite:
         raise ConfigError(f"{existing[0]}: exists; pass --overwrite to replace it")
+    replaced = {str(real(path)): path for path in existing}
 
     stats = ConvertStats(input=str(src), format=fmt, status=status)
     with open_regular(src) as f:
@@ -168,6 +172,11 @@ def convert_captions(
 
         def wanted() -> Iterator[tuple[dict[str, Any], bytes]]:
             for record, line in latest_records(f, scan):
+                if real_path(record) in replaced:  # before any output replaces it (staged until the end)
+                    raise ConfigError(
+                        f"--out {replaced[real_path(record)]}: is the video {record.get('video')} of {src}; "
+                        "write the output apart"
+                    )
                 if status in ("all", record["status"]):
                     yield record, line
                 else:

@@ -15,9 +15,11 @@ from typing import Any
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
 from vlmcap.engines.batch.evaluate import evaluate_bundle
+from vlmcap.engines.datasets.page_fields import field_text, shown_error, shown_number
 from vlmcap.engines.datasets.static_site import building_site, copy_assets, data_script, file_url, sheet_link
 
 THUMBNAILS = "thumbs"  # the sheets' folder inside the site
+EVAL_COMMAND = "eval --report"  # what the page's marker names (vlmcap/output_guard.py)
 
 
 def evaluate_with_page(
@@ -25,8 +27,8 @@ def evaluate_with_page(
 ) -> dict[str, Any]:
     """`evaluate_bundle` whose decode workers write their sheets into the page being built at `out`
     (renamed into place whole once written); the records name the sheets where the page put them.
-    `out` is checked by the caller before any work (`check_site_folder`)."""
-    with building_site(out) as site:
+    `out` is checked by the caller before any work (`check_site_folder` with EVAL_COMMAND)."""
+    with building_site(out, EVAL_COMMAND) as site:
         with_sheets = settings.model_copy(update={"thumbnails": str(site / THUMBNAILS)})
         evaluation = evaluate_bundle(bundle, manifest, with_sheets)
         write_eval_page(site, evaluation, manifest, title)
@@ -59,7 +61,20 @@ def _moved_thumbnails(records: list[dict[str, Any]], built: Path, final: Path) -
 
 
 def _shown(record: dict[str, Any], site: Path) -> dict[str, Any]:
-    keys = ("video", "status", "reference", "caption", "error", "scores", "start_s", "end_s")
-    shown = {key: record[key] for key in (*keys, "predicted_start_s", "predicted_end_s") if key in record}
-    shown["url"] = file_url(str(record["video"]))
+    """What the page shows of one video (or reference segment): each field as text where its type is
+    another, as the captions report shows it (engines/datasets/page_fields.py)."""
+    video, status, error, scores = (record.get(key) for key in ("video", "status", "error", "scores"))
+    video = field_text(video) or ""
+    shown = {
+        "video": video,
+        "url": file_url(video) if video else None,
+        "status": field_text(status),
+        "reference": field_text(record.get("reference")),
+        "caption": field_text(record.get("caption")),
+        "error": shown_error(error) if error is not None or status == "error" else None,
+        "scores": scores if isinstance(scores, dict) else None,  # vlmcap.metrics' own, not a line's
+    }
+    for key in ("start_s", "end_s", "predicted_start_s", "predicted_end_s"):
+        if key in record:
+            shown[key] = shown_number(record[key])
     return shown | sheet_link(record.get("thumbnail"), site)

@@ -107,9 +107,10 @@ def parse_timestamp(text: str) -> datetime.datetime | None:
     """`finished_at` ("2026-11-26T20:57:51.122Z") as an aware UTC datetime, or None when it is not one."""
     try:
         value = datetime.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:  # Python 3.10 reads no "Z": replaced above
+        # OverflowError: a time at the edge of the calendar with an offset ("0001-01-01T00:00+01:00")
+        return value.astimezone(datetime.timezone.utc) if value.tzinfo is not None else None
+    except (ValueError, OverflowError):  # Python 3.10 reads no "Z": replaced above
         return None
-    return value.astimezone(datetime.timezone.utc) if value.tzinfo is not None else None
 
 
 def _fit(value: Any, kind: pa.DataType) -> tuple[Any, Any]:

@@ -8,7 +8,6 @@ with no server.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -18,38 +17,43 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from vlmcap.errors import ConfigError
+from vlmcap.engines.datasets.page_fields import json_text
 from vlmcap.files import replace_dir, temp_sibling
+from vlmcap.output_guard import Reads, check_apart, check_replaceable, real, write_marker
 
 COMMON_ASSETS = ("common.js", "report.css")
 
 
-def check_site_folder(out: Path, overwrite: bool, flag: str = "--out") -> None:
-    """Before any work: an existing `out` is replaced only with `--overwrite`, and only a folder."""
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{flag} {out}: already exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{flag} {out}: a file, not a folder; give a folder for the site")
+def check_site_folder(out: Path, overwrite: bool, command: str, reads: Reads = (), flag: str = "--out") -> None:
+    """Before any work: `out` is apart from what the command `reads` (its inputs, the folders the page
+    links to) and free for `vlmcap COMMAND` to write whole (vlmcap/output_guard.py): new, empty, or with
+    `--overwrite` a folder the same command wrote and nothing else."""
+    check_apart(flag, out, reads, folder=True)
+    check_replaceable(flag, out, command, overwrite)
 
 
 @contextmanager
-def building_site(out: Path) -> Iterator[Path]:
+def building_site(out: Path, command: str) -> Iterator[Path]:
     """A fresh folder beside `out` to build the site in; it replaces `out` when the block ends
     normally and is removed when it raises, so `out` is the old site or the new one, never half.
-    The folder is absolute: files written into it by path (contact sheets) are linked relative to it."""
-    tmp = temp_sibling(Path(os.path.abspath(out)))
+    The folder is absolute: files written into it by path (contact sheets) are linked relative to it.
+    A symlinked `out` is built where it points; the finished site names `command` in its marker."""
+    final = real(out)
+    tmp = temp_sibling(final)
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "data").mkdir(parents=True)
     try:
         yield tmp
-        replace_dir(tmp, out)
+        write_marker(tmp, command)
+        replace_dir(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def data_script(call: str, data: Any) -> str:
     # JSON is JavaScript; in a .js file loaded by src, no text in it can end a <script> element.
-    return f"{call}({json.dumps(data, ensure_ascii=False, separators=(',', ':'))});\n"
+    # Every text in it is UTF-8 (a non-UTF-8 file name shown escaped: engines/datasets/page_fields.py).
+    return f"{call}({json_text(data, separators=(',', ':'))});\n"
 
 
 def copy_assets(site: Path, page: str, scripts: tuple[str, ...]) -> None:
@@ -66,7 +70,10 @@ def file_url(path: str) -> str | None:
         return path
     if "://" in path:  # s3://, gs://: nothing a browser opens
         return None
-    return Path(os.path.abspath(path)).as_uri()
+    try:  # a non-UTF-8 name's bytes percent-encoded, as the file system holds them
+        return Path(os.path.abspath(path)).as_uri()
+    except UnicodeEncodeError:  # a lone surrogate that is no undecodable byte: names no file
+        return None
 
 
 def sheet_link(path: Any, site: Path | None = None) -> dict[str, Any]:
@@ -78,5 +85,5 @@ def sheet_link(path: Any, site: Path | None = None) -> dict[str, Any]:
     if "://" not in path and not os.path.isfile(path):
         return {"thumbnail": None, "thumbnail_missing": True}
     if site is not None and Path(path).is_relative_to(site):
-        return {"thumbnail": quote(Path(path).relative_to(site).as_posix())}
+        return {"thumbnail": quote(os.fsencode(Path(path).relative_to(site).as_posix()))}  # bytes: any name
     return {"thumbnail": file_url(path)}

@@ -23,18 +23,17 @@ function renderScores() {
   const cards = [["scored", m.n], ["failed", m.failed], ["chrF++", m["chrf++"] ?? "–"], ["CIDEr-D", m.cider_d ?? "–"]];
   cards.push(["exact match", m.exact_match === undefined ? "–" : percent(m.exact_match)]);
   document.getElementById("scores").replaceChildren(...cards.map(([label, value]) => card(label, value)));
-  const attributes = m.attribute_accuracy
-    ? Object.fromEntries(Object.entries(m.attribute_accuracy).map(([k, v]) => [k, percent(v)]))
-    : {};
+  // The metrics' keys are vlmcap.metrics' own names, never a manifest's or a ledger's.
+  const attributes = Object.entries(m.attribute_accuracy || {}).map(([k, v]) => [k, percent(v)]);
   document.getElementById("attributes").replaceChildren(counterList(attributes, "the references name no attributes"));
-  const segments = m.segments_reference === undefined ? {} : {
-    "cut by": m.segments,
-    reference: m.segments_reference,
-    predicted: m.segments_predicted,
-    "boundary recall": m.boundary_recall === null ? "n/a" : m.boundary_recall,
-  };
+  const segments = m.segments_reference === undefined ? [] : [
+    ["cut by", m.segments],
+    ["reference", m.segments_reference],
+    ["predicted", m.segments_predicted],
+    ["boundary recall", m.boundary_recall === null ? "n/a" : m.boundary_recall],
+  ];
   document.getElementById("segments").replaceChildren(counterList(segments, "whole videos"));
-  document.getElementById("engines").replaceChildren(counterList(m.engines, "none"));
+  document.getElementById("engines").replaceChildren(counterList(Object.entries(m.engines || {}), "none"));
 }
 
 function wrongAttributes(record) {
@@ -68,7 +67,7 @@ function row(record) {
   if (record.start_s !== undefined) where.append(el("div", { class: "muted", text: `${seconds(record.start_s)}-${seconds(record.end_s)}` }));
   const prediction = el("td", { class: "caption prediction" });
   if (record.status === "ok") prediction.append(el("div", { class: "text", text: record.caption || "" }));
-  else prediction.append(el("div", { class: "text", text: record.error ? `${record.error.type}: ${record.error.message}` : "failed" }));
+  else prediction.append(el("div", { class: "text", text: record.error ? errorText(record.error) : "failed" }));
   const chrf = el("td", { class: "chrf", text: record.scores ? record.scores["chrf++"].toFixed(1) : "" });
   const attributes = el("td", { class: "attributes" });
   const hits = record.scores && record.scores.attributes;

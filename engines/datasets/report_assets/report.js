@@ -4,10 +4,18 @@
 "use strict";
 
 const PER_VIEW = 50;
-const state = { summary: null, index: null, pages: new Map(), waiting: new Map(), matches: [], at: 0, run: 0 };
+const state = {
+  summary: null, index: null, pages: new Map(), waiting: new Map(), matches: [], at: 0, run: 0,
+  flagged: [], // per flag (its index in the index's flags), the set of videos that carry it
+  anyFlag: new Set(), // the videos with any flag
+};
 
 window.vlmcapSummary = (data) => { state.summary = data; };
-window.vlmcapIndex = (data) => { state.index = data; };
+window.vlmcapIndex = (data) => {
+  state.index = data;
+  state.flagged = data.flags.map(([, videos]) => new Set(videos));
+  state.anyFlag = new Set(data.flags.flatMap(([, videos]) => videos));
+};
 window.vlmcapPage = (data) => {
   state.pages.set(data.page, data.records);
   const done = state.waiting.get(data.page);
@@ -35,9 +43,9 @@ function renderSummary() {
   document.getElementById("title").textContent = s.title;
   document.getElementById("source").textContent = `${s.input} · built ${s.built_at}`;
   const counts = document.getElementById("counts");
-  const total = Object.values(s.statuses).reduce((a, b) => a + b, 0);
-  const cards = [["videos", total], ...Object.entries(s.statuses)];
-  cards.push(["flagged", state.index.codes.filter((code) => code >= 8).length]);
+  const total = s.statuses.reduce((sum, [, count]) => sum + count, 0);
+  const cards = [["videos", total], ...s.statuses];
+  cards.push(["flagged", state.anyFlag.size]);
   if (s.segments) cards.push(["segments", s.segments]);
   if (s.videos_per_hour) cards.push(["videos / hour", s.videos_per_hour]);
   cards.push(["hours of video", (s.video_seconds / 3600).toFixed(2)]);
@@ -45,15 +53,15 @@ function renderSummary() {
     counts.append(el("div", { class: "card", "data-count": name }, el("b", { text: String(value) }), name));
   }
   const errors = document.getElementById("errors");
-  if (!Object.keys(s.errors).length) errors.append(el("p", { class: "muted", text: "none" }));
-  for (const [type, count] of Object.entries(s.errors)) {
+  if (!s.errors.length) errors.append(el("p", { class: "muted", text: "none" }));
+  for (const [type, count, paths] of s.errors) {
     const examples = el("ul");
-    for (const path of s.error_examples[type] || []) examples.append(el("li", { text: path }));
+    for (const path of paths) examples.append(el("li", { text: path }));
     errors.append(el("details", { "data-error": type }, el("summary", { text: `${type}: ${count}` }), examples));
   }
   const flags = document.getElementById("flags");
   flags.append(counterList(s.flags, "no video flagged"));
-  if (Object.keys(s.segment_flags).length) flags.append(el("p", { text: "segments:" }), counterList(s.segment_flags, ""));
+  if (s.segment_flags.length) flags.append(el("p", { text: "segments:" }), counterList(s.segment_flags, ""));
   const seen = document.getElementById("seen");
   for (const [label, counter] of [["engines", s.engines], ["bundles", s.bundles], ["prompts", s.prompts], ["decoders", s.decoders]]) {
     seen.append(el("p", { text: label }), counterList(counter, "none recorded"));
@@ -66,17 +74,15 @@ function renderSummary() {
   ];
   const box = document.getElementById("ledger");
   for (const line of lines) box.append(el("p", { text: line }));
-  if (s.run_stats) box.append(el("pre", { text: JSON.stringify(s.run_stats, null, 2) }));
+  if (s.run_stats !== null) box.append(el("pre", { text: prettyJson(s.run_stats) }));
 }
 
 function fillFilters() {
   const status = document.getElementById("status-filter");
   state.index.statuses.forEach((name, i) => status.append(el("option", { value: String(i), text: name })));
   const flag = document.getElementById("flag-filter");
-  state.index.flags.forEach((name, i) => flag.append(el("option", { value: String(i), text: name })));
+  state.index.flags.forEach(([name], i) => flag.append(el("option", { value: String(i), text: name })));
 }
-
-function hasFlag(code, bit) { return Math.floor(Math.floor(code / 8) / 2 ** bit) % 2 === 1; }
 
 function matchesText(record, needle) {
   const texts = [record.video, record.caption, record.error && record.error.message, record.error && record.error.type];
@@ -89,12 +95,12 @@ async function applyFilters() {
   const status = document.getElementById("status-filter").value;
   const flag = document.getElementById("flag-filter").value;
   const needle = document.getElementById("search").value.trim().toLowerCase();
-  const codes = state.index.codes;
+  const statuses = state.index.status;
+  const withFlag = flag === "" ? null : flag === "*" ? state.anyFlag : state.flagged[Number(flag)];
   let ids = [];
-  for (let i = 0; i < codes.length; i++) {
-    if (status !== "" && codes[i] % 8 !== Number(status)) continue;
-    if (flag === "*" && codes[i] < 8) continue;
-    if (flag !== "" && flag !== "*" && !hasFlag(codes[i], Number(flag))) continue;
+  for (let i = 0; i < statuses.length; i++) {
+    if (status !== "" && statuses[i] !== Number(status)) continue;
+    if (withFlag && !withFlag.has(i)) continue;
     ids.push(i);
   }
   if (needle) {
@@ -127,7 +133,7 @@ async function renderView(run) {
   const body = document.querySelector("#records tbody");
   body.replaceChildren(...ids.map((id) => row(state.pages.get(Math.floor(id / size) + 1)[id % size])));
   const total = state.matches.length;
-  show(`${total} of ${state.index.codes.length} videos`);
+  show(`${total} of ${state.index.status.length} videos`);
   document.getElementById("position").textContent = total ? `${state.at + 1}-${state.at + ids.length} of ${total}` : "none";
   document.getElementById("prev").disabled = state.at === 0;
   document.getElementById("next").disabled = state.at + PER_VIEW >= total;
@@ -141,16 +147,16 @@ function row(record) {
   const name = record.url ? el("a", { href: record.url, text: record.video }) : el("span", { text: record.video });
   tr.append(el("td", {}, name, el("div", { class: `status-${record.status}`, text: record.status })));
   const cell = el("td", { class: "caption" });
-  if (record.status === "ok") cell.append(el("div", { class: "text", text: record.caption || "" }));
-  else if (record.error) cell.append(el("div", { class: "text", text: `${record.error.type}: ${record.error.message}` }));
+  if (record.caption !== null) cell.append(el("div", { class: "text", text: record.caption }));
+  if (record.error) cell.append(el("div", { class: "text", text: errorText(record.error) }));
   for (const flag of record.flags) cell.append(el("span", { class: "flag", text: flag }));
   if (record.segments.length) cell.append(timeline(record, sheet));
   for (const [key, label] of [["srt", "SRT"], ["vtt", "WebVTT"]]) {
     if (record[key]) cell.append(el("a", { href: record[key], class: "sidecar", text: label }), " ");
   }
-  const more = el("details", { class: "provenance" }, el("summary", { text: "provenance" }));
+  const more = el("details", { class: "provenance" }, el("summary", { text: "provenance and the line's other fields" }));
   more.addEventListener("toggle", () => {
-    if (more.open && more.children.length === 1) more.append(el("pre", { text: JSON.stringify(record.more, null, 2) }));
+    if (more.open && more.children.length === 1) more.append(el("pre", { text: prettyJson(record.more) }));
   });
   cell.append(more);
   tr.append(cell, el("td", { text: seconds(record.duration_s) }), el("td", { text: record.decoder || "" }));
@@ -161,11 +167,15 @@ function timeline(record, sheet) {
   const box = el("div", { class: "segment-timeline" });
   const bar = el("div", { class: "timeline", role: "group", "aria-label": "segments" });
   const list = el("ol", { class: "segments" });
-  const total = record.duration_s || Math.max(...record.segments.map((s) => s.end_s || 0), 1);
+  // Times of another type come as text (page_fields.py): shown in the list, no length on the bar.
+  const number = (value) => (typeof value === "number" ? value : NaN);
+  const ends = record.segments.map((s) => number(s.end_s)).filter(Number.isFinite);
+  const total = number(record.duration_s) > 0 ? record.duration_s : Math.max(...ends, 1);
   record.segments.forEach((segment, i) => {
     const span = `${seconds(segment.start_s)}-${seconds(segment.end_s)}`;
     const button = el("button", { type: "button", title: span, "aria-pressed": "false", "data-segment": String(i) });
-    button.style.flexGrow = String(Math.max((segment.end_s - segment.start_s) / total, 0.001));
+    const share = (number(segment.end_s) - number(segment.start_s)) / total;
+    button.style.flexGrow = String(share > 0.001 ? share : 0.001);
     if (segment.flags.length) button.classList.add("flagged");
     const item = el("li", { "data-segment": String(i) }, `${span} `, el("span", { class: "text", text: segment.caption || "" }));
     for (const flag of segment.flags) item.append(" ", el("span", { class: "flag", text: flag }));

@@ -404,7 +404,7 @@ def test_bad_input_is_one_line_and_exit_2_with_nothing_written(ledger, tmp_path:
     video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(100))
     _one_line_error(run(video, "--to", "csv", "--out", tmp_path / "x.csv"), "a.mp4: not a captions JSONL")
     _one_line_error(run(tmp_path, "--to", "csv"), "is a directory")
-    _one_line_error(run(path, "--to", "csv", "--out", path), "is the input itself")
+    _one_line_error(run(path, "--to", "csv", "--out", path), "is CAPTIONS")
     _one_line_error(run(path, "--to", "parquet", "--shard-size", "2"), "--shard-size and --with-videos")
     _one_line_error(run(path, "--to", "webdataset", "--shard-size", "2", "--out", tmp_path / "t-%s.tar"), "%d")
     unknown = run(path, "--to", "xml")

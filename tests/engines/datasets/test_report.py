@@ -5,7 +5,9 @@ no console errors, no network, and captions that try to be HTML shown as text.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -94,19 +96,21 @@ def test_the_site_counts_what_the_ledger_holds(night) -> None:
     built, site = night["built"], night["site"]
     assert (built.videos, built.duplicates, built.foreign_lines, built.foreign_at) == (74, 1, 1, [6])
     assert built.torn_at == len(night["records"]) + 3 and built.pages == 5  # 74 videos, 16 a page
-    summary = _data(site, "summary")
-    assert summary["statuses"] == {"ok": 65, "error": 9}
-    assert summary["errors"] == {"NotAVideo": 7, "VideoNotFound": 1, "DecodeTimeout": 1}
-    assert len(summary["error_examples"]["NotAVideo"]) == report.EXAMPLES_PER_ERROR
-    assert summary["flags"] == {"repetition": 1, "wrong_script": 1, "truncated": 1}
-    assert summary["segment_flags"] == {"repetition": 1} and summary["segments"] == 3
-    assert summary["run_stats"] == {"captioned": 65, "failed": 9, "wall_s": 123.4}
-    assert summary["engines"] == {"vision: onnxruntime (CPU, fp32)": 74, "llm: vllm (float32)": 74}  # errors too
+    summary = _data(site, "summary")  # counters as [name, count] pairs: no name is an object key
+    assert summary["statuses"] == [["ok", 65], ["error", 9]]
+    errors = {kind: (count, examples) for kind, count, examples in summary["errors"]}
+    assert {kind: n for kind, (n, _) in errors.items()} == {"NotAVideo": 7, "VideoNotFound": 1, "DecodeTimeout": 1}
+    assert len(errors["NotAVideo"][1]) == report.EXAMPLES_PER_ERROR
+    assert dict(summary["flags"]) == {"repetition": 1, "wrong_script": 1, "truncated": 1}
+    assert summary["segment_flags"] == [["repetition", 1]] and summary["segments"] == 3
+    assert json.loads(summary["run_stats"]) == {"captioned": 65, "failed": 9, "wall_s": 123.4}
+    assert dict(summary["engines"]) == {"vision: onnxruntime (CPU, fp32)": 74, "llm: vllm (float32)": 74}  # errors too
     index = _data(site, "index")
-    assert len(index["codes"]) == 74 and index["pages"] == 5
+    assert len(index["status"]) == 74 and index["pages"] == 5
     ok = index["statuses"].index("ok")
-    assert sum(1 for code in index["codes"] if code % 8 == ok) == 65
-    assert sum(1 for code in index["codes"] if code >= 8) == 3  # loop, latin, and scenes (a segment's flag)
+    assert index["status"].count(ok) == 65
+    flagged = {video for _, videos in index["flags"] for video in videos}
+    assert len(flagged) == 3  # loop, latin, and scenes (a segment's flag)
     first = _data(site, "page-00001")["records"][0]
     assert first["video"].endswith("ok00.mp4") and first["status"] == "ok"  # its latest line, not the failure
     assert first["srt"].startswith("file://") and first["srt"].endswith(".srt")
@@ -142,6 +146,41 @@ def test_bad_input_is_one_line_and_exit_2(night, tmp_path) -> None:
         assert len(result.output.strip().splitlines()) == 1
     done = runner.invoke(cli, ["captions", "report", str(night["path"]), "--out", str(tmp_path / "c")])
     assert done.exit_code == 0 and "74 videos ->" in done.output and "1 foreign line skipped" in done.output
+
+
+def test_a_stats_file_is_read_bounded_and_never_waits(night, tmp_path) -> None:
+    """--stats: a FIFO is refused at once (a plain open waits for a writer), and anything but the JSON
+    object `vlmcap batch --stats` writes is one line naming the file, exit 2."""
+    fifo = tmp_path / "stats.fifo"
+    os.mkfifo(fifo)
+    files = {"list.json": b"[1, 2]", "latin1.json": b'{"a": "\xff"}', "big.json": b" " * (2 << 20) + b"{}"}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    cases = [
+        (fifo, "not a regular file"),
+        (tmp_path / "list.json", "not a JSON object"),
+        (tmp_path / "latin1.json", "cannot read it as JSON"),
+        (tmp_path / "big.json", "over 1,048,576 bytes"),  # read no further than that
+        (tmp_path / "missing.json", "No such file"),
+    ]
+    for i, (stats, message) in enumerate(cases):
+        args = ["captions", "report", str(night["path"]), "--out", str(tmp_path / f"site{i}"), "--stats", str(stats)]
+        ran: dict = {}
+
+        def report_in_thread(args: list[str] = args, ran: dict = ran) -> None:
+            ran["result"] = CliRunner().invoke(cli, args)
+
+        thread = threading.Thread(target=report_in_thread, daemon=True)
+        thread.start()
+        thread.join(15)
+        if thread.is_alive():  # blocked in open(): be the writer it waits for, so the run ends
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            thread.join()
+            pytest.fail(f"--stats {stats}: the report waited for a writer")
+        result = ran["result"]
+        assert result.exit_code == 2 and f"--stats {stats}: {message}" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / f"site{i}").exists()
 
 
 # --- in a real browser ---------------------------------------------------------------------------
