@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from vlmcap import __version__
-from vlmcap.bundle import LLM_DIR, MANIFEST, REFERENCE_DIR, VISION_ONNX, write_manifest
+from vlmcap.bundle import LLM_DIR, MANIFEST, REFERENCE_DIR, VISION_ONNX, read_manifest, write_manifest
 from vlmcap.bundle.manifest import (
     BundleManifest,
     GenerationInfo,
@@ -36,7 +36,7 @@ from vlmcap.bundle.manifest import (
     VisionInfo,
 )
 from vlmcap.config import VIDEO_PLACEHOLDER, ExportConfig, VlmcapConfig, dump_config
-from vlmcap.errors import ConfigError
+from vlmcap.errors import BundleError, ConfigError
 from vlmcap.export.caption_gate import GateInputs
 from vlmcap.export.merge_llm import Calibration, export_llm, shipped_dtype
 from vlmcap.export.onnx_graph import EXTERNAL_DATA_THRESHOLD, export_onnx
@@ -46,6 +46,7 @@ from vlmcap.export.quantize_llm import check_scheme
 from vlmcap.export.samples import calibration_samples, manifest_videos, sample_pixels
 from vlmcap.export.verify import VISION_TOLERANCE, check, compare
 from vlmcap.onnx_session import create_session
+from vlmcap.output_guard import check_apart
 from vlmcap.presets import resolve_model_source
 from vlmcap.run_dir import CONFIG_FILE, WEIGHTS_FILE, resolve_weights_dir, trained_step, weights_config
 from vlmcap.video.image_spec import ImageSpec
@@ -64,16 +65,31 @@ class ExportRequest:
     external_data_threshold: int = EXTERNAL_DATA_THRESHOLD
 
 
-def _check_destination(out: Path, weights_dir: Path) -> None:
-    """Publishing replaces `out` wholesale: only ever replace nothing, an empty folder or a bundle."""
-    if not out.exists():
+def _check_destination(out: Path, request: ExportRequest, weights_dir: Path, config: VlmcapConfig) -> None:
+    """Publishing replaces `out` wholesale: only ever replace nothing, an empty folder, or a bundle that
+    holds nothing but its own files; and never anything the export reads (vlmcap/output_guard.py)."""
+    reads: list[tuple[str, Any]] = [("RUN", request.run), ("the run's weights", weights_dir)]
+    reads += [("--sample-video", video) for video in request.sample_videos]
+    models = {"model.vision.model": config.model.vision.model, "model.llm.model": config.model.llm.model}
+    reads += [(key, model) for key, model in models.items() if Path(model).exists()]  # local model folders
+    check_apart("--out", out, reads, folder=True)
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
         return
     if not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
-    if weights_dir.resolve().is_relative_to(out):
-        raise ConfigError(f"--out {out}: contains the run being exported; choose another directory")
-    if any(out.iterdir()) and not (out / MANIFEST).is_file():
+    if not (out / MANIFEST).is_file():
         raise ConfigError(f"--out {out}: exists and is not an engine bundle (no {MANIFEST}); refusing to replace it")
+    try:
+        files = set(read_manifest(out).files)
+    except BundleError as e:
+        raise ConfigError(f"--out {out}: not a bundle this export may replace ({e})") from None
+    for path in sorted(out.rglob("*")):
+        name = path.relative_to(out).as_posix()
+        if (path.is_file() or path.is_symlink()) and name != MANIFEST and name not in files:
+            raise ConfigError(
+                f"--out {out}: holds {name}, which is no file of its bundle; publishing would delete it: "
+                "move it out, or choose another --out"
+            )
 
 
 def run_export_config(run: Path, overrides: dict[str, Any]) -> ExportConfig:
@@ -173,7 +189,7 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
     spec = ImageSpec.from_pretrained(vision_source.path, config.model.vision.revision)
     llm_dtype = shipped_dtype(config, options.llm_dtype, device)
     out = request.out.expanduser().resolve()  # a symlinked destination is replaced where it points
-    _check_destination(out, weights_dir)
+    _check_destination(out, request, weights_dir, config)
     graph = build_vision_graph(config, weights_dir)
     calibration = None
     if options.llm_quant != "none":  # a scheme the model cannot take, or no calibration data, fails before any work

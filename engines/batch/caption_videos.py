@@ -14,9 +14,11 @@ Every check in 1 and 3 fails with exit 2 before a video is decoded or an engine 
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -33,8 +35,9 @@ from vlmcap.engines.batch.run import BatchRun, Interrupt, RunStats
 from vlmcap.engines.batch.selection import Shard, TaskFilter
 from vlmcap.engines.batch.subtitles import write_sidecars
 from vlmcap.errors import ConfigError
-from vlmcap.files import atomic_write_text
+from vlmcap.files import atomic_write_text, open_regular
 from vlmcap.home import default_engine_dir
+from vlmcap.output_guard import check_apart, check_output_folder_path, real
 from vlmcap.video.discovery import is_video_name, iter_video_paths
 from vlmcap.video.remote import RemoteOptions, check_remote_inputs
 
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
     from vlmcap.generation import GenerationParams
 
 log = logging.getLogger(__name__)
+
+LEDGER_FIRST_LINE_MAX = 16 << 20  # a record with a long segment list; far past any real first line
 
 
 def output_path(settings: BatchConfig) -> Path:
@@ -71,7 +76,8 @@ def check_writable_file(path: Path, flag: str) -> None:
 
 
 def check_writable_dir(path: Path, flag: str) -> None:
-    """`path` is a directory this run can write files into (made if missing)."""
+    """`path` is a directory this run can write files into (made if missing; a dangling symlink is refused)."""
+    check_output_folder_path(flag, path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -80,11 +86,47 @@ def check_writable_dir(path: Path, flag: str) -> None:
         raise ConfigError(f"{flag} {path}: not writable")
 
 
+def check_ledger(path: Path) -> None:
+    """An existing `--out` is a captions JSONL: resume would repair its "torn" last line and compaction
+    rewrite it, so anything else (a video, a list file, a JSON file named by mistake) is refused. Its
+    first line is a JSON object, or the start of one a killed run left without its newline."""
+    try:
+        with open_regular(path) as f:
+            first = f.readline(LEDGER_FIRST_LINE_MAX)
+    except FileNotFoundError:
+        return
+    if not first.strip():
+        return  # empty: nothing to lose
+    if first.endswith(b"\n"):
+        try:
+            ledger = isinstance(json.loads(first), dict)
+        except ValueError:
+            ledger = False
+    else:
+        ledger = first.lstrip().startswith(b"{")
+    if not ledger:
+        raise ConfigError(f"--out {path}: exists and is not a captions JSONL (its first line is no JSON record)")
+
+
+def input_locations(settings: BatchConfig) -> list[tuple[str, str]]:
+    """What a run reads, for the output checks: each local input (a glob as the folder its matches lie
+    in) and the bundle."""
+    located = [os.path.dirname(re.split(r"[*?[]", i)[0]) if glob.has_magic(i) else i for i in settings.inputs]
+    return [*(("INPUTS", item or ".") for item in located), ("--engine", str(bundle_path(settings)))]
+
+
 def check_paths(settings: BatchConfig) -> Path:
-    """Every file the run will write, checked before any work; returns the output."""
+    """Every file the run will write, checked before any work: writable, and apart from everything the run
+    reads (vlmcap/output_guard.py); returns the output."""
     out = output_path(settings)
-    check_writable_file(Path(os.path.realpath(out)), "--out")  # where a symlinked output really lives
+    reads = input_locations(settings)
+    check_apart("--out", out, reads, folder=False)
+    real_out = real(out)  # where a symlinked output really lives
+    check_writable_file(real_out, "--out")
+    check_ledger(real_out)
     if settings.stats is not None:
+        outputs = [("--out", out), ("the lock of --out", f"{real_out}.lock")]
+        check_apart("--stats", settings.stats, reads + outputs, folder=False)
         check_writable_file(Path(settings.stats), "--stats")
     for directory, flag in (
         (settings.srt_dir, "--srt"),
@@ -92,6 +134,7 @@ def check_paths(settings: BatchConfig) -> Path:
         (settings.thumbnails, "--thumbnails"),
     ):
         if directory is not None:
+            check_apart(flag, directory, reads, folder=True)
             check_writable_dir(Path(directory), flag)
     return out
 
@@ -100,10 +143,11 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     """The bundle, verified, and generation settings it accepts; raises ConfigError/BundleError (exit 2)."""
     from vlmcap.bundle import load_bundle
     from vlmcap.engines.model.captioner import decodings
-    from vlmcap.engines.model.llm_vllm import check_params_safe
+    from vlmcap.engines.model.llm_vllm import check_params_safe, check_vllm_can_spawn
     from vlmcap.engines.model.prompt_check import check_prompt
     from vlmcap.engines.model.quant_support import check_vllm_can_serve
     from vlmcap.generation import GenerationParams
+    from vlmcap.video.pool import check_can_start_workers
 
     if settings.providers:
         from vlmcap.onnx_session import pick_providers
@@ -115,6 +159,9 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
         for each in decodings(settings, params):  # the guards' retry too
             check_params_safe(each)
         check_vllm_can_serve(bundle, settings.vllm.dtype)
+        check_vllm_can_spawn()
+    if settings.ray.address is None:
+        check_can_start_workers()  # decode workers are this process's children (Ray's are its actors')
     check_prompt(bundle, settings, params)
     return bundle, params
 
@@ -205,9 +252,8 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
                 for records in run:
                     t0 = time.perf_counter()
                     # Sidecars first: a run killed before the line is written redoes the video (and them).
-                    for unwritten in write_sidecars(records, srt_dir, vtt_dir):  # now error lines
-                        stats.failed += 1
-                        stats.captioned -= unwritten.get("duplicate_of") is None
+                    for i in write_sidecars(records, srt_dir, vtt_dir):  # now error lines
+                        stats.unwritten(run.outcomes[i])
                     offsets = writer.append(records)
                     if dedup is not None:
                         dedup.written(records, offsets)

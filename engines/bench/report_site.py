@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmcap.engines.datasets.report import build_report
+from vlmcap.output_guard import claim_folder
 
 CAPTIONS = [
     "빨간 원이 왼쪽에서 오른쪽으로 천천히 움직입니다.",
@@ -68,7 +69,7 @@ def first_render_s(index: Path) -> float:
 
 
 def bench_report(lines_list: list[int], workdir: Path, browser: bool = True) -> dict[str, Any]:
-    workdir.mkdir(parents=True, exist_ok=True)
+    claim_folder("--workdir", workdir, "bench report")  # it writes ledgers and replaces sites there
     rows = []
     for lines in lines_list:
         ledger = workdir / f"captions-{lines}.jsonl"

@@ -303,6 +303,6 @@ def test_export_never_replaces_a_directory_that_is_not_a_bundle(tiny_run, tmp_pa
     (precious / "notes.txt").write_text("keep me")
     with pytest.raises(ConfigError, match="is not an engine bundle"):
         export(tiny_run, precious)
-    with pytest.raises(ConfigError, match="contains the run being exported"):
+    with pytest.raises(ConfigError, match=r"--out .*: is RUN .*, which this command also uses"):
         export(tiny_run, tiny_run)
     assert (precious / "notes.txt").read_text() == "keep me" and (tiny_run / "final").is_dir()

@@ -24,6 +24,7 @@ import click
 from vlmcap.config import BatchConfig, ExportConfig, load_config
 from vlmcap.display_text import fit
 from vlmcap.home import default_engine_dir
+from vlmcap.output_guard import check_apart, claim_folder
 from vlmcap.run_dir import FINAL_DIR, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
@@ -49,14 +50,21 @@ def run_demo(
 ) -> dict[str, Any]:
     from vlmcap.bundle import load_bundle
     from vlmcap.engines.batch.caption_videos import caption_videos
-    from vlmcap.engines.datasets.eval_report import evaluate_with_page
+    from vlmcap.engines.datasets.eval_report import EVAL_COMMAND, evaluate_with_page
     from vlmcap.engines.datasets.report import build_report
+    from vlmcap.engines.datasets.static_site import check_site_folder
     from vlmcap.export.exporter import ExportRequest, export_bundle
     from vlmcap.segment_metrics import best_match
     from vlmcap.training.synth import SynthSpec, write_multiscene_set, write_synthetic_dataset
     from vlmcap.training.trainer import run_training
     from vlmcap.video.segments import Segment
 
+    engine = default_engine_dir()
+    # The demo replaces the default engine whole and writes into its work folder file by file: the
+    # folder must be new, empty or a demo's, and apart from the engine (vlmcap/output_guard.py).
+    check_apart("--workdir", workdir, [("the default engine", engine)], folder=True)
+    claim_folder("--workdir", workdir, "demo")
+    check_site_folder(workdir / "eval", True, EVAL_COMMAND, flag="--workdir")
     timings: dict[str, float] = {}
 
     def step(name: str, message: str) -> float:
@@ -79,7 +87,6 @@ def run_demo(
         result = run_training(config, run_dir)
         say(f"   {result.step} steps in {result.seconds:.0f} s -> {result.final_dir}")
 
-    engine = default_engine_dir()
     step("export", f"exporting a verified bundle to the default engine: {engine}")
     manifest = export_bundle(ExportRequest(run_dir, engine, ExportConfig()))
     vision = manifest.vision.verification["final"]

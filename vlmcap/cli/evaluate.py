@@ -53,15 +53,18 @@ def eval_cmd(
     from vlmcap.bundle import load_bundle
     from vlmcap.engines.batch.caption_videos import bundle_path, check_writable_file
     from vlmcap.engines.batch.evaluate import evaluate_bundle
-    from vlmcap.engines.datasets.eval_report import evaluate_with_page
+    from vlmcap.engines.datasets.eval_report import EVAL_COMMAND, evaluate_with_page
     from vlmcap.engines.datasets.static_site import check_site_folder
     from vlmcap.files import write_jsonl
+    from vlmcap.output_guard import check_apart
 
     settings = config.load().batch
-    if records is not None:
-        check_writable_file(records, "--records")  # before the work, not after it
+    reads = [("--data", data), ("--config", config.path), ("--engine", bundle_path(settings))]
+    if records is not None:  # before the work, not after it
+        check_apart("--records", records, reads, folder=False)
+        check_writable_file(records, "--records")
     if report is not None:
-        check_site_folder(report, overwrite, "--report")
+        check_site_folder(report, overwrite, EVAL_COMMAND, [*reads, ("--records", records)], "--report")
     bundle = load_bundle(bundle_path(settings))
     if report is None:
         metrics = evaluate_bundle(bundle, data, settings, records)["metrics"]

@@ -39,8 +39,10 @@ def synth(out: Path, num_videos: int, seed: int, num_frames: int, size: int, mul
       vlmcap synth ./synth --num-videos 1000 --seed 0
       vlmcap synth ./synth --multi-scene 20 && vlmcap eval --data synth/multiscene.jsonl
     """
+    from vlmcap.output_guard import claim_folder
     from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
 
+    claim_folder("OUT", out, "synth")  # it writes videos/00000.mp4, train.jsonl, ...: never over someone's
     spec = SynthSpec(num_videos=num_videos, seed=seed, frames=num_frames, size=size, multi_scene=multi_scene)
     manifests = write_synthetic_dataset(out, spec)
     for split, path in manifests.items():
@@ -110,7 +112,12 @@ def train(
             run_config = out / CONFIG_FILE
     loaded = config.load(run_config)
     run_dir = out or runs_dir() / (name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+    from vlmcap.output_guard import check_apart
     from vlmcap.training.trainer import run_training
+
+    tc = loaded.train
+    reads = [("--config", config.path), ("--data", tc.data), ("train.init_from", tc.init_from)]
+    check_apart("--out", run_dir, reads + [("--val", path) for path in tc.val], folder=True)
 
     result = run_training(loaded, run_dir, resume=resume, stop_after_steps=stop_after_steps)
     click.echo(f"run: {result.run_dir}  step {result.step}/{result.total_steps}  {result.seconds:.0f} s")
