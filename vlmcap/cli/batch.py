@@ -26,7 +26,7 @@ from vlmcap.cli.options import (
 
 @click.command()
 @click.argument("inputs", nargs=-1)
-@config_options(overrides=False)
+@config_options(overrides="inputs")
 @output_options
 @engine_options
 @decode_options
@@ -40,6 +40,9 @@ from vlmcap.cli.options import (
 def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
     """Caption INPUTS (files, folders, globs, list files, - for stdin) into the JSONL --out.
 
+    INPUTS may also hold `section.key=value` settings (batch.generation.max_new_tokens=48), applied
+    like --config's; a file whose name reads as one is written ./NAME.
+
     Resumable (a re-run skips videos already captioned), crash-safe, and locked against a second
     concurrent run. Every flag can also come from the `batch:` section of --config FILE (flags
     win), so a nightly job can be one config file. Exit codes: 0 all captioned, 1 some failed
@@ -51,6 +54,7 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
       vlmcap batch ./recordings --out captions.jsonl --segments fixed:30 --srt subtitles/
       find /data -name '*.mp4' | vlmcap batch - --out captions.jsonl --shard 0/4 --stats stats.json
       vlmcap batch --config nightly.yaml
+      vlmcap batch ./videos --out captions.jsonl batch.generation.max_new_tokens=48
     """
     from vlmcap.engines.api import caption_videos
     from vlmcap.engines.batch.caption_videos import list_selected
@@ -96,7 +100,7 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
-@config_options(overrides=False)
+@config_options(overrides="inputs")
 @config_option("--frames", key="video.num_frames", type=click.IntRange(1), help="Frames sampled per video.")
 @decode_options
 @remote_options

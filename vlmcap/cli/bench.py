@@ -30,15 +30,16 @@ def _emit_json(report: dict[str, Any]) -> None:
 
 
 def _writable_png(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """--plot is checked when the flags are read: a path that cannot be written fails before the benchmark."""
+    """--plot (and `bench plot --out`) is checked when the flags are read: a path that cannot be written, or
+    is no .png (a report, a video or a ledger named by mistake), fails before the benchmark."""
     if value is not None:
         from vlmcap.engines.batch.caption_videos import check_writable_file
         from vlmcap.errors import ConfigError
 
-        try:
-            check_writable_file(value, "--plot")
-        except ConfigError as e:
-            raise click.BadParameter(str(e).removeprefix(f"--plot {value}: ")) from None
+        flag = f"--{param.name}"
+        if value.suffix.lower() != ".png":
+            raise ConfigError(f"{flag} {value}: name a .png file")
+        check_writable_file(value, flag)
     return value
 
 
@@ -179,7 +180,7 @@ def bench_vision_cmd(
 
 @bench.command("batch")
 @click.argument("inputs", nargs=-1, required=True)
-@config_options(overrides=False)
+@config_options(overrides="inputs")
 @engine_options
 @decode_options
 @sampling_options

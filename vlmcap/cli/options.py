@@ -24,6 +24,7 @@ from click.core import ParameterSource
 from pydantic import BaseModel
 
 from vlmcap.config import DECODER_NAME, QUALITY_CHECKS, VlmcapConfig, load_config, parse_shard
+from vlmcap.errors import ConfigError
 from vlmcap.text_script import script_pattern
 from vlmcap.video.segments import parse_segments
 
@@ -67,6 +68,28 @@ def config_option(*decls: str, key: str, **kwargs: Any) -> Callable:
     return click.option(*decls, cls=ConfigOption, key=key, **kwargs)
 
 
+# `section.key=value` (README, "Configuration"): a dotted key, then `=`. Paths hold a `/` or no dot
+# before their first `=` (a Hive-style `dt=2026-12-06/` folder), so they never read as one.
+_SETTING = re.compile(r"^[A-Za-z_]\w*(?:\.\w+)+=")
+_SECTIONS = frozenset(name for name, f in VlmcapConfig.model_fields.items() if isinstance(f.default_factory, type))
+
+
+def split_settings(inputs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """INPUTS of a command that takes videos -> (the `section.key=value` settings among them, the inputs).
+
+    An input written like a setting is one: applied when its first part is a config section, refused
+    otherwise, with the way to name a file that is really called so (`./name`)."""
+    settings = tuple(text for text in inputs if _SETTING.match(text))
+    for text in settings:
+        section = text.split(".", 1)[0]
+        if section not in _SECTIONS:
+            raise ConfigError(
+                f"INPUTS: {text!r} reads as a KEY=VALUE setting, but {section!r} is no config section "
+                f"({', '.join(sorted(_SECTIONS))}); write ./{text} for a file of that name"
+            )
+    return settings, tuple(text for text in inputs if not _SETTING.match(text))
+
+
 @dataclass
 class ConfigSource:
     """Where a command's config comes from: a file or a preset, `a.b=c` overrides, and the flags given."""
@@ -75,10 +98,18 @@ class ConfigSource:
     preset: str | None = None
     overrides: tuple[str, ...] = ()
     flags: dict[str, Any] = field(default_factory=dict)
+    from_inputs: bool = False  # the overrides were written among the command's INPUTS
 
     def load(self, path: Path | None = None) -> VlmcapConfig:
         """The validated config; `path` stands in when no --config was given."""
-        return load_config(self.path or path, self.overrides, preset=self.preset, flags=self.flags)
+        try:
+            return load_config(self.path or path, self.overrides, preset=self.preset, flags=self.flags)
+        except ConfigError as e:
+            if not (self.from_inputs and self.overrides):
+                raise
+            raise ConfigError(
+                f"{e} (read from INPUTS as settings: {' '.join(self.overrides)}; write ./NAME for a file so named)"
+            ) from None
 
     def section_flags(self, section: str) -> dict[str, Any]:
         """The flags given for one section, keyed by field name."""
@@ -87,10 +118,13 @@ class ConfigSource:
 
 
 def config_options(
-    file: bool = True, overrides: bool = True, default_preset: str | None = None
+    file: bool = True, overrides: bool | str = True, default_preset: str | None = None
 ) -> Callable[[Callable], Callable]:
     """--config FILE and --preset NAME (with `file`), OVERRIDES (`a.b=c`, with `overrides`), and every
-    ConfigOption of the command, handed to the command as `config: ConfigSource`."""
+    ConfigOption of the command, handed to the command as `config: ConfigSource`.
+
+    `overrides="inputs"`: the command's INPUTS argument holds the overrides too (`split_settings`), so
+    `vlmcap batch ./videos --out c.jsonl batch.generation.max_new_tokens=48` applies the setting."""
 
     def decorate(command: Callable) -> Callable:
         @functools.wraps(command)
@@ -105,9 +139,12 @@ def config_options(
             source = ConfigSource(
                 kwargs.pop("config_path", None), kwargs.pop("preset", None), kwargs.pop("overrides", ()), flags
             )
+            if overrides == "inputs":
+                source.overrides, kwargs["inputs"] = split_settings(kwargs["inputs"])
+                source.from_inputs = True
             return command(*args, config=source, **kwargs)
 
-        if overrides:
+        if overrides is True:
             wrapper = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")(wrapper)
         if file:
             wrapper = click.option(
