@@ -41,7 +41,8 @@ def input_list(videos: Iterable[str | os.PathLike[str]]) -> list[str]:
     """The inputs as `vlmcap batch` takes them; one string or path alone is refused, since iterating it
     would give its characters."""
     if isinstance(videos, str | bytes | os.PathLike):
-        raise TypeError(f"videos must be a list of inputs, not one {type(videos).__name__}: write [{str(videos)!r}]")
+        one = os.fsdecode(videos)
+        raise TypeError(f"videos must be a list of inputs, not one {type(videos).__name__}: write [{one!r}]")
     return [os.fspath(v) for v in videos]
 
 

@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from vlmcap.config_yaml import MAX_DEPTH, load_yaml, read_yaml_file
 from vlmcap.errors import ConfigError
@@ -35,10 +44,27 @@ DEFAULT_PROMPT = "이 영상을 한국어로 자세히 설명해 주세요."
 VIDEO_PLACEHOLDER = "<video>"
 
 
+# Past this, an integer setting overflows the C and torch types it ends up in (exit 70 mid-run); the
+# settings that size an allocation have bounds of their own, far below it. Seeds are the exception.
+INT_SETTING_MAX = 2**31 - 1
+
+
 class _Section(BaseModel):
     # extra="forbid" is what turns a typo in a YAML key into an error instead of a silent default;
     # allow_inf_nan=False refuses `.inf` / `.nan` (YAML) in every float before they reach a record.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(), allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _sane_integer(cls, value: Any, info: ValidationInfo) -> Any:
+        """An integer setting is a number (pydantic would take `true` for 1) within INT_SETTING_MAX."""
+        if cls.model_fields[info.field_name].annotation not in (int, int | None):
+            return value
+        if isinstance(value, bool):
+            raise ValueError("a number, not true or false")
+        if isinstance(value, int) and abs(value) > INT_SETTING_MAX and info.field_name != "seed":
+            raise ValueError(f"at most {INT_SETTING_MAX} in size")
+        return value
 
 
 class VisionConfig(_Section):
@@ -61,8 +87,8 @@ class LLMConfig(_Section):
 
 
 class LoraConfig(_Section):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
+    r: int = Field(16, ge=1, le=4096)
+    alpha: int = Field(32, ge=1, le=1 << 16)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -78,9 +104,11 @@ class ProjectorConfig(_Section):
         description="Output tokens per frame for c-abstractor/resampler (a square; default 144 / 256 on a 24x24 "
         "grid); fixed by the grid for the others.",
     )
-    depth: int = Field(3, ge=0, description="C-Abstractor: RegNet blocks before and after pooling.")
-    mlp_depth: int = Field(2, ge=1, description="C-Abstractor: Linear layers of the readout MLP.")
-    hidden_size: int | None = Field(None, ge=1, description="C-Abstractor conv width (default: vision hidden size).")
+    depth: int = Field(3, ge=0, le=64, description="C-Abstractor: RegNet blocks before and after pooling.")
+    mlp_depth: int = Field(2, ge=1, le=64, description="C-Abstractor: Linear layers of the readout MLP.")
+    hidden_size: int | None = Field(
+        None, ge=1, le=1 << 16, description="C-Abstractor conv width (default: vision hidden size)."
+    )
 
     @model_validator(mode="after")
     def _check_tokens(self) -> ProjectorConfig:
@@ -122,7 +150,7 @@ class TrainConfig(_Section):
     stage: Literal["projector", "lora"] = "projector"
     epochs: float = Field(1.0, gt=0)
     max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, le=4096)
     grad_accum: int = Field(1, ge=1)
     lr_projector: float = Field(1e-3, gt=0)
     lr_lora: float = Field(2e-4, gt=0)
@@ -142,10 +170,10 @@ class TrainConfig(_Section):
     eval_every: int = Field(500, ge=1)
     max_decode_failures: int = Field(100, ge=0)
     feature_cache: bool = Field(False, description="Cache frozen encoder outputs on disk (fp16) across epochs.")
-    decode_workers: int = Field(2, ge=1)
+    decode_workers: int = Field(2, ge=1, le=256)
     decode_timeout_s: float = Field(60.0, gt=0)
-    eval_max_new_tokens: int = Field(48, ge=1)
-    eval_batch_size: int = Field(16, ge=1)
+    eval_max_new_tokens: int = Field(48, ge=1, le=1 << 15)
+    eval_batch_size: int = Field(16, ge=1, le=4096)
     log_every: int = Field(10, ge=1)
     tensorboard: bool = False
 
@@ -183,7 +211,7 @@ class ExportConfig(_Section):
     calibration_videos: int = Field(
         32, ge=1, le=4096, description="Training videos (with their captions) that calibrate LLM quantization."
     )
-    max_new_tokens: int = Field(128, ge=1, description="Default caption length limit stored in the bundle.")
+    max_new_tokens: int = Field(128, ge=1, le=1 << 15, description="Default caption length limit stored in the bundle.")
     verify_videos: int = Field(2, ge=1, le=16, description="Sample videos run through both models to verify.")
     gate: CaptionGateConfig = Field(default_factory=CaptionGateConfig)
 
@@ -202,14 +230,14 @@ def parse_shard(text: str) -> tuple[int, int]:
 class VllmConfig(_Section):
     """vLLM engine settings (docs/BATCH.md, "The pipeline")."""
 
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
     gpu_memory_utilization: float | None = Field(
         None, gt=0, le=1, description="Fraction of GPU memory (of RAM on vLLM's CPU build) for weights + KV cache."
     )
-    max_model_len: int | None = Field(None, ge=1, description="Context length (default: just enough).")
+    max_model_len: int | None = Field(None, ge=1, le=1 << 20, description="Context length (default: just enough).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto = the bundle's.")
     quantization: str | None = Field(None, description="Weight quantization at load time, e.g. fp8.")
-    max_num_seqs: int | None = Field(None, ge=1, description="Sequences scheduled together.")
+    max_num_seqs: int | None = Field(None, ge=1, le=1 << 16, description="Sequences scheduled together.")
     enforce_eager: bool = Field(False, description="No CUDA graphs (faster start, slower steps).")
     kv_cache_gib: float | None = Field(None, gt=0, description="KV cache size (default on CPU: one batch's).")
 
@@ -217,7 +245,7 @@ class VllmConfig(_Section):
 class GenerationOverrides(_Section):
     """Decoding settings; None keeps the bundle's own."""
 
-    max_new_tokens: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1, le=1 << 15)
     temperature: float | None = Field(None, ge=0, description="0 = greedy.")
     top_p: float | None = Field(None, gt=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0, description="transformers engine only.")
@@ -234,7 +262,7 @@ class QualityConfig(_Section):
     checks: list[Literal["repetition", "truncated", "wrong_script", "empty"]] = Field(
         default_factory=lambda: list(QUALITY_CHECKS), description="Checks to run ([] turns the guards off)."
     )
-    repetition_ngram: int = Field(3, ge=1, description="n of the token n-grams the loop check counts.")
+    repetition_ngram: int = Field(3, ge=1, le=64, description="n of the token n-grams the loop check counts.")
     repetition_max_fraction: float = Field(
         0.4, gt=0, le=1, description="A caption whose n-grams are more than this fraction repeats is a loop."
     )
@@ -275,9 +303,9 @@ class RayConfig(_Section):
     """`vlmcap batch --ray` (docs/RAY.md); the run stays local while `address` is None."""
 
     address: str | None = Field(None, description="auto (RAY_ADDRESS, a running or a new local cluster) or ADDRESS.")
-    decode_actors: int = Field(1, ge=1, description="Each runs `workers` decode processes.")
-    vision_actors: int = Field(1, ge=1)
-    llm_actors: int = Field(1, ge=1)
+    decode_actors: int = Field(1, ge=1, le=1024, description="Each runs `workers` decode processes.")
+    vision_actors: int = Field(1, ge=1, le=1024)
+    llm_actors: int = Field(1, ge=1, le=1024)
     gpus_per_vision_actor: float = Field(0.0, ge=0)
     gpus_per_llm_actor: float = Field(0.0, ge=0)
     # The model actors mostly wait on their accelerator (or share the cores with decoding on a CPU
@@ -312,9 +340,9 @@ class BatchConfig(_Section):
     inputs: list[str] = Field(default_factory=list, description="Files, folders, globs, list files, - for stdin.")
     out: str | None = Field(None, description="The captions JSONL.")
     engine: str | None = Field(None, description="Bundle directory (default: VLMCAP_HOME/engines/default).")
-    batch_size: int = Field(8, ge=1, description="Videos (or segments) per LLM call (batched schedule).")
+    batch_size: int = Field(8, ge=1, le=4096, description="Videos (or segments) per LLM call (batched schedule).")
     vision_batch: int | None = Field(
-        None, ge=1, description="Videos (or segments) per vision call (default: batch_size)."
+        None, ge=1, le=4096, description="Videos (or segments) per vision call (default: batch_size)."
     )
     llm_schedule: Literal["auto", "stream", "batch"] = Field(
         "auto",
@@ -322,9 +350,12 @@ class BatchConfig(_Section):
         "batch: one generate per batch_size; auto: stream on vLLM, batch on transformers.",
     )
     max_inflight: int | None = Field(
-        None, ge=1, description="Streaming: requests in the LLM engine at once (default: what its KV cache holds)."
+        None,
+        ge=1,
+        le=1 << 16,
+        description="Streaming: requests in the LLM engine at once (default: what its KV cache holds).",
     )
-    workers: int = Field(2, ge=1, description="Decode worker processes.")
+    workers: int = Field(2, ge=1, le=256, description="Decode worker processes.")
     decode_timeout_s: float = Field(60.0, gt=0, description="Seconds before a hung decode is killed.")
     decoders: list[str] = Field(
         default_factory=lambda: ["decord", "pyav"], min_length=1, description="Decoder chain, first that works wins."
@@ -366,7 +397,9 @@ class BatchConfig(_Section):
     vision_backend: Literal["onnx", "torch"] = "onnx"
     providers: list[str] | None = Field(None, description="ONNX Runtime providers (tensorrt, cuda, cpu); default best.")
     device: str | None = Field(None, description="Device of the torch engines (default: cuda when available).")
-    cpu_threads: int | None = Field(None, ge=1, description="Threads per model engine on CPU (default: shared fairly).")
+    cpu_threads: int | None = Field(
+        None, ge=1, le=1024, description="Threads per model engine on CPU (default: shared fairly)."
+    )
     generation: GenerationOverrides = Field(default_factory=GenerationOverrides)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     vllm: VllmConfig = Field(default_factory=VllmConfig)

@@ -107,16 +107,25 @@ def load_yaml(text: str, source: str) -> Any:
     """The one YAML document in `text`, within the limits above; `source` names it in every error."""
     if len(text) > MAX_CONFIG_BYTES:
         raise _too_large(source)
-    loader = _BoundedLoader(text, source)
     try:
-        return loader.get_single_data()
+        loader = _BoundedLoader(text, source)  # its reader refuses control characters already here
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as e:
+        raise ConfigError(f"{source}: not valid YAML: {_control_character(e)}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None)
         raise ConfigError(f"{source}: not valid YAML{where}" + (f": {problem}" if problem else "")) from None
-    finally:
-        loader.dispose()
+
+
+def _control_character(e: yaml.reader.ReaderError) -> str:
+    """PyYAML's ReaderError as one line: which character, where (its own text spans lines)."""
+    character = chr(e.character) if isinstance(e.character, int) else e.character
+    return f"a control character {character!r} at position {e.position} (YAML text is printable)"
 
 
 def read_yaml_file(path: Path) -> Any:

@@ -41,27 +41,39 @@ def fsync_tree(root: Path) -> None:
 
 
 NAME_MAX_BYTES = 255  # one path component, on ext4, XFS, btrfs, ZFS and APFS alike
-# The longest name whose temporary sibling (`.NAME.tag-PID`, tag up to 4 letters, PID up to 7 digits)
-# still fits: names vlmcap makes up itself stay within this.
-TEMP_NAME_BYTES = NAME_MAX_BYTES - len(".") - len(".tag-") - 7 - 4
+# A temporary sibling is `.NAME.vlmcap-TAG-PID`: the `vlmcap-` part is what lets the clean-up after a
+# killed process tell its own leftovers from a user's file that merely looks alike (`.c.jsonl.cam-1`).
+TEMP_MARK = ".vlmcap-"
+# The longest name whose temporary sibling (tag up to 4 letters, PID up to 7 digits) still fits:
+# names vlmcap makes up itself stay within this.
+TEMP_NAME_BYTES = NAME_MAX_BYTES - len(".") - len(TEMP_MARK) - len("tag-") - 7 - 4
+
+
+def name_bytes(name: str) -> bytes:
+    """A name's bytes: its undecodable bytes (surrogate escapes) as the file system gave them; any other
+    lone surrogate, which no file name holds but a hand-edited ledger line may, as UTF-8 spells it."""
+    try:
+        return name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogatepass")
 
 
 def digest16(text: str) -> str:
     """16 hex digits of the BLAKE2b of `text` (undecodable bytes of a path included)."""
-    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
+    return hashlib.blake2b(name_bytes(text), digest_size=8).hexdigest()
 
 
 def short_name(name: str, max_bytes: int) -> str:
     """`name` when its UTF-8 fits `max_bytes`; else its start, cut on a character boundary, then `~`
     and `digest16(name)`: the same name always shortens the same way, and names that differ anywhere
     (past the cut included) shorten apart."""
-    encoded = name.encode("utf-8", "surrogateescape")
+    encoded = name_bytes(name)
     if len(encoded) <= max_bytes:
         return name
     tag = f"~{digest16(name)}"
     room, kept = max_bytes - len(tag), 0
     for kept, char in enumerate(name):  # noqa: B007 (the index is the result)
-        room -= len(char.encode("utf-8", "surrogateescape"))
+        room -= len(name_bytes(char))
         if room < 0:
             break
     return name[:kept] + tag
@@ -70,7 +82,7 @@ def short_name(name: str, max_bytes: int) -> str:
 def temp_sibling(path: Path, tag: str = "tmp") -> Path:
     """A hidden name beside `path` (same file system, so a rename is atomic), unique to this process;
     shortened (`short_name`) where `path`'s own name leaves no room for the hidden one."""
-    return path.with_name(f".{short_name(path.name, TEMP_NAME_BYTES)}.{tag}-{os.getpid()}")
+    return path.with_name(f".{short_name(path.name, TEMP_NAME_BYTES)}{TEMP_MARK}{tag}-{os.getpid()}")
 
 
 def open_regular(path: str | Path) -> BinaryIO:
@@ -96,9 +108,10 @@ def pid_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(path: Path) -> None:
     """Delete the temporary siblings of `path` (`temp_sibling`) that a killed process left behind."""
-    for stale in path.parent.glob(f".{glob.escape(short_name(path.name, TEMP_NAME_BYTES))}.*-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+    prefix = f".{short_name(path.name, TEMP_NAME_BYTES)}{TEMP_MARK}"
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*-*"):
+        tag, _, pid = stale.name.removeprefix(prefix).rpartition("-")
+        if tag.isalpha() and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 

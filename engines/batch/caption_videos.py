@@ -27,17 +27,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from vlmcap.config import BatchConfig
-from vlmcap.engines.batch.ledger import CaptionWriter, ResumeState, read_resume_state
+from vlmcap.engines.batch.ledger import CaptionWriter, ResumeState, read_resume_state, starts_a_ledger
 from vlmcap.engines.batch.lock import OutputLock
 from vlmcap.engines.batch.progress import Progress
 from vlmcap.engines.batch.provenance import Provenance
-from vlmcap.engines.batch.run import BatchRun, Interrupt, RunStats
+from vlmcap.engines.batch.run import BatchRun, Interrupt, RunStats, is_run_stats
 from vlmcap.engines.batch.selection import Shard, TaskFilter
 from vlmcap.engines.batch.subtitles import write_sidecars
 from vlmcap.errors import ConfigError
-from vlmcap.files import atomic_write_text, open_regular
+from vlmcap.files import atomic_write_text
 from vlmcap.home import default_engine_dir
-from vlmcap.output_guard import check_apart, check_output_folder_path, real
+from vlmcap.output_guard import check_apart, check_file_output, check_output_folder_path
 from vlmcap.video.discovery import is_video_name, iter_video_paths
 from vlmcap.video.remote import RemoteOptions, check_remote_inputs
 
@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LEDGER_FIRST_LINE_MAX = 16 << 20  # a record with a long segment list; far past any real first line
-
 
 def output_path(settings: BatchConfig) -> Path:
     if not settings.out:
@@ -59,20 +57,6 @@ def output_path(settings: BatchConfig) -> Path:
 
 def bundle_path(settings: BatchConfig) -> Path:
     return Path(settings.engine) if settings.engine else default_engine_dir()
-
-
-def check_writable_file(path: Path, flag: str) -> None:
-    """`path` can be created or replaced: a writable directory (made if missing), no directory in the way."""
-    if path.exists() and not path.is_file():
-        raise ConfigError(f"{flag} {path}: exists and is not a file")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True)
-        except OSError as e:
-            raise ConfigError(f"{flag} {path}: cannot create {parent} ({e.strerror})") from None
-    if not parent.is_dir() or not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise ConfigError(f"{flag} {path}: not writable")
 
 
 def check_writable_dir(path: Path, flag: str) -> None:
@@ -86,55 +70,38 @@ def check_writable_dir(path: Path, flag: str) -> None:
         raise ConfigError(f"{flag} {path}: not writable")
 
 
-def check_ledger(path: Path) -> None:
-    """An existing `--out` is a captions JSONL: resume would repair its "torn" last line and compaction
-    rewrite it, so anything else (a video, a list file, a JSON file named by mistake) is refused. Its
-    first line is a JSON object, or the start of one a killed run left without its newline."""
-    try:
-        with open_regular(path) as f:
-            first = f.readline(LEDGER_FIRST_LINE_MAX)
-    except FileNotFoundError:
-        return
-    if not first.strip():
-        return  # empty: nothing to lose
-    if first.endswith(b"\n"):
-        try:
-            ledger = isinstance(json.loads(first), dict)
-        except ValueError:
-            ledger = False
-    else:
-        ledger = first.lstrip().startswith(b"{")
-    if not ledger:
-        raise ConfigError(f"--out {path}: exists and is not a captions JSONL (its first line is no JSON record)")
-
-
-def input_locations(settings: BatchConfig) -> list[tuple[str, str]]:
-    """What a run reads, for the output checks: each local input (a glob as the folder its matches lie
-    in) and the bundle."""
+def input_folders(settings: BatchConfig) -> list[tuple[str, str]]:
+    """The local INPUTS, a glob as the folder its matches lie in: what outputs stay apart from."""
     located = [os.path.dirname(re.split(r"[*?[]", i)[0]) if glob.has_magic(i) else i for i in settings.inputs]
-    return [*(("INPUTS", item or ".") for item in located), ("--engine", str(bundle_path(settings)))]
+    return [("INPUTS", item or ".") for item in located]
 
 
 def check_paths(settings: BatchConfig) -> Path:
-    """Every file the run will write, checked before any work: writable, and apart from everything the run
-    reads (vlmcap/output_guard.py); returns the output."""
+    """Every file the run will write, checked before any work (vlmcap/output_guard.py): writable, apart
+    from the inputs and the bundle, never named like a video, and an existing `--out` / `--stats` only
+    what a run writes there; returns the output."""
     out = output_path(settings)
-    reads = input_locations(settings)
-    check_apart("--out", out, reads, folder=False)
-    real_out = real(out)  # where a symlinked output really lives
-    check_writable_file(real_out, "--out")
-    check_ledger(real_out)
+    inputs, bundle = input_folders(settings), [("--engine", str(bundle_path(settings)))]
+    real_out = check_file_output(
+        "--out", out, bundle, may_hold=inputs, recognise=starts_a_ledger, kind="a captions JSONL"
+    )
     if settings.stats is not None:
         outputs = [("--out", out), ("the lock of --out", f"{real_out}.lock")]
-        check_apart("--stats", settings.stats, reads + outputs, folder=False)
-        check_writable_file(Path(settings.stats), "--stats")
+        check_file_output(
+            "--stats",
+            settings.stats,
+            bundle + outputs,
+            may_hold=inputs,
+            recognise=is_run_stats,
+            kind="the JSON `vlmcap batch --stats` writes",
+        )
     for directory, flag in (
         (settings.srt_dir, "--srt"),
         (settings.vtt_dir, "--vtt"),
         (settings.thumbnails, "--thumbnails"),
     ):
         if directory is not None:
-            check_apart(flag, directory, reads, folder=True)
+            check_apart(flag, directory, bundle, folder=True, may_hold=inputs)
             check_writable_dir(Path(directory), flag)
     return out
 

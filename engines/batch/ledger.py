@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from vlmcap.errors import ConfigError
 from vlmcap.files import append_durably, atomic_file, json_line, remove_stale_temporaries
@@ -73,6 +73,16 @@ def caption_record(line: str | bytes) -> dict[str, Any] | None:
     if isinstance(record, dict) and isinstance(record.get("video"), str) and record.get("status") in ("ok", "error"):
         return record
     return None
+
+
+FIRST_LINE_MAX = 16 << 20  # a first record with a long segment list is far below this
+
+
+def starts_a_ledger(f: BinaryIO) -> bool:
+    """Whether the open file is a captions JSONL: its first line a caption record, or the start of one
+    that a killed run left without its newline (every record vlmcap writes begins with its `video`)."""
+    first = f.readline(FIRST_LINE_MAX)
+    return caption_record(first) is not None or (not first.endswith(b"\n") and first.startswith(b'{"video":'))
 
 
 def record_key(record: dict[str, Any]) -> Key | None:
@@ -139,7 +149,9 @@ def ledger_records(f: IO[bytes], seen: LedgerLines) -> Iterator[tuple[int, dict[
     in `seen` every line that is not one. Every reader of a ledger reads it through here."""
     for index, line in enumerate(f):
         seen.lines += 1
-        if not line.endswith(b"\n"):  # only the last line can lack it: the writer ends every line
+        # Only the last line can lack its newline (the writer ends every line): torn by a crash, unless
+        # it is a whole record (a hand edit), which the next run keeps (`repair_torn_tail`).
+        if not line.endswith(b"\n") and caption_record(line) is None:
             seen.torn_at = index + 1
         elif not line.strip():
             seen.blank += 1
@@ -189,7 +201,8 @@ def read_resume_state(path: Path, made_by: tuple[str, str] | None = None) -> Res
 
 
 def repair_torn_tail(path: Path) -> int:
-    """Cut an incomplete last line (a crash mid-write); returns the number of bytes removed."""
+    """Cut an incomplete last line (a crash mid-write); returns the number of bytes removed. A last line
+    that is a whole record and only lacks its newline (a hand edit) gets the newline instead."""
     if not path.exists():
         return 0
     with open(path, "rb+") as f:
@@ -197,7 +210,7 @@ def repair_torn_tail(path: Path) -> int:
         if size == 0:
             return 0
         block = 1 << 16
-        pos = size
+        pos, keep = size, 0
         while pos > 0:
             start = max(0, pos - block)
             f.seek(start)
@@ -207,13 +220,17 @@ def repair_torn_tail(path: Path) -> int:
             newline = chunk.rfind(b"\n")
             if newline >= 0:
                 keep = start + newline + 1
-                f.truncate(keep)
-                os.fsync(f.fileno())
-                return size - keep
+                break
             pos = start
-        f.truncate(0)
+        if size - keep <= FIRST_LINE_MAX:
+            f.seek(keep)
+            if caption_record(f.read()) is not None:
+                f.write(b"\n")
+                os.fsync(f.fileno())
+                return 0
+        f.truncate(keep)
         os.fsync(f.fileno())
-        return size
+        return size - keep
 
 
 # What an error line keeps of a record it replaces: the keys resume and provenance need.
@@ -276,7 +293,10 @@ class CaptionWriter:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.path)  # of compactions that were killed
             if overwrite and self.path.exists():
-                os.truncate(self.path, 0)  # in place: the lock is on this very file
+                # A new empty file renamed over the old one, locked as compaction's is: truncating in
+                # place would empty every hard link to it too (a `cp -al` backup of last night's).
+                with atomic_file(self.path, "wb", before_replace=self._relock):
+                    pass
             self.torn_bytes = repair_torn_tail(self.path)
             self._file: IO[str] | None = None
         except OSError as e:

@@ -13,13 +13,14 @@ it, then stops, and the run ends with 130/143. A second signal raises KeyboardIn
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from vlmcap.engines.batch.progress import Progress
 from vlmcap.engines.batch.provenance import Provenance
@@ -28,6 +29,18 @@ from vlmcap.engines.batch.selection import VideoTask
 
 EXIT_OK, EXIT_SOME_FAILED = 0, 1
 SIGNAL_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+STATS_MAX_BYTES = 16 << 20  # a stats file with many engines and flags is a few kB
+
+
+def is_run_stats(f: BinaryIO) -> bool:
+    """Whether the open file is what `vlmcap batch --stats` writes (a JSON object of the run's counts)."""
+    try:
+        stats = json.loads(f.read(STATS_MAX_BYTES))
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(stats, dict) and {"captioned", "failed", "wall_s"} <= stats.keys()
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from vlmcap.output_guard import claim_folder
+from vlmcap.output_guard import claim_folder, write_marker
 from vlmcap.presets.synthetic import Scene, draw_shape
 from vlmcap.video.encode import write_h264
 
@@ -107,7 +107,7 @@ def bench_long(
     minutes: list[float], workdir: Path, batch_args: list[str], short_clips: int = 20, short_s: float = 20.0
 ) -> dict[str, Any]:
     """Rows for a folder of short clips and for each long file, all through the same batch flags."""
-    claim_folder("--workdir", workdir, "bench long")  # it writes videos and replaces ledgers there
+    workdir = claim_folder("--workdir", workdir, "bench long")  # it writes videos and replaces ledgers there
     videos = workdir / "videos"
     short_dir = videos / f"short-{short_clips}x{short_s:g}s"
     for i in range(short_clips):
@@ -135,4 +135,5 @@ def bench_long(
     baseline = rows[0]["peak_rss_mb"]
     for row in rows:
         row["peak_rss_vs_short"] = round(row["peak_rss_mb"] / baseline, 2)
+    write_marker(workdir, "bench long")
     return {"batch_args": batch_args, "rows": rows}

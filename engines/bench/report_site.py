@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmcap.engines.datasets.report import build_report
-from vlmcap.output_guard import claim_folder
+from vlmcap.output_guard import claim_folder, write_marker
 
 CAPTIONS = [
     "빨간 원이 왼쪽에서 오른쪽으로 천천히 움직입니다.",
@@ -69,7 +69,7 @@ def first_render_s(index: Path) -> float:
 
 
 def bench_report(lines_list: list[int], workdir: Path, browser: bool = True) -> dict[str, Any]:
-    claim_folder("--workdir", workdir, "bench report")  # it writes ledgers and replaces sites there
+    workdir = claim_folder("--workdir", workdir, "bench report")  # it writes ledgers and replaces sites there
     rows = []
     for lines in lines_list:
         ledger = workdir / f"captions-{lines}.jsonl"
@@ -93,4 +93,5 @@ def bench_report(lines_list: list[int], workdir: Path, browser: bool = True) -> 
         if browser:
             row["first_render_s"] = round(first_render_s(site / "index.html"), 2)
         rows.append(row)
+    write_marker(workdir, "bench report")
     return {"rows": rows}

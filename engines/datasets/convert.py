@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from vlmcap.engines.batch.ledger import real_path
 from vlmcap.engines.datasets.csv_writer import write_csv
 from vlmcap.engines.datasets.ledger_scan import latest_records, scan_ledger
 from vlmcap.engines.datasets.parquet_writer import write_parquet
+from vlmcap.engines.datasets.schema import SCHEMA
 from vlmcap.engines.datasets.webdataset_writer import write_webdataset
 from vlmcap.errors import ConfigError
 from vlmcap.files import open_regular, staged_files
-from vlmcap.output_guard import check_apart, read_by_discovery, real
+from vlmcap.output_guard import check_file_output, real
 
 FORMATS = ("parquet", "csv", "webdataset")
 STATUSES = ("ok", "error", "all")
@@ -80,6 +81,22 @@ def _shard_pattern(out: Path) -> Path:
 def _shard_regex(pattern: Path) -> re.Pattern[str]:
     prefix, suffix = re.split(r"%0?\d*d", pattern.name)
     return re.compile(re.escape(prefix) + r"\d+" + re.escape(suffix))
+
+
+def _is_tar(f: BinaryIO) -> bool:
+    return f.read(512)[257:262] == b"ustar"  # the POSIX header's magic (PAX tars carry it too)
+
+
+def _is_captions_csv(f: BinaryIO) -> bool:
+    return f.readline(1 << 16).rstrip(b"\r\n") == ",".join(SCHEMA.names).encode()
+
+
+# What each format's file starts with: an existing output is replaced only when it is one of these.
+_RECOGNISE: dict[str, tuple[Callable[[BinaryIO], bool], str]] = {
+    "parquet": (lambda f: f.read(4) == b"PAR1", "a Parquet file"),
+    "csv": (_is_captions_csv, "a captions CSV (vlmcap's header)"),
+    "webdataset": (_is_tar, "a tar"),
+}
 
 
 def _existing_shards(pattern: Path) -> list[Path]:
@@ -143,15 +160,15 @@ def convert_captions(
     src = Path(src)
     check_captions_file(src)
     target = _resolve_output(src, fmt, out, sharded=shard_size is not None)
-    check_apart("--out", target, [("CAPTIONS", src)], folder=False)
-    if read_by_discovery(target):  # a video's name: `%05d.mp4` shards would replace synth's videos
-        raise ConfigError(f"--out {target}: a video's or list file's name; name the output {_SUFFIX[fmt]}")
-    if shard_size is not None:
-        existing = _existing_shards(target)
-    else:
-        if target.is_dir():
-            raise ConfigError(f"{target}: is a directory; name the output file")
-        existing = [target] if target.exists() else []
+    if shard_size is None and target.is_dir():
+        raise ConfigError(f"{target}: is a directory; name the output file")
+    # Never a video's name (`%05d.mp4` shards would replace synth's videos), never the ledger, and an
+    # existing output is replaced only when it is one of this format's (vlmcap/output_guard.py).
+    recognise, kind = _RECOGNISE[fmt]
+    check_file_output("--out", target, [("CAPTIONS", src)], recognise=recognise, kind=kind)
+    existing = _existing_shards(target) if shard_size is not None else [target] if target.exists() else []
+    for shard in existing[:1] if shard_size is None else existing:
+        check_file_output("--out", shard, [("CAPTIONS", src)], recognise=recognise, kind=kind)
     if existing and not overwrite:
         raise ConfigError(f"{existing[0]}: exists; pass --overwrite to replace it")
     replaced = {str(real(path)): path for path in existing}

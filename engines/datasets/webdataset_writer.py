@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from vlmcap.engines.datasets.schema import parse_timestamp
-from vlmcap.files import StagedFiles, open_regular
+from vlmcap.files import StagedFiles, name_bytes, open_regular
 
 if TYPE_CHECKING:
     from vlmcap.engines.datasets.convert import ConvertStats
@@ -33,7 +33,7 @@ def sample_key(record: dict[str, Any]) -> str:
     WebDataset-safe (ASCII letters, digits, `_` and `-`; no dot, which would end the key), readable
     (the file name's stem) and unique (a hash of the path it was captioned from)."""
     path = _captioned_path(record)
-    digest = hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    digest = hashlib.sha256(name_bytes(path)).hexdigest()[:16]
     stem = re.sub(r"[^A-Za-z0-9]+", "_", os.path.splitext(os.path.basename(path))[0]).strip("_")[:48]
     return f"{stem}-{digest}" if stem else digest
 
@@ -53,8 +53,9 @@ def _open_video(record: dict[str, Any]) -> tuple[IO[bytes], int, str] | None:
     file, path = record.get("file"), _captioned_path(record)
     try:
         f = open_regular(path)  # closed by the caller; a path that is a FIFO now must not block
-    except OSError as e:
-        log.warning("%s: not in the WebDataset: the video cannot be read (%s)", record["video"], e.strerror)
+    except (OSError, ValueError) as e:  # ValueError: a NUL in a hand-edited line's path names no file
+        cause = e.strerror if isinstance(e, OSError) else e
+        log.warning("%s: not in the WebDataset: the video cannot be read (%s)", record["video"], cause)
         return None
     st = os.fstat(f.fileno())
     if isinstance(file, dict) and (file.get("size"), file.get("mtime_ns")) != (st.st_size, st.st_mtime_ns):

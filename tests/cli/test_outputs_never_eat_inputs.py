@@ -58,6 +58,12 @@ def night(tmp_path: Path, clips) -> Path:
     (root / "list.txt").write_text(f"{videos / 'a.mp4'}\n{videos / 'b.mp4'}\n")
     (root / "stats.json").write_text(json.dumps({"captioned": 3}, indent=2) + "\n")
     (root / "manifest.jsonl").write_text(json.dumps({"video": "videos/a.mp4", "caption": "초록색 원"}) + "\n")
+    (root / "nightly.yaml").write_text("batch:\n  llm_backend: transformers\n")
+    (root / "engine").mkdir()
+    (root / "engine" / "bundle.json").write_text('{"format_version": 1}\n')
+    (root / "r.png").write_text(json.dumps({"rows": []}))  # a report named like a chart
+    (root / "chart.png").symlink_to(root / "stats.json")
+    (root / "lost").symlink_to("/proc/no-such-folder/x")
     return root
 
 
@@ -81,18 +87,26 @@ def cases(night: Path, run: Path) -> list[tuple[list[str], str]]:
         ([*evaluate, "--report", str(night), "--overwrite"], "contains --data"),
         ([*evaluate, "--report", str(videos), "--overwrite"], "not a folder `vlmcap eval --report` wrote"),
         ([*evaluate, "--records", str(night / "manifest.jsonl")], "is --data"),
+        ([*evaluate, "--records", str(videos / "b.mp4")], "a video's or list file's name"),
+        ([*evaluate, "--records", str(night / "stats.json")], "is not a JSONL of caption records"),
         # captions convert: the ledger, a video it names, shards named like videos
         ([*convert, "--to", "csv", "--out", str(captions)], "is CAPTIONS"),
-        ([*convert, "--to", "csv", "--out", str(videos / "clip.bin")], "is the video"),
+        ([*convert, "--to", "csv", "--out", str(night / "manifest.jsonl")], "is not a captions CSV"),
+        ([*convert, "--to", "parquet", "--out", str(night / "lost")], "cannot create its folder"),
+        ([*convert, "--to", "csv", "--out", str(videos / "clip.bin")], "is not a captions CSV"),
         ([*convert, "--to", "csv", "--out", str(videos / "a.mp4")], "a video's or list file's name"),
         ([*convert, "--to", "webdataset", "--shard-size", "1", "--out", str(videos / "%d.mp4")], "a video's"),
-        # batch: the list file, a video, the inputs' folder, the stats over the ledger
-        (["batch", str(night / "list.txt"), "--out", str(night / "list.txt")], "is INPUTS"),
-        (["batch", str(videos), "--out", str(videos / "a.mp4")], "lies inside INPUTS"),
-        (["batch", str(night / "list.txt"), "--out", str(videos / "a.mp4")], "is not a captions JSONL"),
+        # batch: the list file, a video (named, listed or in a folder), a manifest, the config, the bundle
+        (["batch", str(night / "list.txt"), "--out", str(night / "list.txt")], "a video's or list file's name"),
+        (["batch", str(videos), "--out", str(videos / "a.mp4")], "a video's or list file's name"),
+        (["batch", str(night / "list.txt"), "--out", str(night / "manifest.jsonl")], "is not a captions JSONL"),
         (["batch", str(night / "list.txt"), "--out", str(night / "stats.json")], "is not a captions JSONL"),
-        ([*batch, "--stats", str(videos / "b.mp4")], "lies inside INPUTS"),
+        (["batch", str(night / "list.txt"), "--out", "x.jsonl", "--stats", str(videos / "b.mp4")], "a video's"),
         ([*batch, "--stats", str(night / "new.jsonl")], "is --out"),
+        ([*batch, "--stats", str(night / "nightly.yaml")], "is not the JSON `vlmcap batch --stats` writes"),
+        ([*batch, "--stats", str(night / "captions.jsonl")], "is not the JSON `vlmcap batch --stats` writes"),
+        ([*batch, "--engine", str(night / "engine"), "--stats", str(night / "engine" / "s.json")], "inside --engine"),
+        ([*batch, "--stats", str(night / "lost")], "cannot create its folder"),
         ([*batch, "--thumbnails", str(night)], "contains INPUTS"),
         ([*batch, "--srt", str(videos)], "is INPUTS"),
         ([*batch, "--vtt", str(videos / "subs")], "lies inside INPUTS"),
@@ -102,6 +116,8 @@ def cases(night: Path, run: Path) -> list[tuple[list[str], str]]:
         (["export", str(run), "--out", str(videos)], "is not an engine bundle"),
         # bench: a chart over the report it reads; a work folder holding a night
         (["bench", "plot", str(night / "stats.json"), "--out", str(night / "stats.json")], "name a .png file"),
+        (["bench", "plot", str(night / "r.png"), "--out", str(night / "r.png")], "is not a PNG"),
+        (["bench", "plot", str(night / "r.png"), "--out", str(night / "chart.png")], "name a .png file"),
         (["bench", "report", "--workdir", str(night), "--lines", "10"], "not a folder `vlmcap bench report` wrote"),
         # folders written file by file: never over someone's
         (["synth", str(night)], "not a folder `vlmcap synth` wrote"),
@@ -118,6 +134,23 @@ def test_every_output_pointed_at_an_input_is_refused_and_nothing_changes(night, 
         assert snapshot(night, tiny_run) == before, args
 
 
+def test_a_copied_marker_lets_nothing_be_replaced(night, tmp_path) -> None:
+    """The marker names each file with its size and time: copied into a folder of someone's videos (or
+    kept in a report someone typed notes into), it covers none of them."""
+    from vlmcap.output_guard import write_marker
+
+    made = tmp_path / "made"
+    (made / "videos").mkdir(parents=True)
+    (made / "videos" / "00000.mp4").write_bytes(b"synth's")
+    write_marker(made, "synth")
+    shutil.copy(made / MARKER, night / "videos" / MARKER)
+    (night / "videos" / "00000.mp4").write_bytes(b"mine")
+    before = snapshot(night)
+    refused = CliRunner().invoke(cli, ["synth", str(night / "videos"), "--num-videos", "100"])
+    assert refused.exit_code == 2 and "holds 00000.mp4, not written by `vlmcap synth`" in refused.output
+    assert snapshot(night) == before
+
+
 def test_overwrite_replaces_only_what_the_command_wrote(night) -> None:
     captions, site = night / "captions.jsonl", night / "site"
 
@@ -128,8 +161,13 @@ def test_overwrite_replaces_only_what_the_command_wrote(night) -> None:
     assert report("--overwrite").exit_code == 0  # its own folder, nothing else in it
     (site / "notes.txt").write_text("mine")
     refused = report("--overwrite")
-    assert refused.exit_code == 2 and "holds notes.txt, which `vlmcap captions report` did not write" in refused.output
+    assert refused.exit_code == 2 and "holds notes.txt, not written by `vlmcap captions report`" in refused.output
     assert (site / "notes.txt").read_text() == "mine"
+    (site / "notes.txt").unlink()
+    with open(site / "index.html", "a") as page:  # a note typed into the page itself
+        page.write("<!-- mine -->")
+    edited = report("--overwrite")
+    assert edited.exit_code == 2 and "holds index.html, changed since `vlmcap captions report`" in edited.output
 
 
 def test_symlinked_and_dangling_output_folders(night, tmp_path) -> None:

@@ -33,12 +33,20 @@ def test_settings_and_files_named_like_them(clips, tmp_path, monkeypatch) -> Non
     (record,) = [json.loads(line) for line in probed.stdout.splitlines()]
     assert record["status"] == "ok" and len(record["frames_s"]) == 3
 
-    shutil.copy(clips["h264_mp4"], tmp_path / "clip.v2=final.mp4")
-    refused = run("probe", "clip.v2=final.mp4")
-    assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1
-    assert "'clip' is no config section" in refused.output and "write ./clip.v2=final.mp4" in refused.output
+    no_section = run("probe", "clip.v2=final.mp4")
+    assert no_section.exit_code == 2 and len(no_section.output.strip().splitlines()) == 1
+    assert "'clip' is no config section" in no_section.output and "write ./clip.v2=final.mp4" in no_section.output
+
+    # A file named like a setting (one a shell glob would pick up in a cron line) sets nothing.
+    for name in ("clip.v2=final.mp4", "batch.overwrite=true"):
+        shutil.copy(clips["h264_mp4"], tmp_path / name)
+        refused = run("probe", str(clips["h264_mp4"]), name)
+        assert refused.exit_code == 2 and len(refused.output.strip().splitlines()) == 1
+        assert "but a file is named so" in refused.output and f"write ./{name}" in refused.output
     as_file = run("probe", "./clip.v2=final.mp4")
     assert as_file.exit_code == 0 and json.loads(as_file.stdout)["status"] == "ok"
+    alone = run("probe", "video.num_frames=3")  # settings alone: nothing to probe
+    assert alone.exit_code == 2 and "no INPUTS" in alone.output
 
     typo = run("probe", str(clips["h264_mp4"]), "video.num_frame=3")
     assert typo.exit_code == 2 and len(typo.output.strip().splitlines()) == 1

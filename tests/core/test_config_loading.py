@@ -64,6 +64,10 @@ def test_a_fifo_as_config_is_refused_without_waiting(tmp_path: Path) -> None:
         ("seed: 2024-13-01\n", "my.yaml: line 1: cannot read this value (month must be in 1..12)"),
         ("# " + "x" * MAX_CONFIG_BYTES + "\n", "my.yaml: larger than 256 KiB"),
         ("model:\n  vision: [unclosed\n", "my.yaml: not valid YAML at line 3"),
+        ("model: {}\n\x00\n", "my.yaml: not valid YAML: a control character '\\x00' at position 10"),
+        ("model:\n  lora:\n    r: " + "9" * 128 + "\n", "model.lora.r: at most 2147483647 in size"),
+        ("model:\n  lora:\n    r: true\n", "model.lora.r: a number, not true or false"),
+        ("batch:\n  batch_size: 100000\n", "batch.batch_size: Input should be less than or equal to 4096"),
     ],
     ids=[
         "5000-digits",
@@ -76,6 +80,10 @@ def test_a_fifo_as_config_is_refused_without_waiting(tmp_path: Path) -> None:
         "date",
         "oversized",
         "syntax",
+        "control-character",
+        "past-int32",
+        "bool-as-int",
+        "allocation-size",
     ],
 )
 def test_hostile_config_files_exit_2_with_one_line(tmp_path: Path, text: str, message: str) -> None:

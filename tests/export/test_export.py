@@ -216,7 +216,7 @@ def test_kill_9_during_export_never_damages_the_existing_bundle(tiny_run, tiny_b
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    staging = tmp_path / f".engine.tmp-{proc.pid}"
+    staging = tmp_path / f".engine.vlmcap-tmp-{proc.pid}"
     while not (staging / "vision.onnx").exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert proc.poll() is None, "export finished before it could be killed"

@@ -121,7 +121,7 @@ def test_feature_cache_never_returns_stale_entries(tmp_path, clips) -> None:
     time.sleep(0.01)
     video.write_bytes(clips["vp9_webm"].read_bytes())  # the file changed
     assert cache.get(str(video)) is None
-    assert not list((tmp_path / "cache").rglob("*.tmp-*"))
+    assert not list((tmp_path / "cache").rglob("*.vlmcap-tmp-*"))
 
 
 def test_optimizer_and_rng_state_round_trip_without_pickle(tmp_path) -> None:

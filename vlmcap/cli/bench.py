@@ -30,17 +30,20 @@ def _emit_json(report: dict[str, Any]) -> None:
 
 
 def _writable_png(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
-    """--plot (and `bench plot --out`) is checked when the flags are read: a path that cannot be written, or
-    is no .png (a report, a video or a ledger named by mistake), fails before the benchmark."""
+    """--plot (and `bench plot --out`) is checked when the flags are read: a path that cannot be written,
+    is no .png where it really lies, or is a file other than a PNG, fails before the benchmark."""
     if value is not None:
-        from vlmcap.engines.batch.caption_videos import check_writable_file
         from vlmcap.errors import ConfigError
+        from vlmcap.output_guard import check_file_output, real
 
         flag = f"--{param.name}"
-        if value.suffix.lower() != ".png":
+        if real(value).suffix.lower() != ".png":  # a report, a video or a ledger named (or linked) by mistake
             raise ConfigError(f"{flag} {value}: name a .png file")
-        check_writable_file(value, flag)
+        check_file_output(flag, value, recognise=lambda f: f.read(8) == PNG_SIGNATURE, kind="a PNG")
     return value
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def plot_option(command: Callable) -> Callable:
@@ -374,7 +377,9 @@ def bench_plot_cmd(reports: tuple[Path, ...], out: Path, title: str | None) -> N
     """
     from vlmcap.bench.plots import write_plot
     from vlmcap.errors import ConfigError
+    from vlmcap.output_guard import check_apart
 
+    check_apart("--out", out, [("REPORTS", path) for path in reports], folder=False)
     loaded = []
     for path in reports:
         try:

@@ -24,7 +24,7 @@ import click
 from vlmcap.config import BatchConfig, ExportConfig, load_config
 from vlmcap.display_text import fit
 from vlmcap.home import default_engine_dir
-from vlmcap.output_guard import check_apart, claim_folder
+from vlmcap.output_guard import check_apart, claim_folder, write_marker
 from vlmcap.run_dir import FINAL_DIR, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
@@ -63,11 +63,12 @@ def run_demo(
     # The demo replaces the default engine whole and writes into its work folder file by file: the
     # folder must be new, empty or a demo's, and apart from the engine (vlmcap/output_guard.py).
     check_apart("--workdir", workdir, [("the default engine", engine)], folder=True)
-    claim_folder("--workdir", workdir, "demo")
+    workdir = claim_folder("--workdir", workdir, "demo")
     check_site_folder(workdir / "eval", True, EVAL_COMMAND, flag="--workdir")
     timings: dict[str, float] = {}
 
     def step(name: str, message: str) -> float:
+        write_marker(workdir, "demo")  # what the steps so far wrote: a later demo may write over it
         say(f"\n== {message}")
         timings[name] = time.perf_counter()
         return timings[name]
@@ -134,6 +135,7 @@ def run_demo(
     build_report(out, report, overwrite=True)
     (line,) = [json.loads(text) for text in out.read_text(encoding="utf-8").splitlines()]
     timings["scenes_end"] = time.perf_counter()
+    write_marker(workdir, "demo")
     scenes = line.get("segments") or []
     say(f"   {line['video']}: {len(scene_refs)} scenes of 5 s, {len(scenes)} found")
     say("   " + table_row("time", "generated caption", "reference (the scene it overlaps most)"))

@@ -51,18 +51,18 @@ def eval_cmd(
       vlmcap eval --data synth/val.jsonl --report eval-page/    # then open eval-page/index.html
     """
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.batch.caption_videos import bundle_path, check_writable_file
+    from vlmcap.engines.batch.caption_videos import bundle_path
     from vlmcap.engines.batch.evaluate import evaluate_bundle
+    from vlmcap.engines.batch.ledger import starts_a_ledger
     from vlmcap.engines.datasets.eval_report import EVAL_COMMAND, evaluate_with_page
     from vlmcap.engines.datasets.static_site import check_site_folder
     from vlmcap.files import write_jsonl
-    from vlmcap.output_guard import check_apart
+    from vlmcap.output_guard import check_file_output
 
     settings = config.load().batch
     reads = [("--data", data), ("--config", config.path), ("--engine", bundle_path(settings))]
-    if records is not None:  # before the work, not after it
-        check_apart("--records", records, reads, folder=False)
-        check_writable_file(records, "--records")
+    if records is not None:  # before the work, not after it: never a video, never over what is no records file
+        check_file_output("--records", records, reads, recognise=starts_a_ledger, kind="a JSONL of caption records")
     if report is not None:
         check_site_folder(report, overwrite, EVAL_COMMAND, [*reads, ("--records", records)], "--report")
     bundle = load_bundle(bundle_path(settings))

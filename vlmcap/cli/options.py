@@ -13,6 +13,7 @@ config key in one place), grouped by the decorators the commands apply.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,6 +82,11 @@ def split_settings(inputs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str,
     otherwise, with the way to name a file that is really called so (`./name`)."""
     settings = tuple(text for text in inputs if _SETTING.match(text))
     for text in settings:
+        if os.path.lexists(text):  # a file dropped where a shell glob picks it up must not set anything
+            raise ConfigError(
+                f"INPUTS: {text!r} reads as a KEY=VALUE setting, but a file is named so; write ./{text} for "
+                "the file, or rename it"
+            )
         section = text.split(".", 1)[0]
         if section not in _SECTIONS:
             raise ConfigError(
@@ -142,6 +148,9 @@ def config_options(
             if overrides == "inputs":
                 source.overrides, kwargs["inputs"] = split_settings(kwargs["inputs"])
                 source.from_inputs = True
+                required = any(p.name == "inputs" and p.required for p in ctx.command.params)
+                if required and not kwargs["inputs"]:  # settings alone: nothing to work on
+                    raise click.UsageError("no INPUTS: only settings were given (a file named like one: ./NAME)")
             return command(*args, config=source, **kwargs)
 
         if overrides is True:

@@ -39,12 +39,13 @@ def synth(out: Path, num_videos: int, seed: int, num_frames: int, size: int, mul
       vlmcap synth ./synth --num-videos 1000 --seed 0
       vlmcap synth ./synth --multi-scene 20 && vlmcap eval --data synth/multiscene.jsonl
     """
-    from vlmcap.output_guard import claim_folder
+    from vlmcap.output_guard import claim_folder, write_marker
     from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
 
-    claim_folder("OUT", out, "synth")  # it writes videos/00000.mp4, train.jsonl, ...: never over someone's
+    folder = claim_folder("OUT", out, "synth")  # it writes videos/00000.mp4, train.jsonl, ...: never over someone's
     spec = SynthSpec(num_videos=num_videos, seed=seed, frames=num_frames, size=size, multi_scene=multi_scene)
     manifests = write_synthetic_dataset(out, spec)
+    write_marker(folder, "synth")
     for split, path in manifests.items():
         lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
         videos = len({line["video"] for line in lines})

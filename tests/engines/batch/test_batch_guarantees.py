@@ -89,7 +89,7 @@ def test_an_interrupted_compaction_is_finished_before_anything_is_appended(tiny_
     # What a kill between re-captioning and compaction leaves: older lines of the same videos, and
     # the half-written compaction file of the process that died.
     out.write_text("".join(json.dumps(r) + "\n" for r in records[:2] + records), encoding="utf-8")
-    stale = tmp_path / ".captions.jsonl.tmp-999999999"
+    stale = tmp_path / ".captions.jsonl.vlmcap-tmp-999999999"
     stale.write_text("partial")
     stats = tmp_path / "stats.json"
     result = batch(str(three_videos), *flags(tiny_bundle, out), "--stats", str(stats))

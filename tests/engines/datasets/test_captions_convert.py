@@ -122,7 +122,7 @@ def run(*args: str):
 
 
 def _no_temporaries(folder: Path) -> bool:
-    return not [p for p in folder.rglob(".*") if ".tmp-" in p.name]
+    return not [p for p in folder.rglob(".*") if ".vlmcap-tmp-" in p.name]
 
 
 # --- the ledger's rules ---
@@ -441,9 +441,10 @@ def test_an_empty_ledger_and_a_pipe_are_refused_without_waiting(tmp_path: Path) 
 def test_an_existing_output_is_kept_without_overwrite_and_on_failure(ledger, monkeypatch) -> None:
     path, _ = ledger
     out = path.with_suffix(".csv")
-    out.write_text("yesterday's export\n")
+    yesterday = ",".join(schema.SCHEMA.names) + "\nyesterday's export\n"  # an earlier convert's CSV
+    out.write_text(yesterday)
     _one_line_error(run(path, "--to", "csv"), f"{out}: exists; pass --overwrite")
-    assert out.read_text() == "yesterday's export\n"
+    assert out.read_text() == yesterday
 
     calls = 0
 
@@ -457,7 +458,7 @@ def test_an_existing_output_is_kept_without_overwrite_and_on_failure(ledger, mon
     monkeypatch.setattr(schema, "to_row", fails_on_the_second_record)
     result = run(path, "--to", "csv", "--overwrite")
     assert result.exit_code == 74 and "No space left on device" in result.stderr
-    assert out.read_text() == "yesterday's export\n" and _no_temporaries(path.parent)
+    assert out.read_text() == yesterday and _no_temporaries(path.parent)
 
 
 def test_a_failed_sharded_conversion_leaves_no_shard(ledger, tmp_path: Path, monkeypatch) -> None:
@@ -492,3 +493,16 @@ def test_summary_is_readable_without_a_terminal(ledger) -> None:
     path, _ = ledger
     text = run(path, "--to", "csv", "--status", "all").stdout
     assert text.startswith("4 records -> ") and "left out" not in text and text.count("\n") == 1
+
+
+def test_webdataset_takes_names_no_file_system_holds(tmp_path) -> None:
+    """A hand-edited line's lone surrogate or NUL in a name: a sample (no video to put in it), never exit 70."""
+    src = tmp_path / "odd.jsonl"
+    src.write_text(
+        '{"video": "lone\\ud800.mp4", "status": "ok", "caption": "c"}\n'
+        '{"video": "nul\\u0000.mp4", "status": "ok", "caption": "d"}\n'
+    )
+    result = run(src, "--to", "webdataset", "--out", tmp_path / "w.tar")
+    assert result.exit_code == 0 and "2 records" in result.output
+    with_videos = run(src, "--to", "webdataset", "--out", tmp_path / "v.tar", "--with-videos")
+    assert with_videos.exit_code == 0 and "2 left out" in with_videos.output
