@@ -1,8 +1,8 @@
 """vision.onnx: the vision graph (vlmcap.vision_graph) traced to ONNX, with external data when large.
 
 pixel_values (B, T, 3, H, W) float32 -> vision_embeds (B, T*M, Dl) float32, B dynamic. The graph
-is exported in float32 with eager attention (its MatMul/Softmax pattern is what ONNX Runtime's
-transformer optimizer fuses into one Attention op); lower precisions are derived from it.
+is exported in float32 with eager attention (plain MatMul/Softmax: standard ONNX at every opset,
+which ONNX Runtime fuses when its session opens); lower precisions are derived from it.
 """
 
 from __future__ import annotations

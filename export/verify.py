@@ -13,53 +13,53 @@ LLM: logits of the merged checkpoint against the un-merged base + adapter on the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from vlmcap.closeness import VISION_TOLERANCE, Tolerance, row_cosines
 from vlmcap.errors import ExportError
 
-
-@dataclass(frozen=True)
-class Tolerance:
-    max_abs_scaled: float | None = None  # max |onnx - torch| / max(1, max |torch|)
-    min_cosine: float | None = None  # over every output row
+__all__ = ["VISION_TOLERANCE", "Tolerance", "check", "compare", "row_cosines"]
 
 
-# Measured (`vlmcap bench vision`, docs/PERFORMANCE.md), random CLIP-L/336 + c-abstractor and the tiny preset:
-# fp32: only summation order differs (1e-7 tiny, 1.5e-6 CLIP-L scaled); 1e-4 leaves a wide margin and still
-#       catches any wrong op, which shows up at 1e-2 or more.
-# fp16: ~11 bits of mantissa; rows measure > 0.99999 cosine. 0.999 flags a layer that overflowed.
-# int8: per-channel dynamic quantization measures 0.9996-0.9998 min row cosine; 0.99 accepts that
-#       rounding but fails a quantized op that went wrong (those fall far below).
-VISION_TOLERANCE = {
-    "fp32": Tolerance(max_abs_scaled=1e-4),
-    "fp16": Tolerance(min_cosine=0.999),
-    "int8": Tolerance(min_cosine=0.99),
-}
+class RunningComparison:
+    """`compare`'s statistics over arrays fed a few rows at a time (rows of the last axis whole), so
+    LLM logits (0.7 GB per video at a 151,936-token vocabulary) are never all in memory at once."""
 
+    def __init__(self) -> None:
+        self.max_abs = self.sum_abs = self.ref_max_abs = self.sum_cosine = 0.0
+        self.min_cosine = np.inf
+        self.values = self.rows = 0
+        self.finite = True
 
-def row_cosines(ref: np.ndarray, out: np.ndarray) -> np.ndarray:
-    ref = ref.reshape(-1, ref.shape[-1]).astype(np.float64)
-    out = out.reshape(-1, out.shape[-1]).astype(np.float64)
-    denom = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
-    return (ref * out).sum(axis=1) / np.maximum(denom, 1e-30)
+    def update(self, ref: np.ndarray, out: np.ndarray) -> RunningComparison:
+        if ref.shape != out.shape:
+            raise ExportError(f"output shape {out.shape} differs from the PyTorch reference {ref.shape}")
+        diff = np.abs(ref.astype(np.float64) - out.astype(np.float64))
+        cos = row_cosines(ref, out)
+        self.max_abs = max(self.max_abs, float(diff.max()))
+        self.sum_abs += float(diff.sum())
+        self.values += diff.size
+        self.ref_max_abs = max(self.ref_max_abs, float(np.abs(ref).max()))
+        self.min_cosine = min(self.min_cosine, float(cos.min()))
+        self.sum_cosine += float(cos.sum())
+        self.rows += cos.size
+        self.finite = self.finite and bool(np.isfinite(out).all())
+        return self
+
+    def result(self) -> dict[str, float]:
+        return {
+            "max_abs": self.max_abs,
+            "mean_abs": self.sum_abs / max(self.values, 1),
+            "ref_max_abs": self.ref_max_abs,
+            "max_abs_scaled": self.max_abs / max(1.0, self.ref_max_abs),
+            "min_cosine": float(self.min_cosine),
+            "mean_cosine": self.sum_cosine / max(self.rows, 1),
+            "finite": self.finite,
+        }
 
 
 def compare(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    if ref.shape != out.shape:
-        raise ExportError(f"output shape {out.shape} differs from the PyTorch reference {ref.shape}")
-    diff = np.abs(ref.astype(np.float64) - out.astype(np.float64))
-    cos = row_cosines(ref, out)
-    return {
-        "max_abs": float(diff.max()),
-        "mean_abs": float(diff.mean()),
-        "ref_max_abs": float(np.abs(ref).max()),
-        "max_abs_scaled": float(diff.max() / max(1.0, float(np.abs(ref).max()))),
-        "min_cosine": float(cos.min()),
-        "mean_cosine": float(cos.mean()),
-        "finite": bool(np.isfinite(out).all()),
-    }
+    return RunningComparison().update(ref, out).result()
 
 
 def check(stats: dict[str, float], tolerance: Tolerance, what: str) -> dict:

@@ -51,7 +51,7 @@ def build_vision_graph(config: VlmcapConfig, weights_dir: Path | None = None, at
     """The float32 CPU encoder + projector: the run's trained one from `weights_dir` (strict load:
     every key must match), or the config's seeded random one (benchmarks).
 
-    Eager attention is what gets exported: its MatMul/Softmax pattern is what ONNX Runtime fuses.
+    Eager attention is what gets exported: plain MatMul/Softmax, standard ONNX (docs/EXPORT.md).
     """
     vision, projector = build_vision_side(config, llm_hidden_size(config))
     if weights_dir is not None:

@@ -23,7 +23,6 @@ from vlmcap.cli.options import ConfigSource, choices, config_option, config_opti
 @config_option("--opset", key="export.opset", type=int, help="ONNX opset.")
 @config_option("--merge-into", key="export.merge_into", type=choices("export.merge_into"), help="4-bit runs.")
 @config_option("--llm-dtype", key="export.llm_dtype", type=choices("export.llm_dtype"), help="Merged LLM dtype.")
-@config_option("--optimize/--no-optimize", key="export.optimize", help="Fuse transformer ops in vision.onnx.")
 @config_option("--llm-quant", key="export.llm_quant", type=choices("export.llm_quant"))
 @config_option("--llm-quant-group-size", key="export.llm_quant_group_size", type=int)
 @config_option("--calibration-videos", key="export.calibration_videos", type=int)

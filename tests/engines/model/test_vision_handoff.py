@@ -11,24 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from vlmcap.bundle import load_bundle
 from vlmcap.engines.model.captioner import Captioner
-from vlmcap.engines.model.vision import OnnxVisionEngine, TorchVisionEngine, pixel_batch
+from vlmcap.engines.model.vision import OnnxVisionEngine, OpenVinoVisionEngine, TorchVisionEngine, pixel_batch
 from vlmcap.generation import GenerationParams
 
-ENGINES = {"onnx": OnnxVisionEngine, "torch": TorchVisionEngine.from_bundle}
-
-
-@pytest.fixture(scope="module")
-def bundle(tiny_bundle):
-    return load_bundle(tiny_bundle)
-
-
-def decoded_frames(bundle, videos: int, seed: int = 0) -> list[np.ndarray]:
-    """What the decode workers hand over: uint8 (T, h, w, 3) per video at the bundle's size."""
-    h, w = bundle.manifest.image.size
-    rng = np.random.default_rng(seed)
-    return [rng.integers(0, 256, (bundle.manifest.video.num_frames, h, w, 3), dtype=np.uint8) for _ in range(videos)]
+ENGINES = {"onnx": OnnxVisionEngine, "torch": TorchVisionEngine.from_bundle, "openvino": OpenVinoVisionEngine}
 
 
 def captioner(bundle, engine) -> Captioner:
@@ -37,7 +24,7 @@ def captioner(bundle, engine) -> Captioner:
 
 @pytest.mark.parametrize("kind", list(ENGINES))
 def test_staged_rows_equal_the_old_path_batch_after_batch_with_one_buffer_and_one_transfer_each(
-    bundle, kind, monkeypatch
+    bundle, kind, monkeypatch, decoded_frames
 ) -> None:
     engine = ENGINES[kind](bundle, batch_size=3)
     model = captioner(bundle, engine)
@@ -60,7 +47,7 @@ def test_staged_rows_equal_the_old_path_batch_after_batch_with_one_buffer_and_on
     assert engine.staging.allocations == 1 and engine.staging.capacity == 3
 
 
-def test_without_a_batch_size_the_buffer_is_sized_by_the_first_batch_and_grows_to_fit(bundle) -> None:
+def test_without_a_batch_size_the_buffer_is_sized_by_the_first_batch_and_grows_to_fit(bundle, decoded_frames) -> None:
     engine = TorchVisionEngine.from_bundle(bundle)
     assert engine.staging.capacity == 0
     spec = bundle.manifest.image.spec()
@@ -83,7 +70,7 @@ def test_the_buffer_waits_for_a_batch_size_and_pinning_needs_cuda(bundle) -> Non
 
 @pytest.mark.parametrize("kind", list(ENGINES))
 @pytest.mark.parametrize("problem", ["frames", "size", "dtype", "empty"])
-def test_a_video_of_the_wrong_shape_is_one_clear_error(bundle, kind, problem) -> None:
+def test_a_video_of_the_wrong_shape_is_one_clear_error(bundle, kind, problem, decoded_frames) -> None:
     engine = ENGINES[kind](bundle, batch_size=2)
     frames = decoded_frames(bundle, 2)
     expected = (bundle.manifest.video.num_frames, *bundle.manifest.image.size, 3)
@@ -105,7 +92,7 @@ def test_a_video_of_the_wrong_shape_is_one_clear_error(bundle, kind, problem) ->
         assert message.startswith("video 1 of the batch") and f"expected {expected} uint8" in message
 
 
-def test_an_fp16_graph_takes_the_same_staged_float32_input(bundle, tmp_path) -> None:
+def test_an_fp16_graph_takes_the_same_staged_float32_input(bundle, tmp_path, decoded_frames) -> None:
     """fp16 bundles keep float32 I/O (export/precision.py): the staged buffer feeds them unchanged."""
     from vlmcap.export.precision import convert_precision
     from vlmcap.export.verify import VISION_TOLERANCE, row_cosines
