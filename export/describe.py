@@ -35,12 +35,20 @@ def _quality_lines(m: BundleManifest) -> list[str]:
     return lines
 
 
+def _memory_lines(m: BundleManifest) -> list[str]:
+    """The export's peak resident memory, when it was recorded (bundles from before it was are not)."""
+    peak = m.export.peak_rss_mb
+    return [] if peak is None else [f"exported   peak memory {_size(peak * 1e6)} (RSS)"]
+
+
 def describe_bundle(m: BundleManifest, verified: bool) -> str:
     vision, llm, image = m.vision, m.llm, m.image
     final = vision.verification["final"]
     llm_check = llm.verification
     total = sum(f.size for f in m.files.values())
-    fused = ", ".join(f"{op} x{n}" for op, n in vision.fused_ops.items()) or "none"
+    fused = ", ".join(f"{op} x{n}" for op, n in vision.fused_ops.items())
+    # Bundles from before issue 34 carry ONNX Runtime's fused operators: they load in ONNX Runtime and OpenVINO only.
+    operators = f"ONNX Runtime operators: {fused}" if fused else "standard ONNX operators"
     source = m.source_run
     lines = [
         f"bundle     {m.id}  (format {m.format_version}, vlmcap {m.vlmcap_version}, created {m.created})",
@@ -51,7 +59,7 @@ def describe_bundle(m: BundleManifest, verified: bool) -> str:
         f"llm        {m.model.llm}  {llm.dtype}  hidden {llm.hidden_size}"
         + (f"  text rows x{llm.embed_scale:g}" if llm.embed_scale != 1.0 else "")
         + f"  LoRA merged: {'yes, into ' + llm.merge_into + ' weights' if llm.adapter_merged else 'no adapter'}",
-        f"onnx       {vision.file}  {vision.precision}  opset {vision.opset}  fused: {fused}"
+        f"onnx       {vision.file}  {vision.precision}  opset {vision.opset}  {operators}"
         + ("  (external data)" if vision.external_data else ""),
         f"checked    vision: min cosine {final.min_cosine:.6f}, max |diff| {final.max_abs:.3g}"
         f" on {', '.join(final.providers or [])}",
@@ -61,6 +69,7 @@ def describe_bundle(m: BundleManifest, verified: bool) -> str:
         f"prompt     {m.prompt.default_prompt}",
         f"generate   max {m.generation.max_new_tokens} new tokens, temperature {m.generation.temperature}, "
         f"stop ids {m.generation.stop_token_ids}",
+        *_memory_lines(m),
         f"files      {len(m.files)} files, {_size(total)}: "
         + ("sha256 of every file verified" if verified else "hashes NOT verified"),
     ]

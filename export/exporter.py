@@ -25,6 +25,7 @@ from vlmcap import __version__
 from vlmcap.bundle import LLM_DIR, MANIFEST, REFERENCE_DIR, VISION_ONNX, read_manifest, write_manifest
 from vlmcap.bundle.manifest import (
     BundleManifest,
+    ExportRecord,
     GenerationInfo,
     ImageInfo,
     LLMInfo,
@@ -38,9 +39,10 @@ from vlmcap.bundle.manifest import (
 from vlmcap.config import VIDEO_PLACEHOLDER, ExportConfig, VlmcapConfig, dump_config
 from vlmcap.errors import BundleError, ConfigError
 from vlmcap.export.caption_gate import GateInputs
+from vlmcap.export.memory import PeakMemory, release_freed_memory
 from vlmcap.export.merge_llm import Calibration, export_llm, shipped_dtype
 from vlmcap.export.onnx_graph import EXTERNAL_DATA_THRESHOLD, export_onnx
-from vlmcap.export.precision import convert_precision, fuse_transformer_ops
+from vlmcap.export.precision import convert_precision
 from vlmcap.export.publish import publish, staging_directory
 from vlmcap.export.quantize_llm import check_scheme
 from vlmcap.export.samples import calibration_samples, manifest_videos, sample_pixels
@@ -129,15 +131,11 @@ def _export_vision(graph: VisionGraph, pixels: torch.Tensor, request: ExportRequ
 
     start = time.perf_counter()
     export_onnx(graph, pixels, work / "traced.onnx", request.options.opset, threshold)
-    steps = {"traced_fp32": verify(work / "traced.onnx", "fp32", "exported vision graph")}
-    source = work / "traced.onnx"
-    fused: dict[str, int] = {}
-    if options.optimize:
-        cfg = graph.vision.model.config
-        fused = fuse_transformer_ops(source, work / "fused.onnx", cfg.num_attention_heads, cfg.hidden_size, threshold)
-        steps["fused_fp32"] = verify(work / "fused.onnx", "fp32", "fused vision graph")
-        source = work / "fused.onnx"
-    convert_precision(source, stage / VISION_ONNX, options.precision, threshold)
+    steps: dict[str, Any] = {}
+    if options.precision != "fp32":  # an fp32 bundle ships the traced graph: verified once, below
+        steps["traced_fp32"] = verify(work / "traced.onnx", "fp32", "exported vision graph")
+    # Standard ONNX at every precision (export/precision.py): ONNX Runtime fuses when a session opens.
+    convert_precision(work / "traced.onnx", stage / VISION_ONNX, options.precision, threshold)
     final = verify(stage / VISION_ONNX, options.precision, f"{request.out / VISION_ONNX}")
     shutil.rmtree(work)
     return {
@@ -145,7 +143,7 @@ def _export_vision(graph: VisionGraph, pixels: torch.Tensor, request: ExportRequ
         "external_data": (stage / (VISION_ONNX + ".data")).exists(),
         "precision": options.precision,
         "opset": options.opset,
-        "fused_ops": fused,
+        "fused_ops": {},  # nothing fused into the file; bundles from before issue 34 list their com.microsoft ops
         "input": {"name": INPUT_NAME, "shape": ["batch", *pixels.shape[1:]], "dtype": "float32"},
         "output": {"name": OUTPUT_NAME, "shape": ["batch", *reference.shape[1:]], "dtype": "float32"},
         "verification": {"final": final, **steps},
@@ -179,8 +177,22 @@ def _meta_llm(config: VlmcapConfig) -> torch.nn.Module:
         return AutoModelForCausalLM.from_config(llm_config, trust_remote_code=False)
 
 
+def _shipped_rows(path: Path, pixels: torch.Tensor) -> torch.Tensor:
+    """Vision rows of the shipped vision.onnx; its session is closed on return, before the LLM loads."""
+    session = create_session(path)
+    rows = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: pixels.numpy()})[0])
+    del session
+    release_freed_memory()
+    return rows
+
+
+def _mb(num_bytes: int) -> float:
+    return round(num_bytes / 1e6, 1)
+
+
 def export_bundle(request: ExportRequest) -> BundleManifest:
     """Build, verify and publish the bundle; returns its manifest."""
+    memory = PeakMemory()  # this export's own peak, whatever the process held before
     weights_dir = resolve_weights_dir(request.run, "run")
     config = weights_config(weights_dir)
     options = request.options
@@ -190,29 +202,39 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
     llm_dtype = shipped_dtype(config, options.llm_dtype, device)
     out = request.out.expanduser().resolve()  # a symlinked destination is replaced where it points
     _check_destination(out, request, weights_dir, config)
-    graph = build_vision_graph(config, weights_dir)
-    calibration = None
-    if options.llm_quant != "none":  # a scheme the model cannot take, or no calibration data, fails before any work
-        check_scheme(_meta_llm(config), options.llm_quant, options.llm_quant_group_size)
-        cal_pixels, cal_samples = calibration_samples(config, spec, options.calibration_videos)
-        calibration = Calibration(
-            _rows(graph, cal_pixels), [s.prompt for s in cal_samples], [s.caption for s in cal_samples]
-        )
-    candidates = [*request.sample_videos, *manifest_videos(config)]
-    pixels, sample_sources = sample_pixels(config, spec, candidates, options.verify_videos)
-    vision_rows = _rows(graph, pixels)
-    lossy = _lossy_parts(options, llm_dtype)
-    if lossy:
-        gate_pixels, gate_sources = sample_pixels(config, spec, candidates, options.gate.videos)
+    with memory.phase("vision: load the run, sample frames and rows"):
+        graph = build_vision_graph(config, weights_dir)
+        calibration = None
+        if options.llm_quant != "none":  # a scheme the model cannot take, or no calibration data, fails before work
+            check_scheme(_meta_llm(config), options.llm_quant, options.llm_quant_group_size)
+            cal_pixels, cal_samples = calibration_samples(config, spec, options.calibration_videos)
+            calibration = Calibration(
+                _rows(graph, cal_pixels), [s.prompt for s in cal_samples], [s.caption for s in cal_samples]
+            )
+            del cal_pixels
+        candidates = [*request.sample_videos, *manifest_videos(config)]
+        pixels, sample_sources = sample_pixels(config, spec, candidates, options.verify_videos)
+        vision_rows = _rows(graph, pixels)
+        lossy = _lossy_parts(options, llm_dtype)
+        if lossy:
+            gate_pixels, gate_sources = sample_pixels(config, spec, candidates, options.gate.videos)
+            gate_reference_rows = _rows(graph, gate_pixels)
+    # What the manifest needs of the graph, so that the graph can go before the LLM loads.
+    tokens_per_frame = graph.projector.tokens_per_frame
+    vision_hidden_size, vision_grid_size = graph.vision.hidden_size, graph.vision.grid_size
 
     with staging_directory(out) as stage:
         log.info("exporting the vision graph (%s)", options.precision)
-        vision = _export_vision(graph, pixels, request, stage)
+        with memory.phase("vision: export and verify the graph"):
+            vision = _export_vision(graph, pixels, request, stage)
+        del graph, pixels
+        release_freed_memory()  # the vision side's memory, before the LLM takes its own
         gate = None
         if lossy:
-            session = create_session(stage / VISION_ONNX)
-            shipped_rows = torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: gate_pixels.numpy()})[0])
-            gate = GateInputs(_rows(graph, gate_pixels), shipped_rows, gate_sources, lossy)
+            with memory.phase("vision: the shipped graph's gate rows"):
+                shipped_rows = _shipped_rows(stage / VISION_ONNX, gate_pixels)
+            gate = GateInputs(gate_reference_rows, shipped_rows, gate_sources, lossy)
+            del gate_pixels
         log.info(
             "merging the LLM (%s, into %s weights%s)",
             llm_dtype,
@@ -221,7 +243,7 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
         )
         start = time.perf_counter()
         llm = export_llm(
-            config, weights_dir, stage / LLM_DIR, vision_rows, options, llm_dtype, device, calibration, gate
+            config, weights_dir, stage / LLM_DIR, vision_rows, options, llm_dtype, device, calibration, gate, memory
         )
         if llm.caption_gate is not None:
             log.info(
@@ -236,7 +258,6 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
         reference.mkdir()
         shutil.copy2(weights_dir / WEIGHTS_FILE, reference / WEIGHTS_FILE)
         (reference / CONFIG_FILE).write_text(dump_config(config), encoding="utf-8")
-        tokens_per_frame = graph.projector.tokens_per_frame
         manifest = BundleManifest(
             vlmcap_version=__version__,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -259,8 +280,8 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
             vision=VisionInfo(
                 **vision,
                 feature_layer=config.model.vision.feature_layer,
-                hidden_size=graph.vision.hidden_size,
-                grid_size=graph.vision.grid_size,
+                hidden_size=vision_hidden_size,
+                grid_size=vision_grid_size,
             ),
             tokens_per_video=tokens_per_frame * config.video.num_frames,
             llm=LLMInfo(
@@ -291,9 +312,13 @@ def export_bundle(request: ExportRequest) -> BundleManifest:
                 stop_token_ids=llm.stop_token_ids,
             ),
             verification_inputs=sample_sources,
-            export=options,
+            export=ExportRecord(
+                **options.model_dump(),
+                peak_rss_mb=_mb(memory.peak_bytes()),
+                phase_peak_rss_mb={name: _mb(peak) for name, peak in memory.phases.items()} or None,
+            ),
         )
         manifest = write_manifest(stage, manifest)
         publish(stage, out)
-    log.info("bundle %s written to %s", manifest.id, out)
+    log.info("bundle %s written to %s (peak memory %.1f GB)", manifest.id, out, manifest.export.peak_rss_mb / 1e3)
     return manifest

@@ -71,7 +71,7 @@ def test_bundle_has_every_design_field_and_true_hashes(tiny_bundle: Path) -> Non
     assert manifest["tokens_per_video"] == manifest["projector"]["tokens_per_frame"] * manifest["video"]["num_frames"]
     assert manifest["image"]["size"] == [112, 112] and len(manifest["image"]["mean"]) == 3
     assert manifest["vision"]["feature_layer"] == -2
-    assert manifest["vision"]["fused_ops"]["Attention"] == 3  # tiny CLIP: 4 layers, features from layer -2
+    assert manifest["vision"]["fused_ops"] == {}  # standard ONNX: ONNX Runtime fuses when its session opens
     assert manifest["prompt"]["default_prompt"] == "이 영상을 한국어로 자세히 설명해 주세요."
     assert "<|im_start|>" in manifest["prompt"]["chat_template"]
     assert manifest["generation"]["temperature"] == 0.0
@@ -164,6 +164,31 @@ def test_qlora_run_merges_into_the_dequantized_weights_it_was_trained_on(tiny_ru
     assert dq < 1e-4 and orig > 100 * dq, (dq, orig)
 
 
+def assert_standard_onnx_that_openvino_runs(tiny_run: Path, bundle: Path, precision: str) -> None:
+    """The shipped vision.onnx is valid standard ONNX (no com.microsoft operator: TensorRT, MIGraphX and
+    OpenVINO load it), and OpenVINO computes what ONNX Runtime computes, within the precision's tolerance."""
+    import onnx
+
+    from vlmcap.closeness import VISION_TOLERANCE
+    from vlmcap.export.verify import check, compare
+    from vlmcap.onnx_session import create_session
+    from vlmcap.openvino_model import compile_onnx
+
+    path = bundle / "vision.onnx"
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path))
+    assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}
+    assert {opset.domain for opset in model.opset_import} <= {"", "ai.onnx"}
+    pixels = val_pixels(tiny_run, 2).numpy()
+    onnx_rows = create_session(path).run(None, {"pixel_values": pixels})[0]
+    openvino_rows = compile_onnx(path, "fp32", 1).create_infer_request().infer({0: pixels})[0]
+    check(compare(onnx_rows, openvino_rows), VISION_TOLERANCE[precision], f"OpenVINO against ONNX Runtime, {precision}")
+
+
+def test_the_fp32_graph_is_standard_onnx_that_openvino_runs(tiny_run: Path, tiny_bundle: Path) -> None:
+    assert_standard_onnx_that_openvino_runs(tiny_run, tiny_bundle, "fp32")
+
+
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_reduced_precision_graphs_are_verified_by_cosine(
     tiny_run: Path, tiny_bundle: Path, tmp_path, precision
@@ -171,10 +196,18 @@ def test_reduced_precision_graphs_are_verified_by_cosine(
     manifest = export(tiny_run, tmp_path / precision, precision=precision)
     final = manifest["vision"]["verification"]["final"]
     assert final["passed"] and final["min_cosine"] >= final["tolerance"]["min_cosine"]
-    assert manifest["vision"]["verification"]["fused_fp32"]["max_abs_scaled"] < 1e-4
+    assert manifest["vision"]["verification"]["traced_fp32"]["max_abs_scaled"] < 1e-4
+    assert_standard_onnx_that_openvino_runs(tiny_run, tmp_path / precision, precision)
     size = (tmp_path / precision / "vision.onnx").stat().st_size
     fp32_size = (tiny_bundle / "vision.onnx").stat().st_size
-    assert size < (0.6 if precision == "fp16" else 0.45) * fp32_size
+    # int8 quantizes the MatMuls only (export/precision.py): the tiny C-Abstractor's float convolutions
+    # are a larger share of its weights than at CLIP-L/336, where int8 is 0.29 of fp32.
+    assert size < 0.6 * fp32_size
+    if precision == "int8":
+        import onnx
+
+        ops = {node.op_type for node in onnx.load(str(tmp_path / precision / "vision.onnx")).graph.node}
+        assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "ConvInteger" not in ops
 
 
 def test_failed_verification_leaves_no_bundle_and_keeps_the_old_one(tiny_run, tiny_bundle, tmp_path, monkeypatch):

@@ -106,7 +106,7 @@ class VisionInfo(_Section):
     external_data: bool
     precision: Literal["fp32", "fp16", "int8"]
     opset: int
-    fused_ops: dict[str, int]
+    fused_ops: dict[str, int]  # ONNX Runtime operators fused into the file: {} since issue 34 (standard ONNX)
     input: TensorInfo
     output: TensorInfo
     verification: dict[str, Verification]  # "final" (the shipped graph) + every intermediate graph
@@ -180,6 +180,17 @@ class GenerationInfo(_Section):
     stop_token_ids: list[int] = Field(min_length=1)
 
 
+class ExportRecord(ExportConfig):
+    """The options the bundle was exported with, and what exporting it took (export/memory.py).
+
+    MB are 10^6 bytes of resident memory (RSS, as /usr/bin/time counts it). Bundles exported before
+    these fields existed have neither.
+    """
+
+    peak_rss_mb: float | None = Field(None, ge=0)
+    phase_peak_rss_mb: dict[str, float] | None = None  # each phase's own peak, where the OS can tell
+
+
 class BundleManifest(_Section):
     format_version: Literal[1] = FORMAT_VERSION
     id: str = ""  # set by write_manifest: a hash of every other field, file hashes included
@@ -197,7 +208,7 @@ class BundleManifest(_Section):
     prompt: PromptInfo
     generation: GenerationInfo
     verification_inputs: list[str]
-    export: ExportConfig
+    export: ExportRecord
     files: dict[str, FileEntry] = Field(default_factory=dict)
 
     def to_json_dict(self) -> dict[str, Any]:
