@@ -59,13 +59,13 @@ class Captioner:
         from vlmcap.engines.batch.caption_videos import prepare
         from vlmcap.engines.batch.provenance import Provenance
         from vlmcap.engines.model.captioner import Captioner as Engines
-        from vlmcap.engines.model.captioner import with_cpu_threads
+        from vlmcap.engines.model.engine_choice import engine_settings
 
         bundle, params = prepare(settings)  # bundle verified, decoding and prompt checked: before any engine
-        self.settings = with_cpu_threads(settings)
+        self.settings, choice = engine_settings(bundle, settings, params)  # `auto` engines decided, threads set
         self.bundle: Bundle = bundle
         self.params: GenerationParams = params
-        self._provenance = Provenance.of_run(bundle, self.settings, params)
+        self._provenance = Provenance.of_run(bundle, self.settings, params, choice)
         self._engines: Engines | None = Engines.open(bundle, self.settings, params)
 
     @classmethod

@@ -16,20 +16,16 @@ caption so far (teacher-forced, so one early flip does not hide the rest). Below
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import PreTrainedModel
 
+from vlmcap.caption_agreement import Rows, greedy_captions, token_agreement
 from vlmcap.config import CaptionGateConfig
-from vlmcap.embeddings import IGNORE_INDEX, build_inputs_embeds
 from vlmcap.errors import ExportError
-from vlmcap.generation import GenerationParams, generate_from_embeds
 from vlmcap.metrics import caption_metrics
-from vlmcap.prompt import PromptBuilder, PromptTokens
 
-Rows = Callable[[torch.Tensor], torch.Tensor]  # token ids -> embedding rows
+__all__ = ["GateInputs", "Rows", "greedy_captions", "judge", "token_agreement"]
 
 
 @dataclass(frozen=True)
@@ -38,38 +34,6 @@ class GateInputs:
     shipped_rows: torch.Tensor  # (N, V, D) vision rows from the shipped vision.onnx
     sources: list[str]  # where each video came from
     lossy: list[str]  # what rounds numbers in this bundle, e.g. ["vision int8", "llm w4a16"]
-
-
-def greedy_captions(
-    model: PreTrainedModel,
-    rows: Rows,
-    vision_rows: torch.Tensor,
-    prompts: PromptBuilder,
-    stop_ids: Sequence[int],
-    max_new_tokens: int,
-) -> list[list[int]]:
-    """Greedy token ids per video (through the first stop token), generated as the engines generate."""
-    batch = build_inputs_embeds(vision_rows, [prompts.encode(None)] * len(vision_rows), rows, "left")
-    params = GenerationParams(max_new_tokens=max_new_tokens, stop_token_ids=list(stop_ids))
-    return [g.token_ids for g in generate_from_embeds(model, batch, params, model.generation_config.pad_token_id)]
-
-
-@torch.no_grad()
-def token_agreement(
-    model: PreTrainedModel, rows: Rows, vision_rows: torch.Tensor, prompts: PromptBuilder, reference: list[list[int]]
-) -> float:
-    """Share of reference tokens that are the model's greedy next token given the reference so far."""
-    device = next(model.parameters()).device
-    base = prompts.encode(None)
-    tokens = [PromptTokens(base.before, base.after, ids) for ids in reference]
-    batch = build_inputs_embeds(vision_rows, tokens, rows, "right")
-    logits = model(
-        inputs_embeds=batch.inputs_embeds.to(device, model.dtype), attention_mask=batch.attention_mask.to(device)
-    ).logits
-    predicted = logits[:, :-1].argmax(-1).cpu()
-    labels = batch.labels[:, 1:]
-    scored = labels != IGNORE_INDEX
-    return float((predicted[scored] == labels[scored]).float().mean()) if scored.any() else 1.0
 
 
 def judge(

@@ -194,7 +194,6 @@ class ExportConfig(_Section):
         "fp32", description="vision.onnx weights: fp32, fp16 (GPU) or int8 dynamic quantization (CPU edge boxes)."
     )
     opset: int = Field(17, ge=14, le=21)
-    optimize: bool = Field(True, description="Fuse attention/LayerNorm/GELU with ONNX Runtime's transformer optimizer.")
     merge_into: Literal["dequantized", "original"] = Field(
         "dequantized", description="4-bit runs: merge LoRA into the NF4 weights it was trained on, or the originals."
     )
@@ -214,6 +213,16 @@ class ExportConfig(_Section):
     max_new_tokens: int = Field(128, ge=1, le=1 << 15, description="Default caption length limit stored in the bundle.")
     verify_videos: int = Field(2, ge=1, le=16, description="Sample videos run through both models to verify.")
     gate: CaptionGateConfig = Field(default_factory=CaptionGateConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_optimize(cls, data: Any) -> Any:
+        """`optimize` wrote ONNX Runtime's fused operators into vision.onnx; the graph is standard ONNX
+        now and ONNX Runtime fuses when its session opens (issue 34, docs/EXPORT.md). Every run's
+        config.yaml and every bundle.json from before holds the key, so it is read and ignored."""
+        if isinstance(data, dict) and "optimize" in data:
+            return {key: value for key, value in data.items() if key != "optimize"}
+        return data
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -235,7 +244,11 @@ class VllmConfig(_Section):
         None, gt=0, le=1, description="Fraction of GPU memory (of RAM on vLLM's CPU build) for weights + KV cache."
     )
     max_model_len: int | None = Field(None, ge=1, le=1 << 20, description="Context length (default: just enough).")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="auto = the bundle's.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="What the LLM computes in (both engines); auto: the bundle's on GPUs, on CPUs bfloat16 "
+        "where it is native, faster and checked against float32, else float32.",
+    )
     quantization: str | None = Field(None, description="Weight quantization at load time, e.g. fp8.")
     max_num_seqs: int | None = Field(None, ge=1, le=1 << 16, description="Sequences scheduled together.")
     enforce_eager: bool = Field(False, description="No CUDA graphs (faster start, slower steps).")
@@ -250,6 +263,9 @@ class GenerationOverrides(_Section):
     top_p: float | None = Field(None, gt=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0, description="transformers engine only.")
     seed: int | None = None
+    ignore_eos: bool | None = Field(
+        None, description="Generate exactly max_new_tokens, no stop token: captions of one length (benchmarks)."
+    )
 
 
 QUALITY_CHECKS = ("repetition", "truncated", "wrong_script", "empty")
@@ -394,11 +410,35 @@ class BatchConfig(_Section):
     log_every_s: float = Field(30.0, gt=0, description="Without a bar: a progress line this often.")
     batch_wait_s: float = Field(2.0, ge=0, description="How long a partial batch waits for more decoded videos.")
     llm_backend: Literal["auto", "vllm", "transformers"] = "auto"
-    vision_backend: Literal["onnx", "torch"] = "onnx"
+    vision_backend: Literal["auto", "onnx", "torch", "openvino"] = Field(
+        "auto",
+        description="onnx: the bundle's vision.onnx in ONNX Runtime; torch: its reference weights in PyTorch; "
+        "openvino: vision.onnx in OpenVINO (the openvino extra); auto: the fastest that passes the check "
+        'against float32 on this machine (docs/BATCH.md, "Engines and precision").',
+    )
+    vision_precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto",
+        description="What the torch and OpenVINO engines compute in (ONNX Runtime computes the bundle's "
+        "precision); auto: bf16 where the CPU or GPU has it natively and it is faster and checked.",
+    )
     providers: list[str] | None = Field(None, description="ONNX Runtime providers (tensorrt, cuda, cpu); default best.")
     device: str | None = Field(None, description="Device of the torch engines (default: cuda when available).")
     cpu_threads: int | None = Field(
-        None, ge=1, le=1024, description="Threads per model engine on CPU (default: shared fairly)."
+        None,
+        ge=1,
+        le=1024,
+        description="Threads of each model engine on CPU (default: the cores split between the two "
+        "engines by their measured cost per video; evenly where nothing was measured).",
+    )
+    vision_threads: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Threads of the vision engine on CPU (default: cpu_threads when set, else the cores "
+        "split between the two engines by their measured cost per video).",
+    )
+    llm_threads: int | None = Field(
+        None, ge=1, le=1024, description="Threads of the LLM engine on CPU (default: as vision_threads)."
     )
     generation: GenerationOverrides = Field(default_factory=GenerationOverrides)
     quality: QualityConfig = Field(default_factory=QualityConfig)

@@ -7,10 +7,13 @@ reports them and the batch engines follow them.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
+import platform
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -110,6 +113,67 @@ def _is_main_test(test: ast.expr) -> bool:
     )
 
 
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (`amx_bf16`, `avx512_bf16`, `avx2`, ...); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (`Intel(R) Xeon(R) Processor`, `AMD EPYC 7B13`), as benchmarks name the machine."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return platform.processor() or platform.machine()
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.machine()
+
+
+# The flags of units that compute bfloat16 products natively: Intel AMX tiles, AVX-512 BF16 dot
+# products (Cooper Lake, Sapphire Rapids and later, AMD Zen 4 and later). Without them oneDNN, torch,
+# ONNX Runtime and OpenVINO emulate bf16 with fp32 instructions: slower than fp32 itself.
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (docs/PERFORMANCE.md: 3-5x fp32 on AMX)."""
+    return any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
+
+
+# The flags that decide how fast each precision multiplies, best first.
+VECTOR_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx512f", "avx_vnni", "avx2")
+
+
+def warn_if_bf16_emulated(what: str) -> None:
+    """bf16 asked for on a CPU without native bf16: it runs, and says once that it is slow."""
+    if not native_bf16() and what not in _WARNED_EMULATED:
+        _WARNED_EMULATED.add(what)
+        logging.getLogger("vlmcap").warning(
+            "%s computes in bfloat16 on a CPU without native bf16 (none of %s): emulated, slower than float32",
+            what,
+            ", ".join(NATIVE_BF16_FLAGS),
+        )
+
+
+_WARNED_EMULATED: set[str] = set()
+
+
+def cpu_description() -> dict[str, object]:
+    """What every CPU benchmark names: the model, its vector units, native bf16, the usable cores."""
+    vector = [flag for flag in VECTOR_FLAGS if flag in cpu_flags()]
+    return {"model": cpu_model(), "flags": vector, "native_bf16": native_bf16(), "cpus": usable_cpus()}
+
+
 def pick_decoder() -> str:
     """decord first, PyAV as fallback (docs/VIDEO.md)."""
     if importlib.util.find_spec("decord") is not None:
@@ -126,6 +190,7 @@ class EnvironmentReport:
     cuda_devices: list[str] = field(default_factory=list)
     onnxruntime_providers: list[str] = field(default_factory=list)
     engines: dict[str, str] = field(default_factory=dict)
+    cpu: dict[str, object] = field(default_factory=cpu_description)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -31,6 +31,7 @@ class GenerationParams:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     seed: int | None = None
+    ignore_eos: bool = False  # no stop token ends a caption: every one is max_new_tokens long (benchmarks)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, overrides: GenerationOverrides | None = None) -> GenerationParams:
@@ -78,6 +79,8 @@ def generate_from_embeds(
         raise ValueError("generation needs left-padded embeddings")
     sampling = params.temperature > 0
     kwargs = {"temperature": params.temperature, "top_p": params.top_p} if sampling else {}
+    if params.ignore_eos:  # stop tokens suppressed until the last position: every caption is this long
+        kwargs["min_new_tokens"] = params.max_new_tokens
     if sampling and params.seed is not None:
         torch.manual_seed(params.seed)
     out = model.generate(

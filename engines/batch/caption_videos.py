@@ -187,11 +187,11 @@ def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunSta
     with OutputLock(out, settings.wait_lock_s) as lock:
         check_remote(settings)
         bundle, params = prepare(settings)
-        from vlmcap.engines.model.captioner import with_cpu_threads
+        from vlmcap.engines.model.engine_choice import engine_settings
 
-        settings = with_cpu_threads(settings)
+        settings, choice = engine_settings(bundle, settings, params)  # `auto` engines decided, threads set
         writer = CaptionWriter(out, overwrite=settings.overwrite, before_replace=lock.adopt)
-        provenance = Provenance.of_run(bundle, settings, params)
+        provenance = Provenance.of_run(bundle, settings, params, choice)
         made_by = (bundle.id, provenance.prompt)  # lines from another bundle or prompt are stale
         state = read_resume_state(out, made_by)
         stats = RunStats(torn_bytes_repaired=writer.torn_bytes)

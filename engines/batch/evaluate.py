@@ -24,7 +24,8 @@ from vlmcap.engines.batch.progress import Progress
 from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.run import BatchRun, RunStats
 from vlmcap.engines.batch.selection import TaskFilter
-from vlmcap.engines.model.captioner import Captioner, with_cpu_threads
+from vlmcap.engines.model.captioner import Captioner
+from vlmcap.engines.model.engine_choice import engine_settings
 from vlmcap.errors import ConfigError
 from vlmcap.files import write_jsonl
 from vlmcap.generation import GenerationParams
@@ -61,13 +62,14 @@ def evaluate_bundle(
     prompts = {s.prompt for s in samples}
     if len(prompts) > 1:
         raise ConfigError(f"{manifest}: samples carry different prompts; evaluate one prompt per manifest")
-    settings = with_cpu_threads(settings.model_copy(update={"prompt": prompts.pop()}))
+    settings = settings.model_copy(update={"prompt": prompts.pop()})
     params = GenerationParams.from_bundle(bundle, settings.generation)
+    settings, choice = engine_settings(bundle, settings, params)  # `auto` engines decided, threads set
     driver = LocalPipeline(bundle, settings, lambda: Captioner.open(bundle, settings, params))
     tasks = TaskFilter(ResumeState())(s.video for s in samples)
     stats = RunStats()
     by_video: dict[str, dict[str, Any]] = {}
-    provenance = Provenance.of_run(bundle, settings, params)
+    provenance = Provenance.of_run(bundle, settings, params, choice)
     with BatchRun(driver, tasks, provenance, stats, Progress(settings.progress, settings.log_every_s)) as run:
         for records in run:
             by_video.update((r["video"], r) for r in records)

@@ -16,7 +16,16 @@ from vlmcap import __version__
 if TYPE_CHECKING:  # records are built before the lock is taken: no torch (engines.llm) on that path
     from vlmcap.bundle import Bundle
     from vlmcap.config import BatchConfig
+    from vlmcap.engines.model.engine_choice import EngineChoice
     from vlmcap.generation import GenerationParams
+
+
+def _decoding(params: GenerationParams) -> dict[str, Any]:
+    """The decoding as records name it; `ignore_eos` (captions forced to length, benchmarks only) when set."""
+    values = asdict(params)
+    if not values.pop("ignore_eos"):
+        return values
+    return {**values, "ignore_eos": True}
 
 
 @dataclass
@@ -26,18 +35,26 @@ class Provenance:
     fields: dict[str, Any] = field(default_factory=dict)  # the record's `provenance` object
 
     @classmethod
-    def of_run(cls, bundle: Bundle, settings: BatchConfig, params: GenerationParams) -> Provenance:
+    def of_run(
+        cls, bundle: Bundle, settings: BatchConfig, params: GenerationParams, choice: EngineChoice | None = None
+    ) -> Provenance:
+        """`choice`: what `auto` decided (engines/model/engine_choice.py); a precision below the bundle's
+        is recorded with its check against float32."""
         manifest = bundle.manifest
         quantization = manifest.llm.quantization
         fields: dict[str, Any] = {
             "vlmcap": __version__,
             "vision": {"precision": manifest.vision.precision},
             "llm": {"dtype": manifest.llm.dtype, "quantization": quantization.scheme if quantization else None},
-            "generation": asdict(params),
+            "generation": _decoding(params),
         }
+        for stage in ("vision", "llm"):
+            checked = choice.checked(stage) if choice is not None else None
+            if checked is not None:
+                fields[stage]["checked"] = checked
         quality = settings.quality
         if quality.retries:  # the decoding of the caption guards' retry
-            fields["retry_generation"] = asdict(params.overridden(quality.retry_generation))
+            fields["retry_generation"] = _decoding(params.overridden(quality.retry_generation))
         return cls(bundle.id, manifest.prompt.instruction(settings.prompt), fields)
 
     def set_engines(self, engines: dict[str, str]) -> None:

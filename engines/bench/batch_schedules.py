@@ -28,7 +28,8 @@ from vlmcap.engines.batch.progress import Progress
 from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.run import BatchRun, RunStats
 from vlmcap.engines.batch.selection import TaskFilter
-from vlmcap.engines.model.captioner import Captioner, with_cpu_threads
+from vlmcap.engines.model.captioner import Captioner
+from vlmcap.engines.model.engine_choice import engine_settings
 from vlmcap.engines.model.llm import StreamingLLMEngine
 from vlmcap.engines.model.llm_transformers import TransformersEngine
 from vlmcap.engines.model.vision import TorchVisionEngine
@@ -131,7 +132,7 @@ def bench_batch(bundle: Bundle, videos: Sequence[str], settings: BatchConfig) ->
     """`settings`: batch size, decode workers, engines and generation, as `vlmcap batch` takes them."""
     params = GenerationParams.from_bundle(bundle, settings.generation)
     naive = naive_loop(bundle, videos, params)  # torch's default threads, as scripts run
-    settings = with_cpu_threads(settings)  # threads as `vlmcap batch` sets them
+    settings, _ = engine_settings(bundle, settings, params)  # engines and threads as `vlmcap batch` sets them
     runs = pipeline_runs(bundle, videos, params, settings)
     rows: dict[str, Any] = {"naive": _row(naive["captions"], naive["startup_s"], naive["wall_s"])}
     for schedule, run in runs.items():

@@ -32,8 +32,8 @@ from vlmcap.video.encode import write_h264
 WIDTH, HEIGHT, FPS, SCENE_S, KEYFRAME_S = 640, 360, 5, 20.0, 10.0
 
 
-def write_long_video(path: Path, seconds: float, seed: int) -> Path:
-    """A `seconds`-long 640x360 H.264 file of consecutive scenes; an existing file is reused."""
+def write_long_video(path: Path, seconds: float, seed: int, fps: int = FPS) -> Path:
+    """A `seconds`-long 640x360 H.264 file of consecutive scenes at `fps`; an existing file is reused."""
     if path.exists():
         return path
     rng = random.Random(seed)
@@ -41,20 +41,20 @@ def write_long_video(path: Path, seconds: float, seed: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_h264(
         tmp,
-        _frames(seconds, rng),
-        FPS,
+        _frames(seconds, rng, fps),
+        fps,
         WIDTH,
         HEIGHT,
-        {"preset": "ultrafast", "crf": "28", "g": str(int(FPS * KEYFRAME_S))},
+        {"preset": "ultrafast", "crf": "28", "g": str(int(fps * KEYFRAME_S))},
     )
     tmp.rename(path)
     return path
 
 
-def _frames(seconds: float, rng: random.Random) -> Iterator[np.ndarray]:
+def _frames(seconds: float, rng: random.Random, fps: int) -> Iterator[np.ndarray]:
     """Scenes of SCENE_S: a shape crossing a noise background, a new shape and background each scene."""
-    total = round(seconds * FPS)
-    per_scene = round(SCENE_S * FPS)
+    total = round(seconds * fps)
+    per_scene = round(SCENE_S * fps)
     for start in range(0, total, per_scene):
         scene = Scene.random(rng)
         background = np.random.default_rng(rng.getrandbits(32)).integers(10, 60, (HEIGHT, WIDTH, 3), np.uint8)
@@ -71,7 +71,11 @@ def _frames(seconds: float, rng: random.Random) -> Iterator[np.ndarray]:
 
 def _tree_rss(process: psutil.Process) -> int:
     total = 0
-    for p in [process, *process.children(recursive=True)]:
+    try:
+        tree = [process, *process.children(recursive=True)]
+    except psutil.Error:  # a child ended while psutil listed the tree
+        tree = [process]
+    for p in tree:
         with contextlib.suppress(psutil.Error):  # it ended between the listing and the reading
             total += p.memory_info().rss
     return total

@@ -49,6 +49,11 @@ def with_cpu_threads(settings: BatchConfig) -> BatchConfig:
     return settings.model_copy(update={"cpu_threads": cpu_threads_per_engine(settings.workers)})
 
 
+def engine_threads(settings: BatchConfig, stage: str) -> int | None:
+    """Threads of one model engine ("vision" or "llm"): its own setting, else `cpu_threads`."""
+    return (settings.vision_threads if stage == "vision" else settings.llm_threads) or settings.cpu_threads
+
+
 def cpu_threads_per_engine(decode_workers: int) -> int:
     """Threads for each of the two model engines when they share the CPUs with the decode workers.
 
@@ -74,11 +79,15 @@ def open_vision_engine(bundle: Bundle, settings: BatchConfig) -> VisionEngine:
     """The vision engine, its staging buffer allocated once for `--vision-batch` videos."""
     from vlmcap.engines.model.vision import OnnxVisionEngine, TorchVisionEngine
 
-    batch = settings.vision_batch_size
+    batch, threads = settings.vision_batch_size, engine_threads(settings, "vision")
     if settings.vision_backend == "torch":
         device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return TorchVisionEngine.from_bundle(bundle, device, settings.cpu_threads, batch_size=batch)
-    return OnnxVisionEngine(bundle, settings.providers, settings.cpu_threads, batch_size=batch)
+        return TorchVisionEngine.from_bundle(bundle, device, threads, batch, settings.vision_precision)
+    if settings.vision_backend == "openvino":
+        from vlmcap.engines.model.vision import OpenVinoVisionEngine
+
+        return OpenVinoVisionEngine(bundle, settings.vision_precision, threads, batch_size=batch)
+    return OnnxVisionEngine(bundle, settings.providers, threads, batch_size=batch)
 
 
 def open_llm_engine(
@@ -88,7 +97,7 @@ def open_llm_engine(
     quantization (engines/model/quant_support.py), transformers otherwise, and logs why."""
     from vlmcap.engines.model.llm_transformers import TransformersEngine
 
-    backend = settings.llm_backend
+    backend, llm_threads = settings.llm_backend, engine_threads(settings, "llm")
     why_not_vllm = None  # auto: why it took transformers, for the log line and the run's stats
     if backend in ("vllm", "auto"):
         try:
@@ -107,12 +116,13 @@ def open_llm_engine(
         from vlmcap.engines.model.llm_vllm import VllmEngine
 
         try:
-            return VllmEngine(bundle, settings.vllm, max_prompt_len, params.max_new_tokens, max_seqs, params.seed or 0)
+            seed = params.seed or 0
+            return VllmEngine(bundle, settings.vllm, max_prompt_len, params.max_new_tokens, max_seqs, seed, llm_threads)
         except Exception as e:  # auto: any import or start-up failure falls back, with the reason
             if backend == "vllm":
                 raise ModelError(f"vLLM could not start on {bundle.llm_dir}: {type(e).__name__}: {e}") from None
             why_not_vllm = f"vLLM unavailable ({type(e).__name__}: {e})"
-    engine = TransformersEngine(bundle, settings.device, settings.vllm.dtype, settings.cpu_threads)
+    engine = TransformersEngine(bundle, settings.device, settings.vllm.dtype, llm_threads)
     if why_not_vllm:
         log.warning("%s; using the transformers engine", why_not_vllm)
         engine.name = f"{engine.name}; auto chose it: {why_not_vllm}"

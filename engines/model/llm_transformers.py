@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from vlmcap.bundle import Bundle
 from vlmcap.embeddings import EmbeddedBatch
+from vlmcap.environment import warn_if_bf16_emulated
 from vlmcap.generation import Generation, GenerationParams, generate_from_embeds
 from vlmcap.llm import DTYPES
 
@@ -23,9 +24,13 @@ class TransformersEngine:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cpu" and threads:
             torch.set_num_threads(threads)  # process-wide: the vision engine in torch shares it
-        name = bundle.manifest.llm.dtype if dtype == "auto" else dtype
-        if self.device.type == "cpu" and name != "float32":
-            name = "float32"  # CPU matmuls in 16-bit are slow and lose precision; the weights are upcast once
+        # On a CPU, auto is float32 (engines/model/engine_choice.py asks for bfloat16 where the CPU multiplies
+        # it natively, it is faster and it passed the check against float32): fp16 has no fast CPU kernels,
+        # and bf16 without AMX / AVX-512 BF16 is emulated, slower than fp32.
+        auto = "float32" if self.device.type == "cpu" else bundle.manifest.llm.dtype
+        name = auto if dtype == "auto" else dtype
+        if self.device.type == "cpu" and name == "bfloat16":
+            warn_if_bf16_emulated("the transformers LLM engine")
         self.dtype = DTYPES[name]
         self.model = AutoModelForCausalLM.from_pretrained(
             bundle.llm_dir, dtype=self.dtype, use_safetensors=True, trust_remote_code=False

@@ -13,8 +13,10 @@ tokenizer exactly as the transformers engine does, so the two cannot disagree on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -76,6 +78,31 @@ def check_vllm_can_spawn() -> None:
         raise ConfigError(f"{problem}; put the script's work under that guard, or use llm_backend='transformers'")
 
 
+@contextlib.contextmanager
+def _cpu_cores(threads: int | None) -> Iterator[None]:
+    """vLLM's CPU build binds its threads to every core of the NUMA node unless told (its engine process
+    reads VLLM_CPU_OMP_THREADS_BIND when it starts), over the cores the vision engine computes on in
+    this process: it gets its share, the last `threads` cores. A binding the user set is left alone.
+
+    Its engine-core process, which schedules and polls the worker (half a core busy while it
+    generates), is started on those cores too: processes inherit the affinity of the thread that
+    starts them, so this thread holds the LLM's cores while vLLM starts, then gets its own back.
+    """
+    name = "VLLM_CPU_OMP_THREADS_BIND"
+    if not threads or name in os.environ:
+        yield
+        return
+    own = os.sched_getaffinity(0)
+    cores = sorted(own)[-threads:]
+    os.environ[name] = ",".join(map(str, cores))
+    os.sched_setaffinity(0, cores)  # this thread only (Linux): the rest of the process keeps its cores
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, own)
+        os.environ.pop(name, None)
+
+
 class VllmEngine:
     def __init__(
         self,
@@ -85,6 +112,7 @@ class VllmEngine:
         max_new_tokens: int,
         max_seqs: int,
         seed: int = 0,
+        threads: int | None = None,
     ) -> None:
         try:
             from vllm import LLM
@@ -117,7 +145,8 @@ class VllmEngine:
         self.watchdog = EngineWatchdog()
         before = descendants(os.getpid())
         try:
-            self.llm = LLM(**kwargs)
+            with _cpu_cores(threads if _on_cpu() else None):
+                self.llm = LLM(**kwargs)
         finally:  # the processes vLLM started (also when it failed half-way) die with this run
             self.watchdog.guard(descendants(os.getpid()) - before)
         self.max_model_len = kwargs["max_model_len"]
@@ -178,7 +207,8 @@ def _sampling(params: GenerationParams):
         temperature=params.temperature,
         top_p=params.top_p,
         seed=params.seed,
-        stop_token_ids=params.stop_token_ids,
+        stop_token_ids=[] if params.ignore_eos else params.stop_token_ids,
+        ignore_eos=params.ignore_eos,  # vLLM also stops at the model's own EOS unless told not to
         detokenize=False,
     )
 

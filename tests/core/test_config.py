@@ -37,6 +37,18 @@ def test_unknown_key_names_file_and_dotted_field(tmp_path) -> None:
         load_config(path)
 
 
+def test_a_run_config_from_before_the_standard_graph_still_loads(tmp_path) -> None:
+    """Every earlier run's config.yaml holds export.optimize (the offline ONNX Runtime fusion, gone with
+    issue 34): it is read and ignored, while any other unknown key is still an error."""
+    path = tmp_path / "config.yaml"
+    path.write_text("export:\n  optimize: true\n  precision: int8\n")
+    config = load_config(path)
+    assert config.export.precision == "int8" and "optimize" not in dump_config(config)
+    path.write_text("export:\n  optimise: true\n")
+    with pytest.raises(ConfigError, match=r"export\.optimise"):
+        load_config(path)
+
+
 def test_segment_and_decode_settings_become_frozen_options_once() -> None:
     batch = load_config(overrides=["batch.segments=fixed:30", "batch.segment_min_s=5", "batch.decoders=[pyav]"]).batch
     plan = batch.segment_plan

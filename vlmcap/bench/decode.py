@@ -74,8 +74,13 @@ def _decode_row(
 def machine_description() -> dict:
     import torch
 
+    from vlmcap.environment import cpu_description
+
+    cpu = cpu_description()
     return {
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu["model"],
+        "cpu_flags": cpu["flags"],
+        "native_bf16": cpu["native_bf16"],
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

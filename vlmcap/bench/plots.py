@@ -68,6 +68,24 @@ def _llm(report: dict[str, Any]) -> list[Panel]:
     ]
 
 
+def _night(report: dict[str, Any]) -> list[Panel]:
+    engines = report["engines"]
+    name = " + ".join(str(engines[k]) for k in ("vision", "llm") if k in engines) or "night"
+    stages = report["stages"]
+    return [
+        Panel("night: videos/hour", [(name, float(report["night"]["videos_per_hour"]))]),
+        Panel("each stage alone: s/video", [(stage, float(s)) for stage, s in report["alone_s_per_video"].items()]),
+        Panel(
+            "share of the GEMM peak",
+            [
+                (stage, float(row["of_gemm_peak"]))
+                for stage, row in stages.items()
+                if row.get("of_gemm_peak") is not None
+            ],
+        ),
+    ]
+
+
 def _rows_have(key: str) -> Callable[[dict[str, Any]], bool]:
     """Recognises a report whose rows carry `key`."""
     return lambda report: key in (report.get("rows") or [{}])[0]
@@ -109,6 +127,7 @@ KINDS: dict[str, tuple[Callable[[dict[str, Any]], bool], Callable[[dict[str, Any
         ),
     ),
     "batch": (lambda r: "naive" in r, _batch),
+    "night": (lambda r: "alone_s_per_video" in r, _night),  # before "stages": a night has stages too
     "stages": (lambda r: "stages" in r, _stages),
     "llm": (lambda r: "decode_tokens_per_s" in r, _llm),
 }

@@ -156,7 +156,8 @@ def bench_train_cmd(data: Path, config: ConfigSource, steps: int, plot: Path | N
 def bench_vision_cmd(
     config: ConfigSource, precisions: str, batch_videos: int, repeat: int, device: str, plot: Path | None, as_json: bool
 ) -> None:
-    """Vision encoder + projector frames/s: PyTorch vs ONNX Runtime fp32/fp16/int8.
+    """Vision encoder + projector frames/s: PyTorch vs ONNX Runtime fp32/fp16/int8, and OpenVINO
+    fp32/bf16 where the openvino extra is installed; "open s" is what opening the graph cost.
 
     Example: vlmcap bench vision --preset reference-random --batch 1 --repeat 2
     """
@@ -172,12 +173,13 @@ def bench_vision_cmd(
     click.echo(f"preset {config.preset}: {model.vision.model} + {model.projector.kind}, {rows[0]['frames']} frames")
     click.echo(
         f"{'backend':<12} {'prec':<5} {'provider':<9} {'frames/s':>9} {'ms/video':>9} {'x torch':>7} {'min cos':>9}"
+        f" {'open s':>7}"
     )
     for r in rows:
         cosine = f"{r['min_cosine']:.6f}" if "min_cosine" in r else "-"
         click.echo(
             f"{r['backend']:<12} {r['precision']:<5} {r['provider']:<9} {r['frames_per_s']:>9} "
-            f"{r['ms_per_video']:>9} {r['speedup_vs_torch_fp32']:>7} {cosine:>9}"
+            f"{r['ms_per_video']:>9} {r['speedup_vs_torch_fp32']:>7} {cosine:>9} {r.get('open_s', '-'):>7}"
         )
 
 
@@ -293,6 +295,81 @@ def bench_stages_cmd(
     for name, row in report["stages"].items():
         extra = {k: v for k, v in row.items() if k not in ("rate", "unit")}
         click.echo(f"{name:<12} {row['rate']:>10} {row['unit']:<9} {json.dumps(extra)}")
+
+
+@bench.command("night")
+@click.option("--workdir", default="vlmcap-bench-night", show_default=True, type=click.Path(file_okay=False))
+@click.option("--videos", default=8, show_default=True, type=click.IntRange(1), help="Videos in the night.")
+@click.option("--min-s", default=10.0, show_default=True, type=click.FloatRange(1), help="Shortest video.")
+@click.option("--max-s", default=30.0, show_default=True, type=click.FloatRange(1), help="Longest video.")
+@click.option("--tokens", default=48, show_default=True, type=click.IntRange(1), help="Tokens per caption.")
+@click.option("--preset", default="reference-random", show_default=True, help="Config preset of the bundle's model.")
+@click.option(
+    "--llm", default="preset:qwen3-0.6b-random", show_default=True, help="The LLM (preset:qwen3-8b-random on a GPU)."
+)
+@click.argument("batch_args", nargs=-1, type=click.UNPROCESSED)
+@plot_option
+@json_option
+def bench_night_cmd(
+    workdir: str,
+    videos: int,
+    min_s: float,
+    max_s: float,
+    tokens: int,
+    preset: str,
+    llm: str,
+    batch_args: tuple[str, ...],
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """A whole night at the seed's shapes: `vlmcap batch` on a bundle exported from real-size random
+    presets (CLIP-L/336 + C-Abstractor + Qwen3-0.6B by default), over generated 640x360 videos.
+
+    Reports videos/hour, each stage's busy seconds, each stage alone with the same engines and threads
+    (the bottleneck, and the night's efficiency against it), and each model stage's FLOP/s against
+    this machine's GEMM and memory rates measured in the same sitting. The run directory, the bundle
+    and the videos are made once in --workdir and reused; BATCH_ARGS (after --) go to `vlmcap batch`.
+
+    Example: vlmcap bench night --videos 8 --json > docs/bench/night-cpu.json
+    """
+    from vlmcap.bundle import load_bundle
+    from vlmcap.config import ExportConfig, load_config
+    from vlmcap.engines.bench.night import bench_night, night_videos
+    from vlmcap.errors import ConfigError
+    from vlmcap.export.exporter import ExportRequest, export_bundle
+    from vlmcap.output_guard import claim_folder, write_marker
+    from vlmcap.training.random_run import write_random_run
+
+    if min_s > max_s:
+        raise ConfigError(f"--min-s {min_s:g} is more than --max-s {max_s:g}")
+    folder = claim_folder("--workdir", Path(workdir), "bench night")
+    config = load_config(preset=preset, overrides=[f"model.llm.model={llm}", "train.stage=lora"])
+    run, bundle_dir = folder / "run", folder / "bundle"
+    if not (bundle_dir / "bundle.json").exists():
+        click.echo(f"making a random run of {preset} + {llm} and exporting it (once)", err=True)
+        write_random_run(config, run)
+        export_bundle(ExportRequest(run, bundle_dir, ExportConfig()))
+    bundle = load_bundle(bundle_dir)
+    paths = night_videos(folder / "videos", videos, min_s, max_s)
+    report = bench_night(bundle, folder, paths, list(batch_args), tokens)
+    write_marker(folder, "bench night")
+    _plot(plot, report, "night")
+    if as_json:
+        _emit_json(report)
+        return
+    night = report["night"]
+    click.echo(
+        f"{report['videos']} videos ({report['video_seconds']:g} s of video): {night['videos_per_hour']} videos/hour, "
+        f"wall {night['wall_s']} s, peak RSS {night['peak_rss_mb']} MB"
+    )
+    click.echo(f"engines: {report['engines']}; threads per engine {report['threads_per_engine']}")
+    click.echo(f"busy in the night: {night['stage_busy_s']}")
+    click.echo(
+        f"alone, s/video: {report['alone_s_per_video']}; bottleneck {report['bottleneck']}, "
+        f"the night reaches {report['efficiency']:.0%} of its rate"
+    )
+    click.echo(f"limits: {report['limits']}")
+    click.echo(f"stages against them: {json.dumps(report['stages'])}")
 
 
 @bench.command("long")

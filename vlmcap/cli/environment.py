@@ -11,19 +11,33 @@ from vlmcap.cli.options import json_option
 
 
 @click.command()
+@click.option(
+    "--engine",
+    "engine_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="A bundle: also say which engines and precisions `auto` takes for it on this machine, and the "
+    "rates and checks behind the choice (measured once, then cached).",
+)
 @json_option
-def info(as_json: bool) -> None:
+def info(engine_dir: Path | None, as_json: bool) -> None:
     """Versions, accelerators and the engines vlmcap would pick here.
 
-    Example: vlmcap info --json
+    \b
+    Examples:
+      vlmcap info --json
+      vlmcap info --engine bundles/exp1
     """
     from vlmcap.environment import environment_report
 
     report = environment_report()
+    choice = _engine_choice(engine_dir) if engine_dir is not None else None
     if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
+        click.echo(json.dumps({**report.to_dict(), "choice": choice.to_dict() if choice else None}, indent=2))
         return
     click.echo(f"vlmcap {report.vlmcap} (Python {report.python})")
+    cpu = report.cpu
+    bf16 = "native bf16" if cpu["native_bf16"] else "no native bf16"
+    click.echo(f"CPU: {cpu['model']}, {cpu['cpus']} usable, {bf16} ({' '.join(cpu['flags']) or 'no vector flags'})")
     click.echo("libraries:")
     for name, version in report.libraries.items():
         click.echo(f"  {name:<13} {version or 'not installed'}")
@@ -35,6 +49,22 @@ def info(as_json: bool) -> None:
     click.echo("engines that would be picked:")
     for stage, engine in report.engines.items():
         click.echo(f"  {stage:<8} {engine}")
+    if choice is not None:
+        click.echo(f"for {engine_dir}:")
+        for line in choice.lines():
+            click.echo(f"  {line}")
+
+
+def _engine_choice(engine_dir: Path):
+    """What `auto` takes for the bundle with the default batch settings (engines/model/engine_choice.py)."""
+    from vlmcap.bundle import load_bundle
+    from vlmcap.config import BatchConfig
+    from vlmcap.engines.model.engine_choice import engine_settings
+    from vlmcap.generation import GenerationParams
+
+    bundle = load_bundle(engine_dir)
+    settings = BatchConfig(engine=str(engine_dir))
+    return engine_settings(bundle, settings, GenerationParams.from_bundle(bundle, settings.generation))[1]
 
 
 @click.group()

@@ -271,6 +271,7 @@ def engine_options(command: Callable) -> Callable:
             ),
             config_option("--llm-backend", key="batch.llm_backend", type=choices("batch.llm_backend")),
             config_option("--vision-backend", key="batch.vision_backend", type=choices("batch.vision_backend")),
+            config_option("--vision-precision", key="batch.vision_precision", type=choices("batch.vision_precision")),
             config_option(
                 "--providers",
                 key="batch.providers",

@@ -1,0 +1,462 @@
+"""`auto` engines: what a run computes with on this machine, for this bundle (docs/BATCH.md, "Engines
+and precision").
+
+A CPU with native bf16 units (AMX, AVX-512 BF16) runs CLIP-L/336 3-5x faster in bf16 than in float32
+and a Qwen3 prefill ~3x (docs/PERFORMANCE.md); a CPU without them emulates bf16, slower than float32.
+Which engine wins also depends on the model's size (a tiny model is all per-call overhead). So on a
+CPU `auto` measures, once per machine, bundle, thread count and library versions, and caches what it
+found under `$VLMCAP_HOME/cache/engines/` (a cache from another machine or version has another key
+and is measured again):
+
+- vision: the bundle's `vision.onnx` in ONNX Runtime (the baseline), and where they can win, the torch
+  engine in bf16 and OpenVINO in f32 and bf16 (when the `openvino` extra is installed). Each is timed
+  on one video of fixed frames (the second call; the first is the warm-up) and its rows are checked
+  against float32's (`vlmcap.closeness.VISION_TOLERANCE`: min row cosine 0.999 for bf16);
+- LLM: the bundle's LLM in transformers, float32 against bfloat16 (native bf16 only): a prefill of
+  CALIBRATION_TOKENS rows of a real prompt and DECODE_STEPS tokens each, and bf16's token agreement
+  with float32's greedy caption (teacher-forced, `vlmcap.caption_agreement`) at least the bundle's
+  caption-gate threshold. The dtype holds for vLLM too: its CPU kernels gain the same from bf16.
+
+A candidate replaces the baseline only when it passes its check and is CHOICE_MARGIN times faster:
+noise never flips a choice, and a tiny model stays where it was. An explicit setting is honoured; an
+explicit bf16 is still checked, and a failed check is a ConfigError (exit 2) before any video, where
+`auto` falls back to float32 with one warning. On a GPU nothing is measured: the bundle's graph on
+ONNX Runtime and the LLM in the bundle's dtype, as exported for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import hashlib
+import importlib.util
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlmcap import __version__
+from vlmcap.bundle import Bundle
+from vlmcap.caption_agreement import greedy_captions, token_agreement
+from vlmcap.closeness import VISION_TOLERANCE, row_cosines
+from vlmcap.config import BatchConfig
+from vlmcap.engines.model.captioner import Captioner, open_vision_engine, with_cpu_threads
+from vlmcap.environment import cpu_description, library_version, native_bf16, usable_cpus
+from vlmcap.errors import ConfigError
+from vlmcap.files import atomic_write_text
+from vlmcap.generation import GenerationParams, generate_from_embeds
+from vlmcap.home import vlmcap_home
+from vlmcap.openvino_model import OPENVINO_MISSING
+
+log = logging.getLogger(__name__)
+
+CHOICE_MARGIN = 1.25  # how much faster a candidate must be to replace the baseline
+# A vision call this long at most (when nobody set --vision-batch): the LLM gets its first rows after
+# one call, not after a batch of 8 CLIP-L videos (200 s on 2 cores, with the LLM idle meanwhile).
+VISION_CALL_S = 2.0
+# Below these weights per-call overhead decides, not arithmetic, and the float32 baseline is fastest
+# (docs/PERFORMANCE.md: the tiny preset's vision graph runs 2x faster in ONNX Runtime than in torch,
+# and no lower precision pays for its casts there): such a model is not measured.
+MEASURE_FROM_BYTES = {"vision": 64 << 20, "llm": 256 << 20}
+CALIBRATION_TOKENS = 256  # LLM timing: rows of the calibration prompt (a prefill's cost per row is flat)
+DECODE_STEPS = 8  # LLM timing: tokens generated after that prefill
+CHECK_NEW_TOKENS = 16  # the float32 greedy caption bf16 must agree with
+CACHE_FORMAT = 2
+LIBRARIES = ("torch", "onnxruntime", "openvino", "transformers", "vllm")
+
+
+@dataclass
+class Trial:
+    """One candidate as measured here."""
+
+    stage: str  # "vision" or "llm"
+    engine: str  # "onnx", "torch", "openvino" (vision); "transformers" (the LLM's proxy)
+    precision: str  # fp32, bf16, or the bundle's (onnx); float32 / bfloat16 (llm)
+    seconds: float | None  # per video (vision) or per calibration prompt (llm)
+    check: float | None = None  # min row cosine (vision) / token agreement (llm) against float32
+    passed: bool = True
+    note: str = ""  # "reference", "chosen", why it lost
+    video_s: float | None = None  # llm: a whole video's prompt and caption, from its prefill and step rates
+
+    @property
+    def per_video(self) -> float | None:
+        return self.seconds if self.stage == "vision" else self.video_s
+
+
+@dataclass
+class EngineChoice:
+    """What `auto` resolved to, and the measurements behind it."""
+
+    vision_backend: str
+    vision_precision: str
+    llm_dtype: str
+    trials: list[Trial] = field(default_factory=list)
+    key: dict[str, Any] = field(default_factory=dict)  # what the measurements hold for
+    cached: bool = False
+    threads: dict[str, int] | None = None  # {"vision": n, "llm": m} where the cores were split by cost
+
+    def checked(self, stage: str) -> dict[str, Any] | None:
+        """The chosen candidate's check against float32, for the records' provenance."""
+        for trial in self.trials:
+            if trial.stage == stage and trial.note.startswith("chosen") and trial.check is not None:
+                measure = "min_row_cosine" if stage == "vision" else "token_agreement"
+                return {measure: round(trial.check, 6), "against": "float32"}
+        return None
+
+    def lines(self) -> list[str]:
+        """What `vlmcap info --engine` prints: each candidate with its rate and check."""
+        shown = [
+            f"vision: {self.vision_backend} ({self.vision_precision}); llm dtype: {self.llm_dtype}"
+            + (" (measured earlier, cached)" if self.cached else "")
+        ]
+        for t in self.trials:
+            unit = "s/video" if t.stage == "vision" else "s/prompt"
+            rate = f"{t.seconds:.3f} {unit}" if t.seconds is not None else "not timed"
+            check = f", check {t.check:.6f}" if t.check is not None else ""
+            shown.append(f"  {t.stage:<6} {t.engine} {t.precision}: {rate}{check}" + (f" [{t.note}]" if t.note else ""))
+        if self.threads:
+            shown.append(
+                f"threads: vision {self.threads['vision']}, llm {self.threads['llm']} "
+                "(the cores split by each engine's measured seconds per video)"
+            )
+        return shown
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineChoice:
+        return cls(**{**data, "trials": [Trial(**t) for t in data["trials"]], "cached": True})
+
+
+def engine_settings(
+    bundle: Bundle, settings: BatchConfig, params: GenerationParams
+) -> tuple[BatchConfig, EngineChoice]:
+    """`settings` with every `auto` engine setting decided for this machine and bundle, and the CPU threads
+    filled in; the choice with what it rests on (for provenance and `vlmcap info --engine`)."""
+    split = settings.cpu_threads is None  # no thread count asked for: the cores go where the work is
+    settings = with_cpu_threads(settings)
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.device(device).type != "cpu":
+        backend = "onnx" if settings.vision_backend == "auto" else settings.vision_backend
+        choice = EngineChoice(backend, settings.vision_precision, settings.vllm.dtype)
+        return _applied(settings, choice), choice
+    _check_request(bundle, settings)
+    key = _cache_key(bundle, settings)
+    choice = _cached(key)
+    if choice is None:
+        choice = _measure(bundle, settings, params)
+        if any(t.seconds is not None for t in choice.trials):  # measured: worth keeping
+            choice.key = key
+            _store(choice)
+    if split:
+        choice.threads = _split_by_cost(settings, choice)
+    return _applied(settings, choice), choice
+
+
+def split_threads(cores: int, vision_s: float, llm_s: float) -> tuple[int, int]:
+    """(vision, llm) threads: `cores` in proportion to each engine's seconds per video, one at least each.
+
+    The two engines run at once, so the night goes at the slower one's pace; giving each engine cores
+    in proportion to its work evens their paces, where a fixed half each leaves one waiting.
+    """
+    if cores < 2:
+        return 1, 1
+    vision = min(cores - 1, max(1, round(cores * vision_s / (vision_s + llm_s))))
+    return vision, cores - vision
+
+
+def _split_by_cost(settings: BatchConfig, choice: EngineChoice) -> dict[str, int] | None:
+    """The split where both chosen engines were timed (a model too small to measure keeps the fair share)."""
+    chosen = {t.stage: t.per_video for t in choice.trials if t.note.startswith("chosen")}
+    vision_s, llm_s = chosen.get("vision"), chosen.get("llm")
+    if not vision_s or not llm_s:
+        return None
+    cores = max(2, usable_cpus() - settings.workers)  # what the fair share divides too (captioner.py)
+    vision, llm = split_threads(cores, vision_s, llm_s)
+    return {"vision": vision, "llm": llm}
+
+
+def have_openvino() -> bool:
+    """Whether the `openvino` extra is installed (its engine is a candidate, and can be asked for)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _applied(settings: BatchConfig, choice: EngineChoice) -> BatchConfig:
+    """The settings the engines open with (ONNX Runtime takes no precision: it computes the bundle's),
+    and, where the chosen vision engine was timed, vision calls of at most VISION_CALL_S."""
+    precision = "auto" if choice.vision_backend == "onnx" else choice.vision_precision
+    vllm = settings.vllm.model_copy(update={"dtype": choice.llm_dtype})
+    update = {"vision_backend": choice.vision_backend, "vision_precision": precision, "vllm": vllm}
+    if choice.threads:  # only where no thread count was set; a stage's own setting still wins
+        update["vision_threads"] = settings.vision_threads or choice.threads["vision"]
+        update["llm_threads"] = settings.llm_threads or choice.threads["llm"]
+    chosen = next((t for t in choice.trials if t.stage == "vision" and t.note.startswith("chosen")), None)
+    if settings.vision_batch is None and chosen is not None and chosen.seconds:
+        update["vision_batch"] = max(1, min(settings.batch_size, int(VISION_CALL_S / chosen.seconds)))
+    return settings.model_copy(update=update)
+
+
+def _check_request(bundle: Bundle, settings: BatchConfig) -> None:
+    """What cannot work is refused before anything is measured (exit 2)."""
+    if settings.vision_backend == "openvino" and not have_openvino():
+        raise ConfigError(f"--vision-backend openvino: {OPENVINO_MISSING}")
+    precision = bundle.manifest.vision.precision
+    if settings.vision_backend == "onnx" and settings.vision_precision not in ("auto", precision):
+        raise ConfigError(
+            f"--vision-precision {settings.vision_precision}: ONNX Runtime computes the bundle's {precision} "
+            "graph; use --vision-backend torch or openvino (or auto) for another precision"
+        )
+
+
+# --- the cache -----------------------------------------------------------------------------------
+
+
+def _cache_key(bundle: Bundle, settings: BatchConfig) -> dict[str, Any]:
+    """Everything the measurements depend on: another machine, bundle or library version is measured again."""
+    return {
+        "format": CACHE_FORMAT,
+        "vlmcap": __version__,
+        "cpu": cpu_description(),
+        "threads": settings.cpu_threads,
+        "bundle": bundle.id,
+        "libraries": {name: library_version(name) for name in LIBRARIES},
+        "asked": {
+            "vision_backend": settings.vision_backend,
+            "vision_precision": settings.vision_precision,
+            "llm_dtype": settings.vllm.dtype,
+        },
+    }
+
+
+def _cache_path(key: dict[str, Any]) -> Path:
+    digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=16).hexdigest()
+    return vlmcap_home() / "cache" / "engines" / f"{digest}.json"
+
+
+def _cached(key: dict[str, Any]) -> EngineChoice | None:
+    try:
+        data = json.loads(_cache_path(key).read_text(encoding="utf-8"))
+        choice = EngineChoice.from_dict(data)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None  # none yet, or unreadable: measured again
+    return choice if choice.key == key else None
+
+
+def _store(choice: EngineChoice) -> None:
+    path = _cache_path(choice.key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(choice.to_dict(), indent=1) + "\n")
+    except OSError as e:  # a read-only home: the next run measures again, this one goes on
+        log.warning("%s: cannot cache the engine choice (%s)", path, e.strerror)
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+def _measure(bundle: Bundle, settings: BatchConfig, params: GenerationParams) -> EngineChoice:
+    backend, precision, vision_trials, reference_rows = _choose_vision(bundle, settings)
+    dtype, llm_trials = _choose_llm_dtype(bundle, settings, params, reference_rows)
+    return EngineChoice(backend, precision, dtype, vision_trials + llm_trials)
+
+
+def _announce(bundle: Bundle) -> None:
+    """Said once, before the first measurement of a bundle on a machine (it takes a minute at CLIP-L)."""
+    if bundle.id not in _ANNOUNCED:
+        _ANNOUNCED.add(bundle.id)
+        cache = vlmcap_home() / "cache"
+        log.warning("choosing engines for %s on this machine (once; cached in %s)", bundle.root, cache)
+
+
+_ANNOUNCED: set[str] = set()
+
+
+def _calibration_frames(bundle: Bundle) -> list[np.ndarray]:
+    """One video of fixed noise frames at the model's input size: what every candidate sees."""
+    height, width = bundle.manifest.image.spec().output_hw
+    frames = bundle.manifest.video.num_frames
+    return [np.random.default_rng(0).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)]
+
+
+def _timed_rows(bundle: Bundle, settings: BatchConfig, engine: str, precision: str) -> tuple[float, np.ndarray]:
+    """(seconds for one video after a warm-up call, its rows) for one vision candidate."""
+    _announce(bundle)
+    candidate = settings.model_copy(update={"vision_backend": engine, "vision_precision": precision})
+    vision = open_vision_engine(bundle, candidate)
+    try:
+        frames = _calibration_frames(bundle)
+        vision.encode_frames(frames)
+        start = time.perf_counter()
+        rows = vision.encode_frames(frames)
+        return time.perf_counter() - start, rows
+    finally:
+        del vision
+        gc.collect()
+
+
+def _vision_candidates(bundle: Bundle, settings: BatchConfig) -> list[tuple[str, str]]:
+    """(engine, precision) pairs that can serve what was asked; a full-precision baseline first."""
+    shipped = bundle.manifest.vision.precision
+    engine, precision = settings.vision_backend, settings.vision_precision
+    bf16 = precision == "bf16" or (precision == "auto" and native_bf16())
+    openvino = [("openvino", "fp32"), ("openvino", "bf16")] if have_openvino() else []
+    pairs = {
+        "auto": [("onnx", shipped), ("torch", "bf16"), *openvino],
+        "onnx": [("onnx", shipped)],
+        "torch": [("torch", "fp32"), ("torch", "bf16")],
+        "openvino": openvino,
+    }[engine]
+    return [(e, p) for e, p in pairs if (p != "bf16" or bf16) and precision in ("auto", p)]
+
+
+def _small(bundle: Bundle, stage: str) -> bool:
+    """Whether the stage's weights are below MEASURE_FROM_BYTES (its float32 baseline is fastest)."""
+    names = (
+        [bundle.manifest.vision.file]
+        if stage == "vision"
+        else [n for n in bundle.manifest.files if n.startswith("llm/")]
+    )
+    return sum(bundle.manifest.files[n].size for n in names if n in bundle.manifest.files) < MEASURE_FROM_BYTES[stage]
+
+
+def _vision_check(reference: np.ndarray, rows: np.ndarray, precision: str) -> tuple[float, bool]:
+    """(min row cosine, passed) of `rows` against float32's, by the export's tolerance for `precision`."""
+    tolerance = VISION_TOLERANCE[precision]
+    cosine = float(row_cosines(reference, rows).min())
+    passed = bool(np.isfinite(rows).all())
+    if tolerance.min_cosine is not None:
+        passed = passed and cosine >= tolerance.min_cosine
+    if tolerance.max_abs_scaled is not None:
+        scale = max(1.0, float(np.abs(reference).max()))
+        passed = passed and float(np.abs(reference - rows).max()) / scale <= tolerance.max_abs_scaled
+    return cosine, passed
+
+
+def _choose_vision(bundle: Bundle, settings: BatchConfig) -> tuple[str, str, list[Trial], np.ndarray | None]:
+    """The fastest candidate that passes its check, and the float32 reference rows (for the LLM's check;
+    None when nothing needed measuring: one full-precision candidate, or a model too small to gain)."""
+    candidates = _vision_candidates(bundle, settings)
+    if not candidates:
+        raise ConfigError(
+            f"--vision-backend {settings.vision_backend}: nothing computes {settings.vision_precision} here"
+        )
+    full = [c for c in candidates if c[1] != "bf16"]
+    if len(candidates) == 1 and full:
+        return *candidates[0], [], None  # asked for exactly, at full precision: nothing to choose or check
+    if full and settings.vision_precision == "auto" and _small(bundle, "vision"):
+        return *full[0], [Trial("vision", *full[0], None, None, True, "chosen (a small model: not measured)")], None
+    reference_engine = ("onnx", "fp32") if bundle.manifest.vision.precision == "fp32" else ("torch", "fp32")
+    measured = {c: _timed_rows(bundle, settings, *c) for c in dict.fromkeys([reference_engine, *candidates])}
+    reference = measured[reference_engine][1]
+    trials = []
+    for engine, precision in candidates:
+        seconds, rows = measured[(engine, precision)]
+        if (engine, precision) == reference_engine:
+            trials.append(Trial("vision", engine, precision, seconds, None, True, "reference"))
+            continue
+        cosine, passed = _vision_check(reference, rows, precision)
+        trials.append(Trial("vision", engine, precision, seconds, cosine, passed, "" if passed else "failed"))
+    chosen = _fastest(trials, "vision")
+    if chosen is None:  # only an explicit precision gets here: auto always has a passing full-precision one
+        raise ConfigError(f"--vision-precision {settings.vision_precision}: {_failures(trials)}")
+    return chosen.engine, chosen.precision, trials, reference
+
+
+def _fastest(trials: list[Trial], stage: str) -> Trial | None:
+    """The chosen trial, marked so: the stage's first full-precision trial (the baseline) unless a passing
+    one is CHOICE_MARGIN faster; without a baseline (bf16 asked for), the fastest that passes."""
+    mine = [t for t in trials if t.stage == stage]
+    passing = [t for t in mine if t.passed and t.seconds is not None]
+    if not passing:
+        return None
+    baseline = next((t for t in mine if t.precision not in ("bf16", "bfloat16")), None)
+    best = min(passing, key=lambda t: t.seconds)
+    if baseline is not None and best is not baseline and best.seconds * CHOICE_MARGIN > baseline.seconds:
+        best.note = best.note or f"within {CHOICE_MARGIN}x of {baseline.engine} {baseline.precision}"
+        best = baseline
+    best.note = "chosen" if not best.note else f"chosen, {best.note}"
+    return best
+
+
+def _failures(trials: list[Trial]) -> str:
+    return "; ".join(f"{t.engine} {t.precision} measured {t.check:.6f} against float32" for t in trials if not t.passed)
+
+
+def _choose_llm_dtype(
+    bundle: Bundle, settings: BatchConfig, params: GenerationParams, vision_rows: np.ndarray | None
+) -> tuple[str, list[Trial]]:
+    asked = settings.vllm.dtype
+    if bundle.manifest.llm.quantization is not None or asked in ("float32", "float16"):
+        return asked, []  # asked for exactly; a quantized bundle's kernels decide (engines/model/quant_support.py)
+    if asked == "auto" and (not native_bf16() or _small(bundle, "llm")):
+        return "float32", []  # emulated bf16 is slower than float32; a small model gains nothing
+    _announce(bundle)
+    if vision_rows is None:
+        reference = ("onnx", "fp32") if bundle.manifest.vision.precision == "fp32" else ("torch", "fp32")
+        vision_rows = _timed_rows(bundle, settings, *reference)[1]
+    trials = _llm_trials(bundle, settings, params, vision_rows)
+    bfloat16 = trials[1]
+    if not bfloat16.passed:
+        if asked == "bfloat16":
+            raise ConfigError(f"--dtype bfloat16: {_failures(trials)} ({bfloat16.note})")
+        log.warning("the LLM in bfloat16 does not caption as in float32 here (%s); float32", _failures(trials))
+    if asked == "bfloat16":
+        bfloat16.note = "chosen, asked for"
+        return "bfloat16", trials
+    chosen = _fastest(trials, "llm")
+    return ("bfloat16" if chosen is bfloat16 else "float32"), trials
+
+
+def _llm_trials(
+    bundle: Bundle, settings: BatchConfig, params: GenerationParams, vision_rows: np.ndarray
+) -> list[Trial]:
+    """The bundle's LLM in transformers, float32 then cast to bfloat16 (one copy of the weights): each
+    timed on a prefill of CALIBRATION_TOKENS rows and DECODE_STEPS tokens, bf16 checked against
+    float32's greedy caption of the reference rows."""
+    from transformers import AutoModelForCausalLM
+
+    captioner = Captioner(bundle, None, None, params)  # the tokenizer, the prompt and the embedding table
+    rows = torch.from_numpy(vision_rows)
+    full = captioner.embed(vision_rows, [settings.prompt])
+    keep = min(CALIBRATION_TOKENS, full.inputs_embeds.shape[1])
+    batch = dataclasses.replace(
+        full, inputs_embeds=full.inputs_embeds[:, -keep:], attention_mask=full.attention_mask[:, -keep:], lengths=[keep]
+    )
+    threshold = bundle.manifest.export.gate.min_token_agreement
+    model = AutoModelForCausalLM.from_pretrained(bundle.llm_dir, dtype=torch.float32, use_safetensors=True).eval()
+
+    def generate(model: torch.nn.Module, tokens: int) -> float:
+        timing = GenerationParams(max_new_tokens=tokens, stop_token_ids=params.stop_token_ids, ignore_eos=True)
+        start = time.perf_counter()
+        generate_from_embeds(model, batch, timing, model.generation_config.pad_token_id)
+        return time.perf_counter() - start
+
+    def trial(model: torch.nn.Module, precision: str, **fields: Any) -> Trial:
+        """Timed after a warm-up; `video_s` scales the prefill to a whole video's prompt and the steps
+        to a whole caption (what splits the cores between the engines)."""
+        generate(model, DECODE_STEPS)  # warm-up
+        prefill, total = generate(model, 1), generate(model, DECODE_STEPS)
+        step = max(0.0, total - prefill) / (DECODE_STEPS - 1)
+        video = prefill * full.inputs_embeds.shape[1] / keep + step * params.max_new_tokens
+        return Trial("llm", "transformers", precision, total, video_s=video, **fields)
+
+    try:
+        with torch.no_grad():
+            stop_ids = params.stop_token_ids
+            reference = greedy_captions(model, captioner.table, rows, captioner.prompts, stop_ids, CHECK_NEW_TOKENS)
+            float32 = trial(model, "float32", note="reference")
+            model.to(torch.bfloat16)
+            agreement = token_agreement(model, captioner.table, rows, captioner.prompts, reference)
+            passed = agreement >= threshold
+            note = "" if passed else f"failed: the bundle's gate asks {threshold:g}"
+            bfloat16 = trial(model, "bfloat16", check=agreement, passed=passed, note=note)
+    finally:
+        del model
+        gc.collect()
+    return [float32, bfloat16]
