@@ -9,6 +9,7 @@ Every put checks the run's `Interrupt`, so no stage can block forever on a queue
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -111,6 +112,16 @@ class DecodeStage(threading.Thread):
             put(self.decoded, DONE, self.interrupt, force=True)
 
 
+def _keep_off_the_llm_cores(captioner: Captioner) -> None:
+    """This thread (the vision stage's) computes on the cores vLLM was not bound to, where it has
+    them: the two engines then never take turns on one core (an ONNX Runtime or torch engine on
+    one thread computes in the calling thread; OpenVINO's own threads are not moved)."""
+    llm_cores = getattr(captioner.llm, "cores", None)
+    spare = os.sched_getaffinity(0) - set(llm_cores or ())
+    if llm_cores and spare:
+        os.sched_setaffinity(0, spare)
+
+
 class VisionStage(threading.Thread):
     """`decoded` -> vision rows -> `encoded`, up to `vision_batch` videos per call once the engines are
     up (ONNX Runtime releases the GIL, so it runs while the LLM generates); decode failures pass on."""
@@ -133,6 +144,8 @@ class VisionStage(threading.Thread):
     def run(self) -> None:
         try:
             captioner = self.gate.wait()
+            if captioner is not None:
+                _keep_off_the_llm_cores(captioner)
             finished = False
             while not finished:
                 t0 = time.perf_counter()

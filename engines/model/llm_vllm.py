@@ -79,7 +79,7 @@ def check_vllm_can_spawn() -> None:
 
 
 @contextlib.contextmanager
-def _cpu_cores(threads: int | None) -> Iterator[None]:
+def _cpu_cores(threads: int | None) -> Iterator[list[int] | None]:
     """vLLM's CPU build binds its threads to every core of the NUMA node unless told (its engine process
     reads VLLM_CPU_OMP_THREADS_BIND when it starts), over the cores the vision engine computes on in
     this process: it gets its share, the last `threads` cores. A binding the user set is left alone.
@@ -87,17 +87,18 @@ def _cpu_cores(threads: int | None) -> Iterator[None]:
     Its engine-core process, which schedules and polls the worker (half a core busy while it
     generates), is started on those cores too: processes inherit the affinity of the thread that
     starts them, so this thread holds the LLM's cores while vLLM starts, then gets its own back.
+    Yields the LLM's cores (None where nothing was bound), which the vision stage keeps off.
     """
     name = "VLLM_CPU_OMP_THREADS_BIND"
     if not threads or name in os.environ:
-        yield
+        yield None
         return
     own = os.sched_getaffinity(0)
     cores = sorted(own)[-threads:]
     os.environ[name] = ",".join(map(str, cores))
     os.sched_setaffinity(0, cores)  # this thread only (Linux): the rest of the process keeps its cores
     try:
-        yield
+        yield cores
     finally:
         os.sched_setaffinity(0, own)
         os.environ.pop(name, None)
@@ -145,8 +146,9 @@ class VllmEngine:
         self.watchdog = EngineWatchdog()
         before = descendants(os.getpid())
         try:
-            with _cpu_cores(threads if _on_cpu() else None):
+            with _cpu_cores(threads if _on_cpu() else None) as cores:
                 self.llm = LLM(**kwargs)
+                self.cores = cores  # the CPU cores vLLM computes on (None: not bound by vlmcap)
         finally:  # the processes vLLM started (also when it failed half-way) die with this run
             self.watchdog.guard(descendants(os.getpid()) - before)
         self.max_model_len = kwargs["max_model_len"]
