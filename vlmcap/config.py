@@ -5,8 +5,10 @@ in full before any work starts: an unknown key, a wrong type or an out-of-range 
 a message that names the file and the dotted field. Every YAML text (file, override value, preset)
 is read by `vlmcap.config_yaml`, which bounds what a hostile file can cost (aliases, size, depth).
 
-Over 400 lines on purpose: the sections are one schema (YAML files, `a.b=c` overrides and flags
-address it as a whole, and cross-section checks need all of it), and each section is short.
+Over 600 lines on purpose: the sections are one schema (YAML files, `a.b=c` overrides and flags
+address it as a whole, cross-section checks need all of it, and 27 modules import its loader from
+here), each section is short, and most of the length is the field descriptions the CLI's help
+shows.
 """
 
 from __future__ import annotations

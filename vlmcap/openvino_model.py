@@ -58,8 +58,7 @@ def compile_onnx(
 
     The LATENCY hint: the vision stage runs one synchronous request per batch, so all threads serve
     that one request. THROUGHPUT splits the threads into streams that only pay with several requests
-    in flight; on 2 cores LATENCY was 20% faster at 64 tiny frames and 29% at 8 frames of a 3-layer
-    CLIP-L/336 in f32 (docs/BATCH.md, "OpenVINO").
+    in flight (docs/BATCH.md, "OpenVINO").
 
     On a CPU without native bf16 OpenVINO computes f32 whatever the hint (its CPU plugin drops an
     unsupported inference precision); `computed_precision` says what it chose.

@@ -62,7 +62,7 @@ class RunStats:
     hashed_bytes: int = 0  # --dedup: bytes read to hash the selected files
     interrupted_by: str | None = None
     wall_s: float = 0.0
-    engines_ready_s: float | None = None  # from the run's start until both engines were up (vLLM: ~50 s on 2 cores)
+    engines_ready_s: float | None = None  # from the run's start until both engines were up (the night's start-up)
     stage_s: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "vision": 0.0, "llm": 0.0, "write": 0.0})
     generated_tokens: int = 0
     truncated: int = 0  # captions cut at max_new_tokens (finish_reason "length")

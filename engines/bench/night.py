@@ -1,4 +1,4 @@
-"""`vlmcap bench night`: a whole night at the seed's shapes (docs/PERFORMANCE.md, "A night at real shapes").
+"""`vlmcap bench night`: a whole night at the seed's shapes (docs/PERFORMANCE.md, "A whole night at the seed's shapes").
 
 The real `vlmcap batch` command, in a child process as cron runs it (decode workers, the engines and
 precisions `auto` takes on this machine, the LLM schedule, the ledger), over generated videos of
