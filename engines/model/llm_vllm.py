@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterator
+from multiprocessing import resource_tracker
 from typing import Any
 
 import torch
@@ -144,6 +145,9 @@ class VllmEngine:
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes(bundle, kwargs["max_model_len"], seqs)
         log.info("starting vLLM: %s", kwargs)
         self.watchdog = EngineWatchdog()
+        # This process's multiprocessing resource tracker is started on first use, which vLLM's start
+        # may be: started now, it is not taken for one of vLLM's processes (and killed at close).
+        resource_tracker.ensure_running()
         before = descendants(os.getpid())
         try:
             with _cpu_cores(threads if _on_cpu() else None) as cores:
