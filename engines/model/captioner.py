@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -90,6 +91,17 @@ def open_vision_engine(bundle: Bundle, settings: BatchConfig) -> VisionEngine:
     return OnnxVisionEngine(bundle, settings.providers, threads, batch_size=batch)
 
 
+def vllm_problem(bundle: Bundle, settings: BatchConfig, params: GenerationParams) -> str | None:
+    """Why `auto` cannot take vLLM for this run before trying to start it (one sentence), or None: a
+    decoding vLLM would refuse or crash on, no kernel for the bundle's quantization, an unguarded script."""
+    try:
+        for each in decodings(settings, params):
+            check_params_safe(each)
+    except ConfigError as e:
+        return str(e)
+    return vllm_quant_problem(quant_scheme(bundle), settings.vllm.dtype) or vllm_spawn_problem()
+
+
 def open_llm_engine(
     bundle: Bundle, settings: BatchConfig, params: GenerationParams, max_prompt_len: int, max_seqs: int = 8
 ) -> LLMEngine:
@@ -98,20 +110,12 @@ def open_llm_engine(
     from vlmcap.engines.model.llm_transformers import TransformersEngine
 
     backend, llm_threads = settings.llm_backend, engine_threads(settings, "llm")
-    why_not_vllm = None  # auto: why it took transformers, for the log line and the run's stats
-    if backend in ("vllm", "auto"):
-        try:
-            for each in decodings(settings, params):
-                check_params_safe(each)
-        except ConfigError as e:
-            if backend == "vllm":
-                raise
-            why_not_vllm = str(e)  # the decoding vLLM would refuse or crash on, and why
-    if backend == "vllm":  # `vlmcap batch` checked both before any work; other callers get here
+    why_not_vllm = vllm_problem(bundle, settings, params) if backend == "auto" else None
+    if backend == "vllm":  # `vlmcap batch` checked these before any work; other callers get here
+        for each in decodings(settings, params):
+            check_params_safe(each)
         check_vllm_can_serve(bundle, settings.vllm.dtype)
         check_vllm_can_spawn()
-    if backend == "auto" and why_not_vllm is None:
-        why_not_vllm = vllm_quant_problem(quant_scheme(bundle), settings.vllm.dtype) or vllm_spawn_problem()
     if backend == "vllm" or (backend == "auto" and why_not_vllm is None):
         from vlmcap.engines.model.llm_vllm import VllmEngine
 
@@ -160,8 +164,23 @@ class Captioner:
         """Start both engines; vLLM's context length is sized for the video tokens + the prompt + output."""
         captioner = cls(bundle, open_vision_engine(bundle, settings), None, params, settings.quality)
         max_prompt_len = captioner.max_prompt_len(settings.prompt)
-        captioner.llm = open_llm_engine(bundle, settings, params, max_prompt_len, llm_seqs(settings))
+        # An engine's first call prepares its kernels (2-3 s more than the next at CLIP-L on a CPU):
+        # made while the LLM engine starts, not on the night's first video with the LLM waiting on it.
+        warm_up = threading.Thread(target=captioner.warm_up_vision, name="vlmcap-vision-warm-up", daemon=True)
+        warm_up.start()
+        try:
+            captioner.llm = open_llm_engine(bundle, settings, params, max_prompt_len, llm_seqs(settings))
+        finally:
+            warm_up.join()
         return captioner
+
+    def warm_up_vision(self) -> None:
+        """One call of the vision engine on a black video (a failure here shows again on the first video)."""
+        height, width = self.bundle.manifest.image.spec().output_hw
+        try:
+            self.vision.encode_frames([np.zeros((self.num_frames, height, width, 3), dtype=np.uint8)])
+        except Exception as e:
+            log.debug("vision warm-up: %s", e)
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 -- one captioner per run; a handful of distinct prompts
     def prompt_tokens(self, prompt: str | None) -> PromptTokens:

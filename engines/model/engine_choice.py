@@ -16,6 +16,8 @@ and is measured again):
   CALIBRATION_TOKENS rows of a real prompt and DECODE_STEPS tokens each, and bf16's token agreement
   with float32's greedy caption (teacher-forced, `vlmcap.caption_agreement`) at least the bundle's
   caption-gate threshold. The dtype holds for vLLM too: its CPU kernels gain the same from bf16.
+- LLM engine: vLLM (started once for this) against transformers on the same prompt in that dtype,
+  per whole video; vLLM unless transformers is CHOICE_MARGIN faster (`_choose_llm_engine`).
 
 A candidate replaces the baseline only when it passes its check and is CHOICE_MARGIN times faster:
 noise never flips a choice, and a tiny model stays where it was. An explicit setting is honoured; an
@@ -27,12 +29,14 @@ ONNX Runtime and the LLM in the bundle's dtype, as exported for it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import hashlib
 import importlib.util
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +49,13 @@ from vlmcap.bundle import Bundle
 from vlmcap.caption_agreement import greedy_captions, token_agreement
 from vlmcap.closeness import VISION_TOLERANCE, row_cosines
 from vlmcap.config import BatchConfig
-from vlmcap.engines.model.captioner import Captioner, open_vision_engine, with_cpu_threads
+from vlmcap.engines.model.captioner import (
+    Captioner,
+    open_llm_engine,
+    open_vision_engine,
+    vllm_problem,
+    with_cpu_threads,
+)
 from vlmcap.environment import cpu_description, library_version, native_bf16, usable_cpus
 from vlmcap.errors import ConfigError
 from vlmcap.files import atomic_write_text
@@ -66,8 +76,9 @@ MEASURE_FROM_BYTES = {"vision": 64 << 20, "llm": 256 << 20}
 CALIBRATION_TOKENS = 256  # LLM timing: rows of the calibration prompt (a prefill's cost per row is flat)
 DECODE_STEPS = 8  # LLM timing: tokens generated after that prefill
 CHECK_NEW_TOKENS = 16  # the float32 greedy caption bf16 must agree with
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 LIBRARIES = ("torch", "onnxruntime", "openvino", "transformers", "vllm")
+LLM_ENGINE = "llm engine"  # the trials of vLLM against transformers, apart from the dtype's ("llm")
 
 
 @dataclass
@@ -95,6 +106,7 @@ class EngineChoice:
     vision_backend: str
     vision_precision: str
     llm_dtype: str
+    llm_backend: str = "auto"  # auto: vLLM where it starts (not measured against transformers)
     trials: list[Trial] = field(default_factory=list)
     key: dict[str, Any] = field(default_factory=dict)  # what the measurements hold for
     cached: bool = False
@@ -111,7 +123,7 @@ class EngineChoice:
     def lines(self) -> list[str]:
         """What `vlmcap info --engine` prints: each candidate with its rate and check."""
         shown = [
-            f"vision: {self.vision_backend} ({self.vision_precision}); llm dtype: {self.llm_dtype}"
+            f"vision: {self.vision_backend} ({self.vision_precision}); llm: {self.llm_backend} ({self.llm_dtype})"
             + (" (measured earlier, cached)" if self.cached else "")
         ]
         for t in self.trials:
@@ -174,7 +186,7 @@ def split_threads(cores: int, vision_s: float, llm_s: float) -> tuple[int, int]:
 def _split_by_cost(settings: BatchConfig, choice: EngineChoice) -> dict[str, int] | None:
     """The split where both chosen engines were timed (a model too small to measure keeps the fair share)."""
     chosen = {t.stage: t.per_video for t in choice.trials if t.note.startswith("chosen")}
-    vision_s, llm_s = chosen.get("vision"), chosen.get("llm")
+    vision_s, llm_s = chosen.get("vision"), chosen.get(LLM_ENGINE) or chosen.get("llm")
     if not vision_s or not llm_s:
         return None
     cores = max(2, usable_cpus() - settings.workers)  # what the fair share divides too (captioner.py)
@@ -193,6 +205,8 @@ def _applied(settings: BatchConfig, choice: EngineChoice) -> BatchConfig:
     precision = "auto" if choice.vision_backend == "onnx" else choice.vision_precision
     vllm = settings.vllm.model_copy(update={"dtype": choice.llm_dtype})
     update = {"vision_backend": choice.vision_backend, "vision_precision": precision, "vllm": vllm}
+    if choice.llm_backend == "transformers" and settings.llm_backend == "auto" and not _streaming_asked(settings):
+        update["llm_backend"] = "transformers"  # measured faster; else auto: vLLM where it starts, as unmeasured
     if choice.threads:  # only where no thread count was set; a stage's own setting still wins
         update["vision_threads"] = settings.vision_threads or choice.threads["vision"]
         update["llm_threads"] = settings.llm_threads or choice.threads["llm"]
@@ -230,6 +244,7 @@ def _cache_key(bundle: Bundle, settings: BatchConfig) -> dict[str, Any]:
             "vision_backend": settings.vision_backend,
             "vision_precision": settings.vision_precision,
             "llm_dtype": settings.vllm.dtype,
+            "llm_backend": settings.llm_backend,
         },
     }
 
@@ -261,9 +276,19 @@ def _store(choice: EngineChoice) -> None:
 
 
 def _measure(bundle: Bundle, settings: BatchConfig, params: GenerationParams) -> EngineChoice:
-    backend, precision, vision_trials, reference_rows = _choose_vision(bundle, settings)
+    backend, precision, vision_trials, measured_rows = _choose_vision(bundle, settings)
+
+    @functools.cache
+    def reference_rows() -> np.ndarray:
+        """float32's rows of the calibration video (the LLM's input), from the vision measurements or made now."""
+        if measured_rows is not None:
+            return measured_rows
+        reference = ("onnx", "fp32") if bundle.manifest.vision.precision == "fp32" else ("torch", "fp32")
+        return _timed_rows(bundle, settings, *reference)[1]
+
     dtype, llm_trials = _choose_llm_dtype(bundle, settings, params, reference_rows)
-    return EngineChoice(backend, precision, dtype, vision_trials + llm_trials)
+    llm_backend, engine_trials = _choose_llm_engine(bundle, settings, params, dtype, llm_trials, reference_rows)
+    return EngineChoice(backend, precision, dtype, llm_backend, vision_trials + llm_trials + engine_trials)
 
 
 def _announce(bundle: Bundle) -> None:
@@ -389,7 +414,7 @@ def _failures(trials: list[Trial]) -> str:
 
 
 def _choose_llm_dtype(
-    bundle: Bundle, settings: BatchConfig, params: GenerationParams, vision_rows: np.ndarray | None
+    bundle: Bundle, settings: BatchConfig, params: GenerationParams, vision_rows: Callable[[], np.ndarray]
 ) -> tuple[str, list[Trial]]:
     asked = settings.vllm.dtype
     if bundle.manifest.llm.quantization is not None or asked in ("float32", "float16"):
@@ -397,10 +422,7 @@ def _choose_llm_dtype(
     if asked == "auto" and (not native_bf16() or _small(bundle, "llm")):
         return "float32", []  # emulated bf16 is slower than float32; a small model gains nothing
     _announce(bundle)
-    if vision_rows is None:
-        reference = ("onnx", "fp32") if bundle.manifest.vision.precision == "fp32" else ("torch", "fp32")
-        vision_rows = _timed_rows(bundle, settings, *reference)[1]
-    trials = _llm_trials(bundle, settings, params, vision_rows)
+    trials = _llm_trials(bundle, settings, params, vision_rows())
     bfloat16 = trials[1]
     if not bfloat16.passed:
         if asked == "bfloat16":
@@ -417,46 +439,138 @@ def _llm_trials(
     bundle: Bundle, settings: BatchConfig, params: GenerationParams, vision_rows: np.ndarray
 ) -> list[Trial]:
     """The bundle's LLM in transformers, float32 then cast to bfloat16 (one copy of the weights): each
-    timed on a prefill of CALIBRATION_TOKENS rows and DECODE_STEPS tokens, bf16 checked against
-    float32's greedy caption of the reference rows."""
+    timed on the calibration prompt, bf16 checked against float32's greedy caption of the reference rows."""
     from transformers import AutoModelForCausalLM
 
-    captioner = Captioner(bundle, None, None, params)  # the tokenizer, the prompt and the embedding table
-    rows = torch.from_numpy(vision_rows)
-    full = captioner.embed(vision_rows, [settings.prompt])
-    keep = min(CALIBRATION_TOKENS, full.inputs_embeds.shape[1])
-    batch = dataclasses.replace(
-        full, inputs_embeds=full.inputs_embeds[:, -keep:], attention_mask=full.attention_mask[:, -keep:], lengths=[keep]
-    )
+    prompt = CalibrationPrompt(bundle, settings, params, vision_rows)
+    captioner, rows = prompt.captioner, torch.from_numpy(vision_rows)
     threshold = bundle.manifest.export.gate.min_token_agreement
     model = AutoModelForCausalLM.from_pretrained(bundle.llm_dir, dtype=torch.float32, use_safetensors=True).eval()
-
-    def generate(model: torch.nn.Module, tokens: int) -> float:
-        timing = GenerationParams(max_new_tokens=tokens, stop_token_ids=params.stop_token_ids, ignore_eos=True)
-        start = time.perf_counter()
-        generate_from_embeds(model, batch, timing, model.generation_config.pad_token_id)
-        return time.perf_counter() - start
-
-    def trial(model: torch.nn.Module, precision: str, **fields: Any) -> Trial:
-        """Timed after a warm-up; `video_s` scales the prefill to a whole video's prompt and the steps
-        to a whole caption (what splits the cores between the engines)."""
-        generate(model, DECODE_STEPS)  # warm-up
-        prefill, total = generate(model, 1), generate(model, DECODE_STEPS)
-        step = max(0.0, total - prefill) / (DECODE_STEPS - 1)
-        video = prefill * full.inputs_embeds.shape[1] / keep + step * params.max_new_tokens
-        return Trial("llm", "transformers", precision, total, video_s=video, **fields)
-
     try:
         with torch.no_grad():
             stop_ids = params.stop_token_ids
             reference = greedy_captions(model, captioner.table, rows, captioner.prompts, stop_ids, CHECK_NEW_TOKENS)
-            float32 = trial(model, "float32", note="reference")
+            float32 = prompt.trial("llm", "transformers", "float32", prompt.transformers(model), note="reference")
             model.to(torch.bfloat16)
             agreement = token_agreement(model, captioner.table, rows, captioner.prompts, reference)
             passed = agreement >= threshold
             note = "" if passed else f"failed: the bundle's gate asks {threshold:g}"
-            bfloat16 = trial(model, "bfloat16", check=agreement, passed=passed, note=note)
+            generate = prompt.transformers(model)
+            checked = {"check": agreement, "passed": passed, "note": note}
+            bfloat16 = prompt.trial("llm", "transformers", "bfloat16", generate, **checked)
     finally:
         del model
         gc.collect()
     return [float32, bfloat16]
+
+
+class CalibrationPrompt:
+    """What every LLM candidate is timed on: the last CALIBRATION_TOKENS rows of a real prompt around
+    the reference rows, then DECODE_STEPS tokens (a prefill's cost per row is flat)."""
+
+    def __init__(self, bundle: Bundle, settings: BatchConfig, params: GenerationParams, vision_rows: np.ndarray):
+        self.captioner = Captioner(bundle, None, None, params)  # the tokenizer, the prompt and the embedding table
+        self.params = params
+        full = self.captioner.embed(vision_rows, [settings.prompt])
+        keep = min(CALIBRATION_TOKENS, full.inputs_embeds.shape[1])
+        embeds, mask = full.inputs_embeds[:, -keep:], full.attention_mask[:, -keep:]
+        self.batch = dataclasses.replace(full, inputs_embeds=embeds, attention_mask=mask, lengths=[keep])
+        self.prompt_scale = full.inputs_embeds.shape[1] / keep  # a whole video's prompt over the calibration's
+
+    def timing(self, tokens: int) -> GenerationParams:
+        return GenerationParams(max_new_tokens=tokens, stop_token_ids=self.params.stop_token_ids, ignore_eos=True)
+
+    def transformers(self, model: torch.nn.Module) -> Callable[[GenerationParams], object]:
+        pad = model.generation_config.pad_token_id
+        return lambda timing: generate_from_embeds(model, self.batch, timing, pad)
+
+    def trial(
+        self, stage: str, engine: str, precision: str, generate: Callable[[GenerationParams], object], **fields: Any
+    ) -> Trial:
+        """Timed after a warm-up; `video_s` scales the prefill to a whole video's prompt and the steps to
+        a whole caption (what splits the cores between the engines)."""
+
+        def timed(tokens: int) -> float:
+            start = time.perf_counter()
+            generate(self.timing(tokens))
+            return time.perf_counter() - start
+
+        timed(DECODE_STEPS)  # warm-up
+        prefill, total = timed(1), timed(DECODE_STEPS)
+        step = max(0.0, total - prefill) / (DECODE_STEPS - 1)
+        video = prefill * self.prompt_scale + step * self.params.max_new_tokens
+        return Trial(stage, engine, precision, total, video_s=video, **fields)
+
+
+def _choose_llm_engine(
+    bundle: Bundle,
+    settings: BatchConfig,
+    params: GenerationParams,
+    dtype: str,
+    dtype_trials: list[Trial],
+    vision_rows: Callable[[], np.ndarray],
+) -> tuple[str, list[Trial]]:
+    """`auto`'s LLM engine: vLLM (which streams) unless transformers runs a whole video's prompt and
+    caption CHOICE_MARGIN faster here, both timed on the calibration prompt in `dtype`.
+
+    "auto" (not measured: vLLM where it starts, engines/model/captioner.py) for another backend asked
+    for, the streaming settings (vLLM's), a small LLM, a quantized one (its kernels decide,
+    engines/model/quant_support.py), and where vLLM cannot run this bundle or start from here.
+    """
+    if settings.llm_backend != "auto" or _streaming_asked(settings):
+        return "auto", []
+    if bundle.manifest.llm.quantization is not None or _small(bundle, "llm"):
+        return "auto", []
+    if importlib.util.find_spec("vllm") is None or vllm_problem(bundle, settings, params) is not None:
+        return "auto", []
+    _announce(bundle)
+    prompt = CalibrationPrompt(bundle, settings, params, vision_rows())
+    timed = next((t for t in dtype_trials if t.precision == dtype), None)
+    transformers = _transformers_trial(bundle, prompt, dtype) if timed is None else timed
+    transformers = dataclasses.replace(transformers, stage=LLM_ENGINE, check=None, note="")
+    vllm = _vllm_trial(bundle, settings, params, prompt, dtype)
+    trials = [vllm, transformers]
+    if vllm.per_video is None:
+        return "auto", trials  # vLLM did not start: the run tries again and falls back, saying why
+    if transformers.per_video * CHOICE_MARGIN <= vllm.per_video:
+        transformers.note = "chosen"
+        vllm.note = f"{vllm.per_video / transformers.per_video:.2f}x slower per video"
+        return "transformers", trials
+    vllm.note = "chosen"
+    return "vllm", trials
+
+
+def _streaming_asked(settings: BatchConfig) -> bool:
+    """A streaming setting was asked for: vLLM's schedule, which transformers does not run."""
+    return settings.llm_schedule == "stream" or settings.max_inflight is not None
+
+
+def _transformers_trial(bundle: Bundle, prompt: CalibrationPrompt, dtype: str) -> Trial:
+    """The bundle's LLM in transformers in `dtype`, timed on the calibration prompt."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(bundle.llm_dir, dtype=getattr(torch, dtype), use_safetensors=True)
+    try:
+        with torch.no_grad():
+            return prompt.trial(LLM_ENGINE, "transformers", dtype, prompt.transformers(model.eval()))
+    finally:
+        del model
+        gc.collect()
+
+
+def _vllm_trial(
+    bundle: Bundle, settings: BatchConfig, params: GenerationParams, prompt: CalibrationPrompt, dtype: str
+) -> Trial:
+    """vLLM in `dtype` on the LLM's threads, timed on the calibration prompt (the engine is started
+    for this, once per machine and bundle, and shut down)."""
+    vllm = settings.vllm.model_copy(update={"dtype": dtype})
+    asked = settings.model_copy(update={"llm_backend": "vllm", "vllm": vllm})
+    sizing = dataclasses.replace(params, max_new_tokens=max(params.max_new_tokens, DECODE_STEPS))
+    try:
+        engine = open_llm_engine(bundle, asked, sizing, prompt.captioner.max_prompt_len(settings.prompt), 1)
+    except Exception as e:  # a candidate that cannot start is a result, not a failure of the run
+        return Trial(LLM_ENGINE, "vllm", dtype, None, passed=False, note=f"did not start: {type(e).__name__}: {e}")
+    try:
+        return prompt.trial(LLM_ENGINE, "vllm", dtype, lambda timing: engine.generate(prompt.batch, timing))
+    finally:
+        engine.close()

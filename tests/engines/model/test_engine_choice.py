@@ -39,7 +39,7 @@ def test_a_small_model_keeps_its_baseline_unmeasured(tiny_bundle, vlmcap_home) -
     assert [t.seconds for t in choice.trials] == [None] and "not measured" in choice.trials[0].note
     assert cache_files(vlmcap_home) == before  # nothing measured: nothing cached
     shown = CliRunner().invoke(cli, ["info", "--engine", str(tiny_bundle)])
-    assert shown.exit_code == 0 and "vision: onnx (fp32); llm dtype: float32" in shown.output
+    assert shown.exit_code == 0 and "vision: onnx (fp32); llm: auto (float32)" in shown.output
 
 
 def test_measured_choices_follow_the_rule_and_are_cached_per_machine(tiny_bundle, vlmcap_home, monkeypatch) -> None:
@@ -47,7 +47,8 @@ def test_measured_choices_follow_the_rule_and_are_cached_per_machine(tiny_bundle
     monkeypatch.setattr(engine_choice, "have_openvino", lambda: False)  # its own tests cover it
     monkeypatch.setattr(engine_choice, "native_bf16", lambda: True)  # every CPU measures both precisions
     bundle = load_bundle(tiny_bundle)
-    settings, choice = choose(bundle, cpu_threads=2)
+    settings, choice = choose(bundle, cpu_threads=2, llm_backend="transformers")  # vLLM's: its own test
+    assert not [t for t in choice.trials if t.stage == "llm engine"]  # asked for: not measured
     vision = [t for t in choice.trials if t.stage == "vision"]
     llm = [t for t in choice.trials if t.stage == "llm"]
     assert [(t.engine, t.precision) for t in vision] == [("onnx", "fp32"), ("torch", "bf16")]
@@ -61,10 +62,10 @@ def test_measured_choices_follow_the_rule_and_are_cached_per_machine(tiny_bundle
     assert settings.vision_backend == ("torch" if vision[1].note.startswith("chosen") else "onnx")
 
     assert choice.threads is None and settings.vision_threads is None  # threads asked for: both engines get them
-    again_settings, again = choose(bundle, cpu_threads=2)
+    again_settings, again = choose(bundle, cpu_threads=2, llm_backend="transformers")
     assert again.cached and again.trials == choice.trials and again_settings == settings
     monkeypatch.setattr(engine_choice, "library_version", lambda name: "another")  # a new torch, say
-    _, measured_again = choose(bundle, cpu_threads=2)
+    _, measured_again = choose(bundle, cpu_threads=2, llm_backend="transformers")
     assert not measured_again.cached
     assert len(cache_files(vlmcap_home)) == 2
 
@@ -101,7 +102,7 @@ def test_a_lower_precision_is_recorded_with_its_check(tiny_bundle) -> None:
         "torch",
         "bf16",
         "bfloat16",
-        [
+        trials=[
             Trial("vision", "onnx", "fp32", 1.0, None, True, "reference"),
             Trial("vision", "torch", "bf16", 0.3, 0.9999871, True, "chosen"),
             Trial("llm", "transformers", "float32", 1.0, None, True, "reference"),
@@ -136,12 +137,38 @@ def test_without_a_thread_count_the_measured_costs_split_the_cores(tiny_bundle, 
     monkeypatch.setattr(engine_choice, "native_bf16", lambda: True)
     monkeypatch.setattr(engine_choice, "usable_cpus", lambda: 10)  # 10 cores, 2 decode workers: 8 to split
     bundle = load_bundle(tiny_bundle)
-    settings, choice = choose(bundle, workers=2)
+    settings, choice = choose(bundle, workers=2, llm_backend="transformers")
     chosen = {t.stage: t for t in choice.trials if t.note.startswith("chosen")}
     assert chosen["llm"].video_s > 0  # a whole video's prompt and caption, from the timed prefill and steps
     vision, llm = split_threads(8, chosen["vision"].seconds, chosen["llm"].video_s)
     assert choice.threads == {"vision": vision, "llm": llm} and vision + llm == 8
     assert (settings.vision_threads, settings.llm_threads) == (vision, llm)
     assert f"threads: vision {vision}, llm {llm}" in "\n".join(choice.lines())
-    own, _ = choose(bundle, workers=2, llm_threads=3)  # a stage's own setting wins over the split
+    own, _ = choose(
+        bundle, workers=2, llm_threads=3, llm_backend="transformers"
+    )  # a stage's own setting wins over the split
     assert (own.vision_threads, own.llm_threads) == (vision, 3)
+
+
+def test_auto_times_vllm_against_transformers_and_keeps_vllm_unless_transformers_is_faster(
+    tiny_bundle, vlmcap_home, monkeypatch
+) -> None:
+    monkeypatch.setattr(engine_choice, "MEASURE_FROM_BYTES", {"vision": 0, "llm": 0})
+    monkeypatch.setattr(engine_choice, "have_openvino", lambda: False)
+    monkeypatch.setattr(engine_choice, "native_bf16", lambda: False)  # float32 only: the dtype is not timed
+    bundle = load_bundle(tiny_bundle)
+    settings, choice = choose(bundle, cpu_threads=1)
+    engines = {t.engine: t for t in choice.trials if t.stage == "llm engine"}
+    assert set(engines) == {"vllm", "transformers"}
+    vllm, transformers = engines["vllm"], engines["transformers"]
+    assert vllm.precision == transformers.precision == "float32"
+    assert vllm.seconds > 0 and vllm.video_s > 0 and transformers.video_s > 0
+    faster = transformers.video_s * CHOICE_MARGIN <= vllm.video_s
+    assert choice.llm_backend == ("transformers" if faster else "vllm")
+    assert settings.llm_backend == ("transformers" if faster else "auto")  # auto: vLLM, or transformers if it fails
+    assert (transformers if faster else vllm).note == "chosen"
+    assert "llm engine vllm float32" in "\n".join(choice.lines())
+    _, again = choose(bundle, cpu_threads=1)
+    assert again.cached and again.llm_backend == choice.llm_backend  # vLLM is not started again
+    streamed, _ = choose(bundle, cpu_threads=1, llm_schedule="stream")  # vLLM's own schedule: vLLM, unmeasured
+    assert streamed.llm_backend == "auto"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from vlmcap.config import BatchConfig
 from vlmcap.engines.model.captioner import Captioner
 from vlmcap.engines.model.vision import OnnxVisionEngine, OpenVinoVisionEngine, TorchVisionEngine, pixel_batch
 from vlmcap.generation import GenerationParams
@@ -107,3 +108,11 @@ def test_an_fp16_graph_takes_the_same_staged_float32_input(bundle, tmp_path, dec
     rows = engine.encode_frames(frames)
     assert rows.dtype == np.float32 and engine.staging.allocations == 1 and engine.staging.transfers == 2
     assert row_cosines(reference, rows).min() >= VISION_TOLERANCE["fp16"].min_cosine
+
+
+def test_the_vision_engine_is_warmed_up_while_the_llm_engine_starts(bundle) -> None:
+    settings = BatchConfig(vision_backend="torch", vision_precision="fp32", llm_backend="transformers", vision_batch=2)
+    model = Captioner.open(bundle, settings, GenerationParams(max_new_tokens=1, stop_token_ids=[]))
+    assert model.llm is not None
+    assert model.vision.staging.transfers == 1  # one call on a black video, before any real one
+    assert model.vision.staging.allocations == 1  # in the buffer the run's calls use
