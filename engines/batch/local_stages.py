@@ -139,6 +139,8 @@ class VisionStage(threading.Thread):
         self.decoded, self.encoded, self.gate, self.interrupt = decoded, encoded, gate, interrupt
         self.vision_batch, self.batch_wait_s = vision_batch, batch_wait_s
         self.idle_s = 0.0  # waiting for decoded videos: decoding is behind
+        # perf_counter times of its first call's start and end, and of its last call's end
+        self.calls: list[float] = []
         self.failure: BaseException | None = None
 
     def run(self) -> None:
@@ -156,7 +158,9 @@ class VisionStage(threading.Thread):
                 if batch and not self.interrupt.stop.is_set() and captioner is not None:
                     t0 = time.perf_counter()
                     rows = captioner.encode_frames([r.video.frames for r in batch])
-                    put(self.encoded, ("batch", batch, rows, time.perf_counter() - t0), self.interrupt)
+                    t1 = time.perf_counter()
+                    self.calls = [*self.calls[:2], t1] if self.calls else [t0, t1, t1]
+                    put(self.encoded, ("batch", batch, rows, t1 - t0), self.interrupt)
         except BaseException as e:
             self.failure = e
         finally:

@@ -26,6 +26,7 @@ segments are kept by `InFlight` (in_flight.py), which the Ray driver shares.
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -52,6 +53,9 @@ class LocalPipeline:
         self.llm_batches: dict[str, Any] = {}  # the LLM stage's schedule and how full it kept the engine
         # Seconds each stage waited on its neighbours: where a run's time goes (`vlmcap bench batch`).
         self.waits = {"decode_blocked_s": 0.0, "vision_idle_s": 0.0, "llm_idle_s": 0.0}
+        # perf_counter times each model stage had work: vision from its first call to the end of its
+        # last, the LLM from the first rows (the end of vision's first call) to its last caption.
+        self.spans: dict[str, tuple[float, float]] = {}
 
     def outcomes(
         self, tasks: Iterable[VideoTask], interrupt: Interrupt, ready: Callable[[dict[str, str]], None]
@@ -99,6 +103,8 @@ class LocalPipeline:
                 if captioner is not None:
                     self.llm_batches = dict(stage.stats)
                 if outcomes:
+                    if encoder.calls:
+                        self.spans["llm"] = (encoder.calls[1], time.perf_counter())
                     yield outcomes
             tail = _failed_outcomes(feed, in_flight)  # failures read with the end of the stream
             if tail:
@@ -121,6 +127,8 @@ class LocalPipeline:
                 self.decode_pool = dict(decoder.pool_stats)
             self.waits["decode_blocked_s"] += decoder.blocked_s
             self.waits["vision_idle_s"] += encoder.idle_s
+            if encoder.calls:
+                self.spans["vision"] = (encoder.calls[0], encoder.calls[-1])
         for stage in (decoder, encoder):
             if stage.failure is not None:
                 raise stage.failure

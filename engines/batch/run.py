@@ -63,6 +63,13 @@ class RunStats:
     interrupted_by: str | None = None
     wall_s: float = 0.0
     engines_ready_s: float | None = None  # from the run's start until both engines were up (the night's start-up)
+    # From the run's start to its first and its last outcome: before the first, the engines' start and
+    # the first video's way through both; after the last, only the engines' shutdown and the close.
+    first_output_s: float | None = None
+    last_output_s: float | None = None
+    # Local runs: [from, to] seconds from the run's start while each model stage had work (vision:
+    # its first call to the end of its last; llm: the first rows to the last caption).
+    spans_s: dict[str, list[float]] = field(default_factory=dict)
     stage_s: dict[str, float] = field(default_factory=lambda: {"decode": 0.0, "vision": 0.0, "llm": 0.0, "write": 0.0})
     generated_tokens: int = 0
     truncated: int = 0  # captions cut at max_new_tokens (finish_reason "length")
@@ -171,8 +178,9 @@ class Driver(Protocol):
     """Runs the decode, vision and LLM stages over tasks; yields outcomes a batch at a time.
 
     A driver may also have `decode_pool`, its decode pool's counters, `llm_batches`, its LLM
-    schedule with the calls and the videos or segments they held, and `waits`, the seconds each
-    stage waited on its neighbours, read after the run.
+    schedule with the calls and the videos or segments they held, `waits`, the seconds each
+    stage waited on its neighbours, and `spans`, the perf_counter times each model stage had work
+    from and to, read after the run.
     """
 
     def outcomes(
@@ -236,6 +244,9 @@ class BatchRun:
                 for o in outcomes:
                     o.reject_flagged()
             self.stats.add(outcomes)
+            self.stats.last_output_s = round(time.perf_counter() - self._start, 3)
+            if self.stats.first_output_s is None:
+                self.stats.first_output_s = self.stats.last_output_s
             self.outcomes = outcomes
             yield [to_record(o, self.provenance) for o in outcomes]
             self.progress.update(self.stats)
@@ -250,6 +261,10 @@ class BatchRun:
             self.stats.decode_pool = dict(getattr(self.driver, "decode_pool", {}))
             self.stats.llm_batches = dict(getattr(self.driver, "llm_batches", {}))
             self.stats.waits = {k: round(v, 3) for k, v in getattr(self.driver, "waits", {}).items()}
+            self.stats.spans_s = {
+                stage: [round(t - self._start, 3) for t in span]
+                for stage, span in getattr(self.driver, "spans", {}).items()
+            }
             self.stats.interrupted_by = self.interrupt.signal.name if self.interrupt.signal else None
             self.stats.wall_s = time.perf_counter() - self._start
         # The second signal's KeyboardInterrupt ends the run like the first, just without waiting.

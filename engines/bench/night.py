@@ -8,7 +8,10 @@ trained model's would roughly be) and the guards' retry is off (noise is flagged
 retrying every caption would double the LLM's work; the guards cost nothing else).
 
 Reported, all measured in the one sitting:
-- videos/hour of the night, and each stage's busy seconds in it;
+- videos/hour of the night once its pipeline is full (the captions' pace without the first and last
+  quarter: what a night of thousands runs at), where the rest of its wall went (engines starting,
+  the first video alone through both engines, the engines' shutdown), each model stage's span of
+  work, and each stage's busy seconds;
 - each stage alone, with the same engines and threads: vision on the videos' own frames, the LLM on
   their own rows and `tokens` new tokens, decoding from the run's own timings; the slowest one is
   the bottleneck, and the night's rate over the bottleneck's alone is the pipeline's efficiency;
@@ -20,6 +23,7 @@ Reported, all measured in the one sitting:
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import time
 from pathlib import Path
@@ -33,6 +37,7 @@ from vlmcap.bench.probes import machine_limits
 from vlmcap.bundle import REFERENCE_DIR, Bundle
 from vlmcap.config import BatchConfig, load_config
 from vlmcap.engines.bench.long_videos import measure_batch, write_long_video
+from vlmcap.engines.datasets.schema import parse_timestamp
 from vlmcap.engines.model.captioner import Captioner, engine_threads, open_llm_engine, open_vision_engine
 from vlmcap.engines.model.engine_choice import engine_settings
 from vlmcap.generation import GenerationParams
@@ -41,7 +46,7 @@ from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.pool import DecodePool
 
 NIGHT_FPS = 25
-STANDALONE_VIDEOS = 2  # each model stage alone: this many of the night's videos
+STANDALONE_VIDEOS = 4  # each model stage alone: this many of the night's videos (two vary by a tenth)
 
 
 def night_videos(folder: Path, count: int, min_s: float, max_s: float, seed: int = 0) -> list[Path]:
@@ -71,8 +76,8 @@ def bench_night(
     args = [*map(str, videos), "--out", str(out), "--overwrite", "--engine", str(bundle.root), *batch_args, *forced]
     run = measure_batch(args, workdir / "night.stats.json")
     stats = run.pop("stats")
-    # Steady state: from the engines being up to the last line (a night of thousands amortises the start).
-    night_per_hour = len(videos) / (stats["wall_s"] - (stats.get("engines_ready_s") or 0.0)) * 3600
+    phases = night_phases(stats, _finished_at(out))
+    night_per_hour = phases["steady_videos_per_hour"] or phases["ready_to_last_videos_per_hour"]  # too few to trim
     fixed = dataclasses.replace(params, max_new_tokens=tokens, ignore_eos=True)  # as the night's captions
     alone = _standalone(bundle, _as_the_night_ran(settings, stats["engines"]), fixed, videos[:STANDALONE_VIDEOS])
     alone["decode"] = stats["stage_s"]["decode"] / len(videos) / max(1, settings.workers)  # workers in parallel
@@ -91,6 +96,7 @@ def bench_night(
         "night": {
             **run,
             "engines_ready_s": stats.get("engines_ready_s"),
+            **phases,
             "videos_per_hour": round(night_per_hour, 1),
             "videos_per_hour_with_start": round(len(videos) / run["wall_s"] * 3600, 1),
             "stage_busy_s": stats["stage_s"],
@@ -105,6 +111,40 @@ def bench_night(
             work, alone, limits[threads["vision"]], limits[threads["llm"]], choice.vision_precision, settings.vllm.dtype
         ),
     }
+
+
+def night_phases(stats: dict[str, Any], finished: list[float]) -> dict[str, Any]:
+    """Where the night's wall went, and the rate it runs at once its pipeline is full, from its stats
+    and its records' finish times (`finished`, seconds).
+
+    Once a night: start (until both engines were up), fill (from then to the first caption: the first
+    video goes through both engines alone), drain (the last videos leave the LLM after the vision
+    stage is done) and close (the engines' shutdown, after the last caption). The steady rate is
+    the captions' pace with the first and last quarter left out (at least one each side), what a
+    night of thousands runs at; each model stage's rate over the span it had work is shown beside it.
+    """
+    ready, first, last = stats.get("engines_ready_s") or 0.0, stats["first_output_s"], stats["last_output_s"]
+    times, videos = sorted(finished), len(finished)
+    trim = max(1, videos // 4)
+    steady = None
+    if videos - 2 * trim >= 2 and times[-1 - trim] > times[trim]:
+        steady = (videos - 1 - 2 * trim) / (times[-1 - trim] - times[trim]) * 3600
+    spans = stats.get("spans_s", {})
+    return {
+        "start_s": round(ready, 1),
+        "fill_s": round(first - ready, 1),
+        "close_s": round(stats["wall_s"] - last, 1),
+        "spans_s": spans,
+        "stage_videos_per_hour": {stage: round(videos / (b - a) * 3600, 1) for stage, (a, b) in spans.items() if b > a},
+        "steady_videos_per_hour": round(steady, 1) if steady else None,
+        "ready_to_last_videos_per_hour": round(videos / (last - ready) * 3600, 1),
+    }
+
+
+def _finished_at(records: Path) -> list[float]:
+    """Each record's `finished_at`, in seconds since the epoch."""
+    with records.open(encoding="utf-8") as f:
+        return [parse_timestamp(json.loads(line)["finished_at"]).timestamp() for line in f if line.strip()]
 
 
 def _as_the_night_ran(settings: BatchConfig, engines: dict[str, str]) -> BatchConfig:

@@ -359,8 +359,12 @@ def bench_night_cmd(
         return
     night = report["night"]
     click.echo(
-        f"{report['videos']} videos ({report['video_seconds']:g} s of video): {night['videos_per_hour']} videos/hour, "
-        f"wall {night['wall_s']} s, peak RSS {night['peak_rss_mb']} MB"
+        f"{report['videos']} videos ({report['video_seconds']:g} s of video): {night['videos_per_hour']} videos/hour "
+        f"steady, wall {night['wall_s']} s, peak RSS {night['peak_rss_mb']} MB"
+    )
+    click.echo(
+        f"wall: engines starting {night['start_s']} s, first caption {night['fill_s']} s later, "
+        f"shutdown {night['close_s']} s; each stage's videos/hour while it had work: {night['stage_videos_per_hour']}"
     )
     click.echo(f"engines: {report['engines']}; threads per engine {report['threads_per_engine']}")
     click.echo(f"busy in the night: {night['stage_busy_s']}")
