@@ -26,7 +26,7 @@ from vlmcap.config import BatchConfig, load_config
 if TYPE_CHECKING:
     from vlmcap.bundle import Bundle
     from vlmcap.engines.batch.run import RunStats
-    from vlmcap.engines.model.captioner import Captioner as Engines
+    from vlmcap.engines.model.engines import Engines
     from vlmcap.generation import GenerationParams
 
 
@@ -56,10 +56,10 @@ class Captioner:
     """
 
     def __init__(self, settings: BatchConfig) -> None:
-        from vlmcap.engines.batch.caption_videos import prepare
         from vlmcap.engines.batch.provenance import Provenance
-        from vlmcap.engines.model.captioner import Captioner as Engines
+        from vlmcap.engines.batch.run_batch import prepare
         from vlmcap.engines.model.engine_choice import engine_settings
+        from vlmcap.engines.model.engines import Engines
 
         bundle, params = prepare(settings)  # bundle verified, decoding and prompt checked: before any engine
         self.settings, choice = engine_settings(bundle, settings, params)  # `auto` engines decided, threads set
@@ -98,11 +98,11 @@ class Captioner:
         files, folders (walked), globs, list files, URLs; one file reached by several spellings or
         symlinks is one video, named as it was first reached. A bare string is refused: it is not a list.
         """
-        from vlmcap.engines.batch.caption_videos import remote_options
         from vlmcap.engines.batch.ledger import ResumeState
         from vlmcap.engines.batch.pipeline import LocalPipeline
         from vlmcap.engines.batch.progress import Progress
         from vlmcap.engines.batch.run import BatchRun, RunStats
+        from vlmcap.engines.batch.run_batch import remote_options
         from vlmcap.engines.batch.selection import TaskFilter
         from vlmcap.video.discovery import InputProblem, iter_video_paths
 
@@ -151,7 +151,7 @@ def caption_videos(
     skipped), locked against a second run on the same output, crash-safe; returns the run's stats
     (`stats.exit_code` is the CLI's exit code). Keywords are `batch:` config keys over the YAML
     `config`; `settings` (already built, as the CLI does) replaces all three."""
-    from vlmcap.engines.batch.caption_videos import caption_videos as run_batch
+    from vlmcap.engines.batch.run_batch import run_batch
 
     if settings is None:
         listed = input_list(inputs) if inputs is not None else None

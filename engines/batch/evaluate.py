@@ -24,8 +24,8 @@ from vlmcap.engines.batch.progress import Progress
 from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.run import BatchRun, RunStats
 from vlmcap.engines.batch.selection import TaskFilter
-from vlmcap.engines.model.captioner import Captioner
 from vlmcap.engines.model.engine_choice import engine_settings
+from vlmcap.engines.model.engines import Engines
 from vlmcap.errors import ConfigError
 from vlmcap.files import write_jsonl
 from vlmcap.generation import GenerationParams
@@ -65,7 +65,7 @@ def evaluate_bundle(
     settings = settings.model_copy(update={"prompt": prompts.pop()})
     params = GenerationParams.from_bundle(bundle, settings.generation)
     settings, choice = engine_settings(bundle, settings, params)  # `auto` engines decided, threads set
-    driver = LocalPipeline(bundle, settings, lambda: Captioner.open(bundle, settings, params))
+    driver = LocalPipeline(bundle, settings, lambda: Engines.open(bundle, settings, params))
     tasks = TaskFilter(ResumeState())(s.video for s in samples)
     stats = RunStats()
     by_video: dict[str, dict[str, Any]] = {}

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from vlmcap.config import BatchConfig
-from vlmcap.engines.model.captioner import Caption, Captioner
+from vlmcap.engines.model.engines import Caption, Engines
 from vlmcap.engines.model.llm import LLMEngine, StreamingLLMEngine
 from vlmcap.video.worker import DecodeResult
 
@@ -136,7 +136,7 @@ def failures_only(feed: EncodedFeed) -> Iterator[list[Captioned]]:
 class LLMStage:
     """Runs the chosen schedule over a feed; `stats` says how full the engine was kept."""
 
-    captioner: Captioner
+    captioner: Engines
     prompt: str | None
     batch_size: int
     batch_wait_s: float

@@ -21,7 +21,7 @@ from vlmcap.engines.batch.in_flight import InFlight
 from vlmcap.engines.batch.llm_stage import DONE
 from vlmcap.engines.batch.run import Interrupt
 from vlmcap.engines.batch.selection import VideoTask
-from vlmcap.engines.model.captioner import Captioner
+from vlmcap.engines.model.engines import Engines
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.pool import DecodePool
@@ -35,14 +35,14 @@ class EnginesGate:
 
     def __init__(self) -> None:
         self._opened = threading.Event()
-        self.captioner: Captioner | None = None
+        self.captioner: Engines | None = None
         self.opened_at: float | None = None
 
-    def open(self, captioner: Captioner | None) -> None:
+    def open(self, captioner: Engines | None) -> None:
         self.captioner, self.opened_at = captioner, time.perf_counter()
         self._opened.set()
 
-    def wait(self) -> Captioner | None:
+    def wait(self) -> Engines | None:
         self._opened.wait()
         return self.captioner
 
@@ -112,7 +112,7 @@ class DecodeStage(threading.Thread):
             put(self.decoded, DONE, self.interrupt, force=True)
 
 
-def _keep_off_the_llm_cores(captioner: Captioner) -> None:
+def _keep_off_the_llm_cores(captioner: Engines) -> None:
     """This thread (the vision stage's) computes on the cores vLLM was not bound to, where it has
     them: the two engines then never take turns on one core (an ONNX Runtime or torch engine on
     one thread computes in the calling thread; OpenVINO's own threads are not moved)."""

@@ -38,14 +38,14 @@ from vlmcap.engines.batch.local_stages import DecodeStage, EnginesGate, VisionSt
 from vlmcap.engines.batch.records import Outcome
 from vlmcap.engines.batch.run import Interrupt
 from vlmcap.engines.batch.selection import VideoTask
-from vlmcap.engines.model.captioner import Captioner
+from vlmcap.engines.model.engines import Engines
 
 
 class LocalPipeline:
     """`captioner`: engines to use as they are (the caller closes them), or a function that opens
     them once a task comes (closed at the end of the run)."""
 
-    def __init__(self, bundle: Bundle, settings: BatchConfig, captioner: Captioner | Callable[[], Captioner]) -> None:
+    def __init__(self, bundle: Bundle, settings: BatchConfig, captioner: Engines | Callable[[], Engines]) -> None:
         self.bundle = bundle
         self.settings = settings
         self.captioner = captioner
@@ -78,7 +78,7 @@ class LocalPipeline:
                     pass  # listing and resume filtering run until the first video to caption
                 if decoder.has_work.is_set() and not interrupt.stop.is_set():
                     # Decoding has already started meanwhile.
-                    captioner = self.captioner if isinstance(self.captioner, Captioner) else self.captioner()
+                    captioner = self.captioner if isinstance(self.captioner, Engines) else self.captioner()
             finally:
                 gate.open(captioner)
             feed = EncodedFeed(encoded, interrupt.stop)
@@ -121,7 +121,7 @@ class LocalPipeline:
             # are daemon processes, which die with this process.
             encoder.join(timeout=1.0 if interrupt.hard.is_set() else 30.0)
             decoder.join(timeout=1.0 if interrupt.hard.is_set() else settings.decode_timeout_s + 10)
-            if gate.captioner is not None and not isinstance(self.captioner, Captioner):
+            if gate.captioner is not None and not isinstance(self.captioner, Engines):
                 gate.captioner.close()  # opened by this run: closed by it
             if decoder.pool_stats:
                 self.decode_pool = dict(decoder.pool_stats)

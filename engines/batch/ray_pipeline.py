@@ -1,14 +1,14 @@
 """The Ray driver of a batch run (`vlmcap batch --ray`): the stages as Ray Data operators, for more than one machine.
 
     tasks (filtered on the driver by vlmcap.engines.batch.selection.TaskFilter)
-      -> map_batches(DecodeStage)   actors, each with its own DecodePool: a hung or crashing
-                                    decode costs one video, exactly as locally; with --segments
-                                    a row per segment, yielded as decoded (memory stays bounded)
-      -> map_batches(VisionStage)   actor pool over the bundle's vision.onnx (GPUs per actor configurable)
-      -> map_batches(LLMStage)      actor pool of LLM engines (vLLM fed prompt embeds, or transformers)
+      -> map_batches(RayDecode)   actors, each with its own DecodePool: a hung or crashing
+                                  decode costs one video, exactly as locally; with --segments
+                                  a row per segment, yielded as decoded (memory stays bounded)
+      -> map_batches(RayVision)   actor pool over the bundle's vision.onnx (GPUs per actor configurable)
+      -> map_batches(RayLLM)      actor pool of LLM engines (vLLM fed prompt embeds, or transformers)
       -> outcomes, back on the driver (vlmcap.engines.batch.run.BatchRun turns them into records)
 
-One implementation, two drivers: the stage bodies are the same `Captioner.caption` and vision
+One implementation, two drivers: the stage bodies are the same `Engines.caption` and vision
 engine `encode_frames` the local pipeline uses (here the LLM runs batched, not streamed), and both
 drivers hand `Outcome`s to the same run core, so the output schema, resume keys and error
 semantics are the same. Ray Data's own LLM processor
@@ -36,7 +36,7 @@ from vlmcap.engines.batch.records import Outcome
 from vlmcap.engines.batch.run import Interrupt
 from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.engines.model.caption_quality import Quality
-from vlmcap.engines.model.captioner import Captioner, open_llm_engine, open_vision_engine
+from vlmcap.engines.model.engines import Engines, open_llm_engine, open_vision_engine
 from vlmcap.generation import GenerationParams
 from vlmcap.video.remote import RemoteVideo
 from vlmcap.video.worker import SegmentRef
@@ -44,7 +44,7 @@ from vlmcap.video.worker import SegmentRef
 log = logging.getLogger(__name__)
 
 
-class DecodeStage:
+class RayDecode:
     """Decode a block of paths in this actor's worker processes; failures become rows, not exceptions."""
 
     def __init__(self, bundle_path: str, settings: BatchConfig) -> None:
@@ -99,7 +99,7 @@ class DecodeStage:
             pool.close()
 
 
-class VisionStage:
+class RayVision:
     def __init__(self, bundle_path: str, settings: BatchConfig) -> None:
         self.bundle = load_bundle(bundle_path)
         self.engine = open_vision_engine(self.bundle, settings)
@@ -118,11 +118,11 @@ class VisionStage:
         return out
 
 
-class LLMStage:
+class RayLLM:
     def __init__(self, bundle_path: str, settings: BatchConfig, params: GenerationParams) -> None:
         self.bundle = load_bundle(bundle_path)
         self.prompt = settings.prompt
-        self.captioner = Captioner(self.bundle, None, None, params, settings.quality)
+        self.captioner = Engines(self.bundle, None, None, params, settings.quality)
         max_prompt_len = self.captioner.max_prompt_len(self.prompt)
         self.captioner.llm = open_llm_engine(self.bundle, settings, params, max_prompt_len, settings.batch_size)
 
@@ -237,14 +237,14 @@ class RayPipeline:
             [{"video": str(v), "remote": v.as_json() if isinstance(v, RemoteVideo) else ""} for v in videos]
         )
         ds = ds.map_batches(
-            DecodeStage,
+            RayDecode,
             fn_constructor_kwargs={"bundle_path": root, "settings": settings},
             batch_size=settings.batch_size,
             compute=ray.data.ActorPoolStrategy(size=ray_options.decode_actors),
             num_cpus=1,
         )
         ds = ds.map_batches(
-            VisionStage,
+            RayVision,
             fn_constructor_kwargs={"bundle_path": root, "settings": settings},
             batch_size=settings.vision_batch_size,
             compute=ray.data.ActorPoolStrategy(size=ray_options.vision_actors),
@@ -252,7 +252,7 @@ class RayPipeline:
             num_gpus=ray_options.gpus_per_vision_actor,
         )
         return ds.map_batches(
-            LLMStage,
+            RayLLM,
             fn_constructor_kwargs={"bundle_path": root, "settings": settings, "params": self.params},
             batch_size=settings.batch_size,
             compute=ray.data.ActorPoolStrategy(size=ray_options.llm_actors),

@@ -28,8 +28,8 @@ from vlmcap.engines.batch.progress import Progress
 from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.run import BatchRun, RunStats
 from vlmcap.engines.batch.selection import TaskFilter
-from vlmcap.engines.model.captioner import Captioner
 from vlmcap.engines.model.engine_choice import engine_settings
+from vlmcap.engines.model.engines import Engines
 from vlmcap.engines.model.llm import StreamingLLMEngine
 from vlmcap.engines.model.llm_transformers import TransformersEngine
 from vlmcap.engines.model.vision import TorchVisionEngine
@@ -42,7 +42,7 @@ from vlmcap.video.preprocess import preprocess_frames
 def naive_loop(bundle: Bundle, videos: Sequence[str], params: GenerationParams) -> dict[str, Any]:
     start = time.perf_counter()
     vision = TorchVisionEngine.from_bundle(bundle, "cpu")
-    captioner = Captioner(bundle, vision, TransformersEngine(bundle, "cpu"), params)
+    captioner = Engines(bundle, vision, TransformersEngine(bundle, "cpu"), params)
     startup = time.perf_counter() - start
     spec = bundle.manifest.image.spec()
     options = DecodeOptions(num_frames=bundle.manifest.video.num_frames)
@@ -59,7 +59,7 @@ def naive_loop(bundle: Bundle, videos: Sequence[str], params: GenerationParams) 
     return {"startup_s": round(startup, 2), "wall_s": round(wall, 2), "captions": captions}
 
 
-def _run(bundle: Bundle, videos: Sequence[str], captioner: Captioner, settings: BatchConfig) -> tuple[RunStats, dict]:
+def _run(bundle: Bundle, videos: Sequence[str], captioner: Engines, settings: BatchConfig) -> tuple[RunStats, dict]:
     """One pass of the batch pipeline over `videos` with engines already open; records in memory."""
     stats, records = RunStats(), {}
     tasks = TaskFilter(ResumeState())(videos)
@@ -70,7 +70,7 @@ def _run(bundle: Bundle, videos: Sequence[str], captioner: Captioner, settings: 
     return stats, records
 
 
-def schedules(captioner: Captioner, settings: BatchConfig) -> list[str]:
+def schedules(captioner: Engines, settings: BatchConfig) -> list[str]:
     """The LLM schedules to measure: both where the engine streams (vLLM), else batched only."""
     if isinstance(captioner.llm, StreamingLLMEngine) and settings.llm_schedule == "auto":
         return ["batch", "stream"]
@@ -80,7 +80,7 @@ def schedules(captioner: Captioner, settings: BatchConfig) -> list[str]:
 def pipeline_runs(bundle: Bundle, videos: Sequence[str], params: GenerationParams, settings: BatchConfig) -> dict:
     """`vlmcap batch`'s pipeline over `videos`, twice per LLM schedule, on one set of engines."""
     start = time.perf_counter()
-    captioner = Captioner.open(bundle, settings, params)
+    captioner = Engines.open(bundle, settings, params)
     runs: dict[str, list[dict[str, Any]]] = {}
     try:
         # Start-up also covers the decode forkserver (it imports torch/decord once per process): one

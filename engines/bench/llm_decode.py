@@ -15,7 +15,7 @@ from vlmcap.bench.timer import time_call
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
 from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
-from vlmcap.engines.model.captioner import open_llm_engine
+from vlmcap.engines.model.engines import open_llm_engine
 from vlmcap.engines.model.llm import LLMEngine
 from vlmcap.generation import GenerationParams
 from vlmcap.prompt import PromptBuilder

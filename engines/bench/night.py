@@ -38,8 +38,8 @@ from vlmcap.bundle import REFERENCE_DIR, Bundle
 from vlmcap.config import BatchConfig, load_config
 from vlmcap.engines.bench.long_videos import measure_batch, write_long_video
 from vlmcap.engines.datasets.schema import parse_timestamp
-from vlmcap.engines.model.captioner import Captioner, engine_threads, open_llm_engine, open_vision_engine
 from vlmcap.engines.model.engine_choice import engine_settings
+from vlmcap.engines.model.engines import Engines, engine_threads, open_llm_engine, open_vision_engine
 from vlmcap.generation import GenerationParams
 from vlmcap.run_dir import CONFIG_FILE
 from vlmcap.video.decoders import DecodeOptions
@@ -180,7 +180,7 @@ def _standalone(bundle: Bundle, settings: BatchConfig, params: GenerationParams,
     rows = np.concatenate([vision.encode_frames([f]) for f in frames])
     vision_s = (time.perf_counter() - start) / len(frames)
     del vision
-    captioner = Captioner(bundle, None, None, params)
+    captioner = Engines(bundle, None, None, params)
     llm = open_llm_engine(bundle, settings, params, captioner.max_prompt_len(settings.prompt), len(frames))
     try:
         batch = captioner.embed(rows, [settings.prompt] * len(frames))

@@ -1,2 +1,2 @@
-"""A bundle's engines: vision (ONNX Runtime / torch), LLM (vLLM / transformers), the `Captioner` joining them,
-and the checks on what they are given and what they generate."""
+"""A bundle's engines: vision (ONNX Runtime / torch / OpenVINO), LLM (vLLM / transformers), `Engines`
+joining them, `auto`'s measured choice among them, and the checks on what they are given and generate."""

@@ -49,8 +49,8 @@ from vlmcap.bundle import Bundle
 from vlmcap.caption_agreement import greedy_captions, token_agreement
 from vlmcap.closeness import VISION_TOLERANCE, row_cosines
 from vlmcap.config import BatchConfig
-from vlmcap.engines.model.captioner import (
-    Captioner,
+from vlmcap.engines.model.engines import (
+    Engines,
     open_llm_engine,
     open_vision_engine,
     vllm_problem,
@@ -469,7 +469,7 @@ class CalibrationPrompt:
     the reference rows, then DECODE_STEPS tokens (a prefill's cost per row is flat)."""
 
     def __init__(self, bundle: Bundle, settings: BatchConfig, params: GenerationParams, vision_rows: np.ndarray):
-        self.captioner = Captioner(bundle, None, None, params)  # the tokenizer, the prompt and the embedding table
+        self.captioner = Engines(bundle, None, None, params)  # the tokenizer, the prompt and the embedding table
         self.params = params
         full = self.captioner.embed(vision_rows, [settings.prompt])
         keep = min(CALIBRATION_TOKENS, full.inputs_embeds.shape[1])
@@ -513,7 +513,7 @@ def _choose_llm_engine(
     """`auto`'s LLM engine: vLLM (which streams) unless transformers runs a whole video's prompt and
     caption CHOICE_MARGIN faster here, both timed on the calibration prompt in `dtype`.
 
-    "auto" (not measured: vLLM where it starts, engines/model/captioner.py) for another backend asked
+    "auto" (not measured: vLLM where it starts, engines/model/engines.py) for another backend asked
     for, the streaming settings (vLLM's), a small LLM, a quantized one (its kernels decide,
     engines/model/quant_support.py), and where vLLM cannot run this bundle or start from here.
     """

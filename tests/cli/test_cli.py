@@ -129,35 +129,14 @@ def test_bench_train_measures_both_modes(small_synth) -> None:
     assert all(r["steps"] == 4 and r["samples_per_s"] > 0 for r in rows)
 
 
-def test_tensorboard_without_the_package_is_a_config_error(small_synth, tmp_path) -> None:
-    import importlib.util
-
-    args = [
-        "train",
-        "--preset",
-        "tiny",
-        "--data",
-        str(small_synth["train"]),
-        "--out",
-        str(tmp_path / "r"),
-        "train.tensorboard=true",
-        "train.max_steps=1",
-    ]
-    result = CliRunner().invoke(cli, args)
-    if importlib.util.find_spec("tensorboard") is None:
-        assert result.exit_code == 2 and "pip install tensorboard" in result.output
-    else:
-        assert result.exit_code == 0 and list((tmp_path / "r" / "tensorboard").iterdir())
-
-
 def test_a_bug_exits_70_with_one_line_and_a_traceback_only_with_v(tmp_path, monkeypatch) -> None:
     """What a cron wrapper sees when vlmcap itself fails: its own code, never 1 ("some videos failed")."""
-    import vlmcap.engines.batch.caption_videos
+    import vlmcap.engines.batch.run_batch
 
     def bug(*args, **kwargs):
         raise KeyError("a bug")  # stands in for any defect below the CLI
 
-    monkeypatch.setattr(vlmcap.engines.batch.caption_videos, "caption_videos", bug)
+    monkeypatch.setattr(vlmcap.engines.batch.run_batch, "run_batch", bug)
     args = ["batch", str(tmp_path), "--out", str(tmp_path / "c.jsonl")]
     quiet = CliRunner().invoke(cli, args)
     assert quiet.exit_code == 70

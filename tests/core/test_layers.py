@@ -15,7 +15,7 @@ def test_core_stages_and_cli_import_one_way_only() -> None:
 
 def test_every_module_is_checked_under_its_installed_name() -> None:
     names = dict(modules(package_dirs(REPO / "pyproject.toml")))
-    assert names["vlmcap.engines.batch.caption_videos"] == REPO / "engines" / "batch" / "caption_videos.py"
+    assert names["vlmcap.engines.batch.run_batch"] == REPO / "engines" / "batch" / "run_batch.py"
     assert names["vlmcap.training"] == REPO / "training" / "__init__.py"
     assert "vlmcap.bundle.manifest" in names and "vlmcap.cli" in names
     assert not [n for n in names if n.split(".")[0] != "vlmcap"]

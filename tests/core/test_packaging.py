@@ -54,8 +54,8 @@ def test_the_installed_wheel_imports_its_stages_from_itself(wheel: Path, tmp_pat
     (tmp_path / "training").mkdir()
     (tmp_path / "training" / "__init__.py").write_text("raise ImportError('the user project shadowed vlmcap')\n")
     code = (
-        "import vlmcap.cli, vlmcap.training.trainer, vlmcap.export.exporter, vlmcap.engines.batch.caption_videos; "
-        "print(vlmcap.training.trainer.__file__, vlmcap.engines.batch.caption_videos.__file__)"
+        "import vlmcap.cli, vlmcap.training.trainer, vlmcap.export.exporter, vlmcap.engines.batch.run_batch; "
+        "print(vlmcap.training.trainer.__file__, vlmcap.engines.batch.run_batch.__file__)"
     )
     env = {**os.environ, "PYTHONPATH": f"{target}{os.pathsep}{tmp_path}"}
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)

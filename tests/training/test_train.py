@@ -211,3 +211,11 @@ def test_batch_larger_than_the_data_fails_before_training(small_synth, tmp_path)
     config = tiny(small_synth, "train.batch_size=64")
     with pytest.raises(ConfigError, match=r"train.batch_size=64: larger than the 48 samples"):
         run_training(config, tmp_path / "r")
+
+
+def test_tensorboard_without_the_package_is_a_config_error_before_any_step(small_synth, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # not installed, whatever this machine has
+    args = ["train", "--preset", "tiny", "--data", str(small_synth["train"]), "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(cli, [*args, "train.tensorboard=true", "train.max_steps=1"])
+    assert result.exit_code == 2 and "pip install tensorboard" in result.output
+    assert latest_checkpoint(tmp_path / "r") is None  # refused before training started

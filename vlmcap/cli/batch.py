@@ -57,8 +57,8 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
       vlmcap batch ./videos --out captions.jsonl batch.generation.max_new_tokens=48
     """
     from vlmcap.engines.api import caption_videos
-    from vlmcap.engines.batch.caption_videos import list_selected
     from vlmcap.engines.batch.progress import summary_lines
+    from vlmcap.engines.batch.run_batch import list_selected
 
     if inputs:
         config.flags["batch.inputs"] = list(inputs)

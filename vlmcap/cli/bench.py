@@ -197,7 +197,7 @@ def bench_batch_cmd(inputs: tuple[str, ...], config: ConfigSource, plot: Path | 
     Example: vlmcap bench batch demo-work/synth/videos --batch-size 16
     """
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.batch.caption_videos import bundle_path
+    from vlmcap.engines.batch.run_batch import bundle_path
     from vlmcap.engines.bench.batch_schedules import bench_batch
     from vlmcap.video.discovery import iter_videos_only
 
@@ -241,7 +241,7 @@ def bench_llm_cmd(
     Example: vlmcap bench llm --engine bundles/w4a16 --llm-backend vllm --batch 4
     """
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.batch.caption_videos import bundle_path
+    from vlmcap.engines.batch.run_batch import bundle_path
     from vlmcap.engines.bench.llm_decode import bench_llm
 
     settings = config.load().batch

@@ -49,7 +49,7 @@ def run_demo(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.batch.caption_videos import caption_videos
+    from vlmcap.engines.batch.run_batch import run_batch
     from vlmcap.engines.datasets.eval_report import EVAL_COMMAND, evaluate_with_page
     from vlmcap.engines.datasets.report import build_report
     from vlmcap.engines.datasets.static_site import check_site_folder
@@ -130,7 +130,7 @@ def run_demo(
         progress=False,
         thumbnails=str(workdir / "multiscene" / "thumbs"),
     )
-    caption_videos(scene_settings)
+    run_batch(scene_settings)
     report = workdir / "multiscene" / "report"
     build_report(out, report, overwrite=True)
     (line,) = [json.loads(text) for text in out.read_text(encoding="utf-8").splitlines()]

@@ -18,7 +18,7 @@ import torch
 
 from vlmcap.bundle import load_bundle
 from vlmcap.config import ExportConfig, load_config
-from vlmcap.engines.model.captioner import Captioner
+from vlmcap.engines.model.engines import Engines
 from vlmcap.engines.model.llm_transformers import TransformersEngine
 from vlmcap.engines.model.vision import OnnxVisionEngine
 from vlmcap.export.exporter import ExportRequest, export_bundle
@@ -80,7 +80,7 @@ def test_the_bundle_records_the_scale_and_the_engines_rows_are_the_models(family
     pixels, _ = sample_pixels(config, spec, manifest_videos(config), 3)
     expected = model.eval().generate(pixels, max_new_tokens=12)
     params = GenerationParams(max_new_tokens=12, stop_token_ids=list(bundle.manifest.generation.stop_token_ids))
-    captioner = Captioner(bundle, OnnxVisionEngine(bundle), TransformersEngine(bundle), params)
+    captioner = Engines(bundle, OnnxVisionEngine(bundle), TransformersEngine(bundle), params)
     captions = captioner.caption(captioner.encode(pixels.numpy()), [None] * len(pixels))
     assert [c.text for c in captions] == expected
 

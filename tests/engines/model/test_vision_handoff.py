@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from vlmcap.config import BatchConfig
-from vlmcap.engines.model.captioner import Captioner
+from vlmcap.engines.model.engines import Engines
 from vlmcap.engines.model.vision import OnnxVisionEngine, OpenVinoVisionEngine, TorchVisionEngine, pixel_batch
 from vlmcap.generation import GenerationParams
 
 ENGINES = {"onnx": OnnxVisionEngine, "torch": TorchVisionEngine.from_bundle, "openvino": OpenVinoVisionEngine}
 
 
-def captioner(bundle, engine) -> Captioner:
-    return Captioner(bundle, engine, None, GenerationParams(max_new_tokens=1, stop_token_ids=[]))
+def captioner(bundle, engine) -> Engines:
+    return Engines(bundle, engine, None, GenerationParams(max_new_tokens=1, stop_token_ids=[]))
 
 
 @pytest.mark.parametrize("kind", list(ENGINES))
@@ -112,7 +112,7 @@ def test_an_fp16_graph_takes_the_same_staged_float32_input(bundle, tmp_path, dec
 
 def test_the_vision_engine_is_warmed_up_while_the_llm_engine_starts(bundle) -> None:
     settings = BatchConfig(vision_backend="torch", vision_precision="fp32", llm_backend="transformers", vision_batch=2)
-    model = Captioner.open(bundle, settings, GenerationParams(max_new_tokens=1, stop_token_ids=[]))
+    model = Engines.open(bundle, settings, GenerationParams(max_new_tokens=1, stop_token_ids=[]))
     assert model.llm is not None
     assert model.vision.staging.transfers == 1  # one call on a black video, before any real one
     assert model.vision.staging.allocations == 1  # in the buffer the run's calls use

@@ -133,8 +133,11 @@ def open_llm_engine(
     return engine
 
 
-class Captioner:
-    """`quality`: the caption guards and their retry; None checks nothing (the naive loop `vlmcap bench
+class Engines:
+    """A run's model engines and what turns vision rows into captions (the Python API's `Captioner`,
+    engines/api.py, is the front door that opens these for a user).
+
+    `quality`: the caption guards and their retry; None checks nothing (the naive loop `vlmcap bench
     batch` measures against is what people run today: no guards)."""
 
     def __init__(
@@ -160,7 +163,7 @@ class Captioner:
         self.num_frames = bundle.manifest.video.num_frames
 
     @classmethod
-    def open(cls, bundle: Bundle, settings: BatchConfig, params: GenerationParams) -> Captioner:
+    def open(cls, bundle: Bundle, settings: BatchConfig, params: GenerationParams) -> Engines:
         """Start both engines; vLLM's context length is sized for the video tokens + the prompt + output."""
         captioner = cls(bundle, open_vision_engine(bundle, settings), None, params, settings.quality)
         max_prompt_len = captioner.max_prompt_len(settings.prompt)

@@ -109,7 +109,7 @@ def check_paths(settings: BatchConfig) -> Path:
 def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     """The bundle, verified, and generation settings it accepts; raises ConfigError/BundleError (exit 2)."""
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.model.captioner import decodings
+    from vlmcap.engines.model.engines import decodings
     from vlmcap.engines.model.llm_vllm import check_params_safe, check_vllm_can_spawn
     from vlmcap.engines.model.prompt_check import check_prompt
     from vlmcap.engines.model.quant_support import check_vllm_can_serve
@@ -176,12 +176,12 @@ def make_driver(bundle: Bundle, settings: BatchConfig, params: GenerationParams)
 
         return RayPipeline(bundle, settings, params)
     from vlmcap.engines.batch.pipeline import LocalPipeline
-    from vlmcap.engines.model.captioner import Captioner
+    from vlmcap.engines.model.engines import Engines
 
-    return LocalPipeline(bundle, settings, lambda: Captioner.open(bundle, settings, params))
+    return LocalPipeline(bundle, settings, lambda: Engines.open(bundle, settings, params))
 
 
-def caption_videos(settings: BatchConfig, stdin: TextIO | None = None) -> RunStats:
+def run_batch(settings: BatchConfig, stdin: TextIO | None = None) -> RunStats:
     """Caption `settings.inputs` into `settings.out`: resume, lock, append, compact; the run's stats."""
     out = check_paths(settings)
     with OutputLock(out, settings.wait_lock_s) as lock:
