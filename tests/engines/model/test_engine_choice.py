@@ -1,6 +1,6 @@
-"""`auto` engines (engines/model/engine_choice.py): measured once per machine and bundle, cached, chosen by
-rate behind a margin and only when the check against float32 passes; explicit requests honoured and
-checked; a small model not measured at all."""
+"""`auto` engines (engines/model/engine_choice.py, calibration.py): measured once per machine and
+bundle, cached, chosen by rate behind a margin and only when the check against float32 passes;
+explicit requests honoured and checked; a small model not measured at all."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from vlmcap.cli import cli
 from vlmcap.closeness import Tolerance
 from vlmcap.config import BatchConfig
 from vlmcap.engines.batch.provenance import Provenance
-from vlmcap.engines.model import engine_choice
-from vlmcap.engines.model.engine_choice import CHOICE_MARGIN, EngineChoice, Trial, engine_settings, split_threads
+from vlmcap.engines.model import calibration, engine_choice
+from vlmcap.engines.model.calibration import CHOICE_MARGIN, Trial
+from vlmcap.engines.model.engine_choice import EngineChoice, engine_settings, split_threads
 from vlmcap.errors import ConfigError
 from vlmcap.generation import GenerationParams
 
@@ -43,9 +44,9 @@ def test_a_small_model_keeps_its_baseline_unmeasured(tiny_bundle, vlmcap_home) -
 
 
 def test_measured_choices_follow_the_rule_and_are_cached_per_machine(tiny_bundle, vlmcap_home, monkeypatch) -> None:
-    monkeypatch.setattr(engine_choice, "MEASURE_FROM_BYTES", {"vision": 0, "llm": 0})
-    monkeypatch.setattr(engine_choice, "have_openvino", lambda: False)  # its own tests cover it
-    monkeypatch.setattr(engine_choice, "native_bf16", lambda: True)  # every CPU measures both precisions
+    monkeypatch.setattr(calibration, "MEASURE_FROM_BYTES", {"vision": 0, "llm": 0})
+    monkeypatch.setattr(calibration, "have_openvino", lambda: False)  # its own tests cover it
+    monkeypatch.setattr(calibration, "native_bf16", lambda: True)  # every CPU measures both precisions
     bundle = load_bundle(tiny_bundle)
     settings, choice = choose(bundle, cpu_threads=2, llm_backend="transformers")  # vLLM's: its own test
     assert not [t for t in choice.trials if t.stage == "llm engine"]  # asked for: not measured
@@ -71,13 +72,13 @@ def test_measured_choices_follow_the_rule_and_are_cached_per_machine(tiny_bundle
 
 
 def test_an_explicit_precision_that_fails_its_check_stops_before_any_video(tiny_bundle, monkeypatch) -> None:
-    monkeypatch.setitem(engine_choice.VISION_TOLERANCE, "bf16", Tolerance(min_cosine=1.0 + 1e-9))  # unreachable
+    monkeypatch.setitem(calibration.VISION_TOLERANCE, "bf16", Tolerance(min_cosine=1.0 + 1e-9))  # unreachable
     bundle = load_bundle(tiny_bundle)
     with pytest.raises(ConfigError, match=r"--vision-precision bf16: torch bf16 measured 0\.9\d+ against float32"):
         choose(bundle, vision_backend="torch", vision_precision="bf16")
     with pytest.raises(ConfigError, match="ONNX Runtime computes the bundle's fp32 graph"):
         choose(bundle, vision_backend="onnx", vision_precision="bf16")
-    monkeypatch.setattr(engine_choice, "have_openvino", lambda: False)
+    monkeypatch.setattr(calibration, "have_openvino", lambda: False)
     with pytest.raises(ConfigError, match=r"OpenVINO is not installed; pip install 'vlmcap\[openvino\]'"):
         choose(bundle, vision_backend="openvino")
 
@@ -132,9 +133,9 @@ def test_the_cores_are_split_by_each_engines_cost(cores, vision_s, llm_s, split)
 
 
 def test_without_a_thread_count_the_measured_costs_split_the_cores(tiny_bundle, vlmcap_home, monkeypatch) -> None:
-    monkeypatch.setattr(engine_choice, "MEASURE_FROM_BYTES", {"vision": 0, "llm": 0})
-    monkeypatch.setattr(engine_choice, "have_openvino", lambda: False)
-    monkeypatch.setattr(engine_choice, "native_bf16", lambda: True)
+    monkeypatch.setattr(calibration, "MEASURE_FROM_BYTES", {"vision": 0, "llm": 0})
+    monkeypatch.setattr(calibration, "have_openvino", lambda: False)
+    monkeypatch.setattr(calibration, "native_bf16", lambda: True)
     monkeypatch.setattr(engine_choice, "usable_cpus", lambda: 10)  # 10 cores, 2 decode workers: 8 to split
     bundle = load_bundle(tiny_bundle)
     settings, choice = choose(bundle, workers=2, llm_backend="transformers")
@@ -153,9 +154,9 @@ def test_without_a_thread_count_the_measured_costs_split_the_cores(tiny_bundle, 
 def test_auto_times_vllm_against_transformers_and_keeps_vllm_unless_transformers_is_faster(
     tiny_bundle, vlmcap_home, monkeypatch
 ) -> None:
-    monkeypatch.setattr(engine_choice, "MEASURE_FROM_BYTES", {"vision": 0, "llm": 0})
-    monkeypatch.setattr(engine_choice, "have_openvino", lambda: False)
-    monkeypatch.setattr(engine_choice, "native_bf16", lambda: False)  # float32 only: the dtype is not timed
+    monkeypatch.setattr(calibration, "MEASURE_FROM_BYTES", {"vision": 0, "llm": 0})
+    monkeypatch.setattr(calibration, "have_openvino", lambda: False)
+    monkeypatch.setattr(calibration, "native_bf16", lambda: False)  # float32 only: the dtype is not timed
     bundle = load_bundle(tiny_bundle)
     settings, choice = choose(bundle, cpu_threads=1)
     engines = {t.engine: t for t in choice.trials if t.stage == "llm engine"}
