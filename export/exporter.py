@@ -7,6 +7,9 @@
 
 The bundle is assembled in a hidden staging directory beside the destination and published with
 one rename, so an interrupted export leaves no half bundle and never damages an existing one.
+
+One module past 300 lines: the export's order (destination checks, vision graph, LLM, manifest,
+publish) is read top to bottom here; each step's machinery lives in its own module.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ captions; it is then merged and written one layer at a time, each layer released
 written (export/merged_weights.py, export/safetensors_writer.py); only then is the shipped
 checkpoint loaded to be verified, one video at a time (export/llm_logits.py). Quantized exports
 calibrate on the whole merged float32 model, so they hold it in memory as before.
+
+One module past 300 lines: loading the un-merged model, merging, writing the checkpoint and
+checking its logits are one export step, each phase handing the next its files and peak memory.
 """
 
 from __future__ import annotations

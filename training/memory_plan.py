@@ -27,6 +27,9 @@ Three things the meta device cannot run are stood in for by what they hold on a 
   inputs for backward), plus the one dequantized weight a layer makes at a time.
 The rows of a batch are traced at one length, the longest caption's: padding is what a batch has
 at its longest anyway.
+
+One module past 300 lines: the planner runs the real training step on the meta device, so its
+attention stand-in, the byte counting and the checkpointing decision belong to that one measurement.
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ lines of the same content in the output: a renamed or copied file gets its line 
 Memory: the index keeps 16 bytes per ok line of the output (8 bytes of the hash, the line's byte
 offset), in two sorted numpy arrays, and reads a matching line back from the file; only this
 run's failed originals and the duplicates waiting for their original are kept whole.
+
+One module past 300 lines: hashing, the content index, the copies' outcomes and the driver that
+holds later copies until their first is done are one mechanism; split, each part would need the others'
+invariants restated.
 """
 
 from __future__ import annotations

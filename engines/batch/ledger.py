@@ -11,6 +11,9 @@
   fsynced, renamed over it, locked before the rename), and a run that finds more than one line for
   a video (a compaction that was interrupted) compacts before it appends anything.
 - A line that is not a caption record (hand-edited, corrupt) is reported and left as it is.
+
+One module past 300 lines: reading (resume state), repairing and appending the captions file share
+its line format and key; they are changed together whenever the format changes.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ videos (a few bytes each), not with the file. Any field of a record can hold any
 page shows it as text (engines/datasets/page_fields.py). Page data never uses a value from the
 ledger as an object key: counters are [name, count] pairs. The site is built beside `--out` and
 renamed into place whole, so a failure leaves no half site and an existing one untouched.
+
+One module past 300 lines: the summary, the index and the pages are built in one pass over the
+ledger and must agree with each other.
 """
 
 from __future__ import annotations
