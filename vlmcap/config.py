@@ -500,7 +500,7 @@ class BatchConfig(_Section):
         """What a batch run decodes with: the bundle's frame count and these decode settings, built once
         here so vlmcap/video takes frozen options and never this config."""
         from vlmcap.video.decoders import DecodeOptions
-        from vlmcap.video.remote import RemoteOptions
+        from vlmcap.video.remote_urls import RemoteOptions
 
         return DecodeOptions(
             num_frames=num_frames,

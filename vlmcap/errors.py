@@ -84,7 +84,7 @@ class BadInputLine(VideoError):
     """A line of a list file (or stdin) that is neither a video path nor a supported URL."""
 
 
-# --- remote inputs (s3://, gs://, http(s)://, vlmcap/video/remote.py): per-object problems ---
+# --- remote inputs (s3://, gs://, http(s)://, vlmcap/video/remote_*.py): per-object problems ---
 
 
 class RemoteError(VideoError):

@@ -30,7 +30,7 @@ from typing import BinaryIO
 from vlmcap.errors import ConfigError
 from vlmcap.files import open_regular
 from vlmcap.video.discovery import LIST_EXTENSIONS, is_video_name
-from vlmcap.video.remote import url_scheme
+from vlmcap.video.remote_urls import url_scheme
 
 MARKER = ".vlmcap-output.json"
 

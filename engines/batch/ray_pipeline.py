@@ -38,7 +38,7 @@ from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.engines.model.caption_quality import Quality
 from vlmcap.engines.model.engines import Engines, open_llm_engine, open_vision_engine
 from vlmcap.generation import GenerationParams
-from vlmcap.video.remote import RemoteVideo
+from vlmcap.video.remote_listing import RemoteVideo
 from vlmcap.video.worker import SegmentRef
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,8 @@ from vlmcap.files import atomic_write_text
 from vlmcap.home import default_engine_dir
 from vlmcap.output_guard import check_apart, check_file_output, check_output_folder_path
 from vlmcap.video.discovery import is_video_name, iter_video_paths
-from vlmcap.video.remote import RemoteOptions, check_remote_inputs
+from vlmcap.video.remote_checks import check_remote_inputs
+from vlmcap.video.remote_urls import RemoteOptions
 
 if TYPE_CHECKING:
     from vlmcap.bundle import Bundle

@@ -16,7 +16,7 @@ from vlmcap.engines.batch.ledger import ResumeState
 from vlmcap.errors import ConfigError
 from vlmcap.files import FileIdentity
 from vlmcap.video.discovery import InputProblem
-from vlmcap.video.remote import RemoteOptions
+from vlmcap.video.remote_urls import RemoteOptions
 from vlmcap.video.sources import source_of
 
 
@@ -42,7 +42,7 @@ class Shard:
 @dataclass
 class VideoTask:
     # the path (or URL) as given (discovered); the JSONL's "video". A URL is a RemoteVideo, which
-    # carries what its metadata request said on to the decode worker (vlmcap/video/remote.py)
+    # carries what its metadata request said on to the decode worker (vlmcap/video/remote_listing.py)
     video: str
     identity: FileIdentity | None  # None: vanished before it could be read (or never a file)
     real_path: str = ""  # symlinks resolved (a URL: normalized): what resume and compaction know a video by

@@ -114,7 +114,7 @@ def probe(inputs: tuple[str, ...], config: ConfigSource) -> None:
     """
     from vlmcap.video.discovery import InputProblem, is_video_name, iter_video_paths
     from vlmcap.video.pool import DecodePool
-    from vlmcap.video.remote import check_remote_inputs
+    from vlmcap.video.remote_checks import check_remote_inputs
 
     loaded = config.load()
     settings = loaded.batch

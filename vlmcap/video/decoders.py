@@ -19,7 +19,7 @@ import numpy as np
 
 from vlmcap.errors import TruncatedVideo, UnsupportedFrameSize, VideoError
 from vlmcap.video.probe import VideoProbe, probe_video
-from vlmcap.video.remote import RemoteOptions
+from vlmcap.video.remote_urls import RemoteOptions
 from vlmcap.video.sampling import sample_indices
 from vlmcap.video.segments import Segment, SegmentPlan, plan_segments, with_frames
 from vlmcap.video.types import DecodedVideo, VideoMeta

@@ -8,7 +8,7 @@ symlinks is walked once, and paths are yielded one at a time so a list of millio
 in memory (only a compact set of seen ids). Glob matches are the exception: each pattern's
 matches are sorted, so collected in full first.
 
-Inputs may also be URLs (vlmcap/video/remote.py): `s3://`, `gs://`, `http(s)://`. A URL that ends
+Inputs may also be URLs (vlmcap/video/remote_urls.py): `s3://`, `gs://`, `http(s)://`. A URL that ends
 in a video extension (any http(s) URL) is one video; an s3/gs URL that does not is a prefix, listed
 recursively (video extensions only, sorted by key). List files may hold URLs too.
 
@@ -32,14 +32,8 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from vlmcap.errors import RemoteError
-from vlmcap.video.remote import (
-    BACKENDS,
-    RemoteOptions,
-    backend_missing,
-    is_prefix,
-    list_videos,
-    url_scheme,
-)
+from vlmcap.video.remote_listing import is_prefix, list_videos
+from vlmcap.video.remote_urls import BACKENDS, RemoteOptions, backend_missing, url_scheme
 from vlmcap.video.sources import source_of
 
 VIDEO_EXTENSIONS = frozenset(

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from vlmcap.files import FileIdentity, file_identity
-from vlmcap.video.remote import RemoteOptions, is_remote, look_up, normalize_url
+from vlmcap.video.remote_listing import look_up
+from vlmcap.video.remote_urls import RemoteOptions, is_remote, normalize_url
 from vlmcap.video.spool import spooled_copy
 
 

@@ -31,15 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vlmcap.errors import RemoteTooLarge
-from vlmcap.video.remote import (
-    RemoteOptions,
-    RemoteVideo,
-    bounded,
-    filesystem,
-    fs_path,
-    url_scheme,
-    with_retries,
-)
+from vlmcap.video.remote_listing import RemoteVideo
+from vlmcap.video.remote_requests import bounded, with_retries
+from vlmcap.video.remote_urls import RemoteOptions, filesystem, fs_path, url_scheme
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem

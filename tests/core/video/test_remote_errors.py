@@ -1,4 +1,4 @@
-"""vlmcap/video/remote.py: a failed request is typed as docs/VIDEO.md says, with the tries made, against
+"""vlmcap/video/remote_requests.py: a failed request is typed as docs/VIDEO.md says, with the tries made, against
 a real HTTP server on 127.0.0.1 through fsspec and aiohttp (fsspec reports all of these as FileNotFoundError);
 a server that trickles its answer is held to the request's total deadline."""
 
@@ -14,7 +14,9 @@ import pytest
 from hostile_http import HostileHandler, hostile_server
 
 from vlmcap.errors import RemoteConnectionError, RemoteNotFound, RemoteRedirectLoop, RemoteTimeout
-from vlmcap.video.remote import Abandoned, RemoteOptions, stat
+from vlmcap.video.remote_listing import stat
+from vlmcap.video.remote_requests import Abandoned
+from vlmcap.video.remote_urls import RemoteOptions
 from vlmcap.video.spool import spooled_copy
 
 OPTIONS = RemoteOptions(retries=1, backoff_s=0.01, timeout_s=5.0)

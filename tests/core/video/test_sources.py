@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vlmcap.video.remote import RemoteOptions
+from vlmcap.video.remote_urls import RemoteOptions
 from vlmcap.video.sources import LocalFile, RemoteObject, source_of
 
 

@@ -29,7 +29,7 @@ from PIL import Image
 from repo_paths import TESTS
 
 from vlmcap.output_names import per_video_path
-from vlmcap.video.remote import normalize_url
+from vlmcap.video.remote_urls import normalize_url
 from vlmcap.video.thumbnails import thumbnail_path
 
 WEEK_S = 7 * 86_400.0

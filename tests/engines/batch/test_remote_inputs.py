@@ -27,7 +27,7 @@ from vlmcap.cli import cli
 from vlmcap.engines.batch.ledger import ResumeState
 from vlmcap.engines.batch.selection import TaskFilter
 from vlmcap.errors import RemoteTimeout
-from vlmcap.video import remote
+from vlmcap.video import remote_urls
 from vlmcap.video.discovery import InputProblem, iter_video_paths
 from vlmcap.video.spool import spooled_copy
 
@@ -248,14 +248,14 @@ def test_s3_prefix_list_of_urls_and_http_captioned_each_failure_typed_and_resume
     assert list(spool.rglob("*")) == []
 
 
-def _selected(url: str, options: remote.RemoteOptions) -> str:
+def _selected(url: str, options: remote_urls.RemoteOptions) -> str:
     """`url` as selection hands it on and the decode pool delivers it to a worker (pickled)."""
     [task] = TaskFilter(ResumeState(), remote=options)([url])
     return pickle.loads(pickle.dumps(task.video))
 
 
 def test_a_urls_metadata_is_asked_once_and_travels_to_the_decode_worker(tmp_path) -> None:
-    options = remote.RemoteOptions(retries=0, timeout_s=5.0, spool_dir=str(tmp_path))
+    options = remote_urls.RemoteOptions(retries=0, timeout_s=5.0, spool_dir=str(tmp_path))
     with hostile_server(b"the bytes of a video") as (base, handler):
         video = _selected(f"{base}/video.mp4", options)
         with spooled_copy(video, options) as local:
@@ -264,7 +264,7 @@ def test_a_urls_metadata_is_asked_once_and_travels_to_the_decode_worker(tmp_path
 
 
 def test_trickled_headers_cost_one_metadata_deadline_per_input_not_two(tmp_path) -> None:
-    options = remote.RemoteOptions(retries=0, timeout_s=2.0, spool_dir=str(tmp_path))
+    options = remote_urls.RemoteOptions(retries=0, timeout_s=2.0, spool_dir=str(tmp_path))
     with hostile_server() as (base, handler):
         t0 = time.monotonic()
         video = _selected(f"{base}/slow-headers.mp4", options)
@@ -282,7 +282,7 @@ def batch(*args: str):
 def test_usage_errors_before_any_work(s3, monkeypatch, tmp_path) -> None:
     for name, value in s3["env"].items():
         monkeypatch.setenv(name, value)
-    remote.filesystem.cache_clear()
+    remote_urls.filesystem.cache_clear()
     out = tmp_path / "captions.jsonl"
 
     result = batch("s3://no-such-bucket/videos/", "--out", str(out))
@@ -296,7 +296,7 @@ def test_usage_errors_before_any_work(s3, monkeypatch, tmp_path) -> None:
     assert result.exit_code == 2 and "need the gcsfs package: pip install 'vlmcap[remote]'" in result.output
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOTAREALKEY")  # moto enforces IAM: an unknown key
-    remote.filesystem.cache_clear()
+    remote_urls.filesystem.cache_clear()
     result = batch(f"s3://{BUCKET}/clips/", "--out", str(out))
     assert result.exit_code == 2 and "cannot list it" in result.output and "Access Key Id" in result.output
 
@@ -308,7 +308,7 @@ def test_usage_errors_before_any_work(s3, monkeypatch, tmp_path) -> None:
     assert result.exit_code == 2 and "no AWS credentials found" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not out.exists() or out.read_text() == ""  # nothing captioned, nothing written
-    remote.filesystem.cache_clear()
+    remote_urls.filesystem.cache_clear()
 
 
 def test_list_file_garbage_lines_are_problems_not_silence(tmp_path) -> None:
@@ -323,6 +323,6 @@ def test_list_file_garbage_lines_are_problems_not_silence(tmp_path) -> None:
 
 
 def test_urls_are_normalized_for_resume() -> None:
-    assert remote.normalize_url("HTTPS://Example.COM:443/a/B.mp4#t=3") == "https://example.com/a/B.mp4"
-    assert remote.normalize_url("S3://Bucket/Key.MP4") == "s3://Bucket/Key.MP4"
-    assert remote.url_scheme("/local/path.mp4") is None and remote.url_scheme("C://x") == "c"
+    assert remote_urls.normalize_url("HTTPS://Example.COM:443/a/B.mp4#t=3") == "https://example.com/a/B.mp4"
+    assert remote_urls.normalize_url("S3://Bucket/Key.MP4") == "s3://Bucket/Key.MP4"
+    assert remote_urls.url_scheme("/local/path.mp4") is None and remote_urls.url_scheme("C://x") == "c"
