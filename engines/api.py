@@ -98,24 +98,24 @@ class Captioner:
         files, folders (walked), globs, list files, URLs; one file reached by several spellings or
         symlinks is one video, named as it was first reached. A bare string is refused: it is not a list.
         """
-        from vlmcap.engines.batch.ledger import ResumeState
-        from vlmcap.engines.batch.pipeline import LocalPipeline
+        from vlmcap.engines.batch.in_memory import records_in_memory
         from vlmcap.engines.batch.progress import Progress
-        from vlmcap.engines.batch.run import BatchRun, RunStats
         from vlmcap.engines.batch.run_batch import remote_options
-        from vlmcap.engines.batch.selection import TaskFilter
         from vlmcap.video.discovery import InputProblem, iter_video_paths
 
         remote = remote_options(self.settings)
         found = list(iter_video_paths(input_list(videos), remote=remote))
         order = {item.path if isinstance(item, InputProblem) else item: i for i, item in enumerate(found)}
-        driver = LocalPipeline(self.bundle, self.settings, self._open_engines())
-        progress = Progress(self.settings.progress or False, self.settings.log_every_s)
-        by_video: dict[str, dict[str, Any]] = {}
-        tasks = TaskFilter(ResumeState(), remote=remote)(found)
-        with BatchRun(driver, tasks, self._provenance, RunStats(), progress, self.settings.quality.strict) as run:
-            for records in run:
-                by_video.update((r["video"], r) for r in records)
+        by_video = records_in_memory(
+            self.bundle,
+            self.settings,
+            self._open_engines(),
+            found,
+            self._provenance,
+            progress=Progress(self.settings.progress or False, self.settings.log_every_s),
+            strict_quality=self.settings.quality.strict,
+            remote=remote,
+        )
         return sorted(by_video.values(), key=lambda r: order[r["video"]])
 
     def _open_engines(self) -> Engines:

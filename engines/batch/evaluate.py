@@ -18,12 +18,10 @@ from typing import Any
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
-from vlmcap.engines.batch.ledger import ResumeState
-from vlmcap.engines.batch.pipeline import LocalPipeline
+from vlmcap.engines.batch.in_memory import records_in_memory
 from vlmcap.engines.batch.progress import Progress
 from vlmcap.engines.batch.provenance import Provenance
-from vlmcap.engines.batch.run import BatchRun, RunStats
-from vlmcap.engines.batch.selection import TaskFilter
+from vlmcap.engines.batch.run import RunStats
 from vlmcap.engines.model.engine_choice import engine_settings
 from vlmcap.engines.model.engines import Engines
 from vlmcap.errors import ConfigError
@@ -65,14 +63,16 @@ def evaluate_bundle(
     settings = settings.model_copy(update={"prompt": prompts.pop()})
     params = GenerationParams.from_bundle(bundle, settings.generation)
     settings, choice = engine_settings(bundle, settings, params)  # `auto` engines decided, threads set
-    driver = LocalPipeline(bundle, settings, lambda: Engines.open(bundle, settings, params))
-    tasks = TaskFilter(ResumeState())(s.video for s in samples)
     stats = RunStats()
-    by_video: dict[str, dict[str, Any]] = {}
-    provenance = Provenance.of_run(bundle, settings, params, choice)
-    with BatchRun(driver, tasks, provenance, stats, Progress(settings.progress, settings.log_every_s)) as run:
-        for records in run:
-            by_video.update((r["video"], r) for r in records)
+    by_video = records_in_memory(
+        bundle,
+        settings,
+        lambda: Engines.open(bundle, settings, params),
+        [s.video for s in samples],
+        Provenance.of_run(bundle, settings, params, choice),
+        stats=stats,
+        progress=Progress(settings.progress, settings.log_every_s),
+    )
     if segmented:
         records, metrics = _score_segments(segmented, by_video)
         metrics["segments"] = settings.segments

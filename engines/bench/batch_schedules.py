@@ -22,12 +22,9 @@ from typing import Any
 
 from vlmcap.bundle import Bundle
 from vlmcap.config import BatchConfig
-from vlmcap.engines.batch.ledger import ResumeState
-from vlmcap.engines.batch.pipeline import LocalPipeline
-from vlmcap.engines.batch.progress import Progress
+from vlmcap.engines.batch.in_memory import records_in_memory
 from vlmcap.engines.batch.provenance import Provenance
-from vlmcap.engines.batch.run import BatchRun, RunStats
-from vlmcap.engines.batch.selection import TaskFilter
+from vlmcap.engines.batch.run import RunStats
 from vlmcap.engines.model.engine_choice import engine_settings
 from vlmcap.engines.model.engines import Engines
 from vlmcap.engines.model.llm import StreamingLLMEngine
@@ -61,13 +58,10 @@ def naive_loop(bundle: Bundle, videos: Sequence[str], params: GenerationParams) 
 
 def _run(bundle: Bundle, videos: Sequence[str], captioner: Engines, settings: BatchConfig) -> tuple[RunStats, dict]:
     """One pass of the batch pipeline over `videos` with engines already open; records in memory."""
-    stats, records = RunStats(), {}
-    tasks = TaskFilter(ResumeState())(videos)
+    stats = RunStats()
     provenance = Provenance.of_run(bundle, settings, captioner.params)
-    with BatchRun(LocalPipeline(bundle, settings, captioner), tasks, provenance, stats, Progress(False)) as run:
-        for batch in run:
-            records.update((r["video"], r) for r in batch if r["status"] == "ok")
-    return stats, records
+    records = records_in_memory(bundle, settings, captioner, videos, provenance, stats=stats)
+    return stats, {video: r for video, r in records.items() if r["status"] == "ok"}
 
 
 def schedules(captioner: Engines, settings: BatchConfig) -> list[str]:
