@@ -158,7 +158,8 @@ def test_auto_times_vllm_against_transformers_and_keeps_vllm_unless_transformers
     monkeypatch.setattr(calibration, "have_openvino", lambda: False)
     monkeypatch.setattr(calibration, "native_bf16", lambda: False)  # float32 only: the dtype is not timed
     bundle = load_bundle(tiny_bundle)
-    settings, choice = choose(bundle, cpu_threads=1)
+    eager = {"vllm": {"enforce_eager": True}}  # vLLM starts in half the time (docs/TESTING.md)
+    settings, choice = choose(bundle, cpu_threads=1, **eager)
     engines = {t.engine: t for t in choice.trials if t.stage == "llm engine"}
     assert set(engines) == {"vllm", "transformers"}
     vllm, transformers = engines["vllm"], engines["transformers"]
@@ -169,7 +170,7 @@ def test_auto_times_vllm_against_transformers_and_keeps_vllm_unless_transformers
     assert settings.llm_backend == ("transformers" if faster else "auto")  # auto: vLLM, or transformers if it fails
     assert (transformers if faster else vllm).note == "chosen"
     assert "llm engine vllm float32" in "\n".join(choice.lines())
-    _, again = choose(bundle, cpu_threads=1)
+    _, again = choose(bundle, cpu_threads=1, **eager)
     assert again.cached and again.llm_backend == choice.llm_backend  # vLLM is not started again
-    streamed, _ = choose(bundle, cpu_threads=1, llm_schedule="stream")  # vLLM's own schedule: vLLM, unmeasured
+    streamed, _ = choose(bundle, cpu_threads=1, llm_schedule="stream", **eager)  # vLLM's own schedule: vLLM, unmeasured
     assert streamed.llm_backend == "auto"
