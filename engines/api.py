@@ -21,7 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from vlmcap.config import BatchConfig, load_config
+from vlmcap.config import BatchConfig
+from vlmcap.config_loading import load_config
 
 if TYPE_CHECKING:
     from vlmcap.bundle import Bundle

@@ -39,7 +39,8 @@ from vlmcap.bundle.manifest import (
     VideoInfo,
     VisionInfo,
 )
-from vlmcap.config import VIDEO_PLACEHOLDER, ExportConfig, VlmcapConfig, dump_config
+from vlmcap.config import VIDEO_PLACEHOLDER, ExportConfig, VlmcapConfig
+from vlmcap.config_loading import dump_config
 from vlmcap.errors import BundleError, ConfigError
 from vlmcap.export.caption_gate import GateInputs
 from vlmcap.export.memory import PeakMemory, release_freed_memory

@@ -58,7 +58,7 @@ def vlmcap_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    from vlmcap.config import load_config
+    from vlmcap.config_loading import load_config
 
     return load_config(preset="tiny")
 
@@ -134,7 +134,7 @@ def six_videos(small_synth, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train_tiny_run(small_synth, out: Path, *overrides: str) -> Path:
-    from vlmcap.config import load_config
+    from vlmcap.config_loading import load_config
     from vlmcap.training.trainer import run_training
 
     config = load_config(

@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from vlmcap.config import load_config
+from vlmcap.config_loading import load_config
 from vlmcap.presets import resolve_model_source
 from vlmcap.projectors import PROJECTOR_KINDS
 from vlmcap.training.synth import SynthSpec, write_synthetic_dataset

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from vlmcap.config import VlmcapConfig, dump_config
+from vlmcap.config import VlmcapConfig
+from vlmcap.config_loading import dump_config
 from vlmcap.model import VideoLanguageModel
 from vlmcap.run_dir import CONFIG_FILE, FINAL_DIR, STATE_FILE
 from vlmcap.training.checkpoint import save_weights

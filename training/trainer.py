@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from vlmcap.config import VlmcapConfig, dump_config
+from vlmcap.config import VlmcapConfig
+from vlmcap.config_loading import dump_config
 from vlmcap.errors import ConfigError
 from vlmcap.files import append_jsonl, atomic_write_text, replace_dir
 from vlmcap.home import vlmcap_home

@@ -16,7 +16,8 @@ import json
 import re
 from pathlib import Path
 
-from vlmcap.config import VlmcapConfig, load_config
+from vlmcap.config import VlmcapConfig
+from vlmcap.config_loading import load_config
 from vlmcap.errors import ConfigError
 from vlmcap.home import runs_dir
 

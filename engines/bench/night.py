@@ -35,7 +35,8 @@ import torch
 from vlmcap.bench.flops import layer_flops
 from vlmcap.bench.probes import machine_limits
 from vlmcap.bundle import REFERENCE_DIR, Bundle
-from vlmcap.config import BatchConfig, load_config
+from vlmcap.config import BatchConfig
+from vlmcap.config_loading import load_config
 from vlmcap.engines.bench.long_videos import measure_batch, write_long_video
 from vlmcap.engines.datasets.schema import parse_timestamp
 from vlmcap.engines.model.engine_choice import engine_settings

@@ -161,7 +161,7 @@ class TorchVisionEngine:
         """The bundle's trained graph, rebuilt from its reference/ copy of the run."""
         import torch
 
-        from vlmcap.config import load_config
+        from vlmcap.config_loading import load_config
         from vlmcap.vision_graph import build_vision_graph
 
         if torch.device(device).type == "cpu" and threads:

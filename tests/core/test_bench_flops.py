@@ -36,7 +36,7 @@ def _raise_like_torch_2_11(self):
 def test_the_stages_benchmark_measures_everything_when_the_counter_fails(monkeypatch) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vlmcap.config import load_config
+    from vlmcap.config_loading import load_config
     from vlmcap.engines.bench.stages import bench_stages
 
     monkeypatch.setattr(FlopCounterMode, "__enter__", _raise_like_torch_2_11)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vlmcap.bench.tensor_memory import PeakTensorMemory
-from vlmcap.config import load_config
+from vlmcap.config_loading import load_config
 from vlmcap.model import VideoLanguageModel, caption_loss
 
 CAPTIONS = [

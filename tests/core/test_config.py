@@ -6,7 +6,8 @@ import pytest
 from pydantic import ValidationError
 from repo_paths import REPO
 
-from vlmcap.config import VlmcapConfig, dump_config, load_config, parse_override
+from vlmcap.config import VlmcapConfig
+from vlmcap.config_loading import dump_config, load_config, parse_override
 from vlmcap.errors import ConfigError
 
 

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from vlmcap.cli.app import cli
-from vlmcap.config import load_config
+from vlmcap.config_loading import load_config
 from vlmcap.config_yaml import MAX_CONFIG_BYTES, MAX_DEPTH, load_yaml
 from vlmcap.errors import ConfigError
 

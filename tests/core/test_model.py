@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vlmcap.config import load_config
+from vlmcap.config_loading import load_config
 from vlmcap.embeddings import IGNORE_INDEX, build_inputs_embeds
 from vlmcap.errors import ModelError
 from vlmcap.model import VideoLanguageModel

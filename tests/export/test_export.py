@@ -19,7 +19,8 @@ from click.testing import CliRunner
 
 from vlmcap.bundle import FORMAT_VERSION, load_bundle
 from vlmcap.cli import cli
-from vlmcap.config import ExportConfig, load_config
+from vlmcap.config import ExportConfig
+from vlmcap.config_loading import load_config
 from vlmcap.errors import BundleError, ConfigError, ExportError
 from vlmcap.export.exporter import ExportRequest, export_bundle
 

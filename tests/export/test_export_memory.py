@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 
 from vlmcap.bundle import load_bundle
 from vlmcap.cli import cli
-from vlmcap.config import ExportConfig, load_config
+from vlmcap.config import ExportConfig
+from vlmcap.config_loading import load_config
 from vlmcap.errors import ExportError
 from vlmcap.export.exporter import ExportRequest, export_bundle
 from vlmcap.export.memory import PeakMemory

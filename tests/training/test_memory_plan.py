@@ -11,7 +11,7 @@ from repo_paths import REPO
 
 from vlmcap.bench.tensor_memory import PeakTensorMemory
 from vlmcap.cli import cli
-from vlmcap.config import load_config
+from vlmcap.config_loading import load_config
 from vlmcap.errors import ConfigError
 from vlmcap.model import VideoLanguageModel
 from vlmcap.training import memory_plan

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from vlmcap.cli import cli
-from vlmcap.config import load_config
+from vlmcap.config_loading import load_config
 from vlmcap.run_dir import latest_checkpoint
 from vlmcap.training.trainer import run_training
 

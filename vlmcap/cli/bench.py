@@ -336,7 +336,8 @@ def bench_night_cmd(
     Example: vlmcap bench night --videos 8 --json > docs/bench/night-cpu.json
     """
     from vlmcap.bundle import load_bundle
-    from vlmcap.config import ExportConfig, load_config
+    from vlmcap.config import ExportConfig
+    from vlmcap.config_loading import load_config
     from vlmcap.engines.bench.night import bench_night, night_videos
     from vlmcap.errors import ConfigError
     from vlmcap.export.exporter import ExportRequest, export_bundle

@@ -19,7 +19,7 @@ def config_show(config: ConfigSource) -> None:
 
     Example: vlmcap config show --preset tiny model.projector.kind=resampler train.batch_size=8
     """
-    from vlmcap.config import dump_config
+    from vlmcap.config_loading import dump_config
 
     click.echo(dump_config(config.load()), nl=False)
 

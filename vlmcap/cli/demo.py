@@ -21,7 +21,8 @@ from typing import Any
 
 import click
 
-from vlmcap.config import BatchConfig, ExportConfig, load_config
+from vlmcap.config import BatchConfig, ExportConfig
+from vlmcap.config_loading import load_config
 from vlmcap.display_text import fit
 from vlmcap.home import default_engine_dir
 from vlmcap.output_guard import check_apart, claim_folder, write_marker

@@ -24,7 +24,8 @@ import click
 from click.core import ParameterSource
 from pydantic import BaseModel
 
-from vlmcap.config import DECODER_NAME, QUALITY_CHECKS, VlmcapConfig, load_config, parse_shard
+from vlmcap.config import DECODER_NAME, QUALITY_CHECKS, VlmcapConfig, parse_shard
+from vlmcap.config_loading import load_config
 from vlmcap.errors import ConfigError
 from vlmcap.text_script import script_pattern
 from vlmcap.video.segments import parse_segments

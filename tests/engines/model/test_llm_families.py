@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from vlmcap.bundle import load_bundle
-from vlmcap.config import ExportConfig, load_config
+from vlmcap.config import ExportConfig
+from vlmcap.config_loading import load_config
 from vlmcap.engines.model.engines import Engines
 from vlmcap.engines.model.llm_transformers import TransformersEngine
 from vlmcap.engines.model.vision import OnnxVisionEngine

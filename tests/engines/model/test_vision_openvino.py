@@ -120,7 +120,7 @@ def test_a_bundle_from_before_the_standard_graph_still_loads_and_runs(bundle, tm
     from onnxruntime.transformers.optimizer import optimize_model
     from transformers import AutoConfig
 
-    from vlmcap.config import load_config
+    from vlmcap.config_loading import load_config
     from vlmcap.export.describe import describe_bundle
     from vlmcap.presets import resolve_model_source
 
