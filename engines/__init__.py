@@ -1,9 +1,29 @@
-"""Running a bundle (`vlmcap batch`, `eval`, `bench`, `captions convert`), one subpackage per role.
+"""Running a bundle (`vlmcap batch`, `eval`, `bench`, `captions convert`), one subpackage per role, and the
+Python API at its front door: `from vlmcap.engines import Captioner, caption_videos` (api.py).
 
-- `model/`: a bundle's vision and LLM engines behind one `Captioner`, and the guards on what they write;
+- `model/`: a bundle's vision and LLM engines behind one `Engines`, `auto`'s measured choice among
+  them, and the guards on what they write;
 - `batch/`: one batch run: which videos, the run core, the local and Ray drivers, the JSONL ledger;
 - `datasets/`: the ledger converted to Parquet, CSV or WebDataset (`vlmcap captions convert`);
-- `bench/`: the benchmarks that run a bundle (`vlmcap bench batch|llm|long|stages`).
+- `bench/`: the benchmarks that run a bundle (`vlmcap bench batch|llm|long|stages|night`).
 
-docs/ARCHITECTURE.md maps every file.
+The API's names load on first use, so `import vlmcap.engines` stays light. docs/ARCHITECTURE.md maps
+every file.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Captioner", "batch_settings", "caption_videos"]
+
+if TYPE_CHECKING:
+    from vlmcap.engines.api import Captioner, batch_settings, caption_videos
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from vlmcap.engines import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'vlmcap.engines' has no attribute {name!r}")

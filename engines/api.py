@@ -1,6 +1,6 @@
 """The Python API: what `vlmcap batch` does, from Python (README, "Python API").
 
-    from vlmcap import Captioner, caption_videos
+    from vlmcap.engines import Captioner, caption_videos
 
     with Captioner.from_bundle("engines/default", llm_backend="transformers") as captioner:
         records = captioner.caption(["a.mp4", "b.mkv"])       # the records the CLI writes, in input order
@@ -9,8 +9,8 @@
 
 It is the engines' front door, so it lives with them (docs/ARCHITECTURE.md): it builds the batch
 settings once, validated, from keyword arguments named like the `batch:` config keys, and hands them
-to the engines. `vlmcap batch` itself runs `caption_videos` with the settings its flags built; the
-package's `__init__` loads this module on first use of `vlmcap.Captioner`.
+to the engines. `vlmcap batch` itself runs `caption_videos` with the settings its flags built;
+`vlmcap.engines` loads this module on first use of one of its names.
 """
 
 from __future__ import annotations

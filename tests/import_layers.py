@@ -4,9 +4,8 @@
 
 The core imports no stage and no join; a stage imports the core and itself, never another
 stage or the CLI; nothing imports the stage folders by their bare top-level names. Imports inside
-functions count as much as those at the top of a file. One exception: the package's own
-`__init__` loads the Python API (`vlmcap.engines.api`) on first use, so `from vlmcap import Captioner`
-works.
+functions count as much as those at the top of a file. No exceptions: the Python API is imported
+from its stage (`from vlmcap.engines import Captioner`).
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ import tomllib
 
 STAGES = ("vlmcap.training", "vlmcap.export", "vlmcap.engines")
 JOINS = ("vlmcap.cli",)  # joins the stages: the command line
-API = "vlmcap.engines.api"  # the Python API, which the package's `__init__` loads on first use
-API_NAMES = ("Captioner", "batch_settings", "caption_videos")
 
 
 @dataclass(frozen=True)
@@ -92,8 +89,6 @@ def violations(dirs: dict[str, Path]) -> list[Violation]:
             target = _owner(name)
             if name.split(".")[0] in bare:
                 found.append(Violation(module, line, name, "a stage by its bare folder name; use vlmcap.<stage>"))
-            elif module == "vlmcap" and name in (API, *(f"{API}.{n}" for n in API_NAMES)):
-                continue  # the package's lazy `__getattr__` for the Python API
             elif layer == "core" and target in ("join", *STAGES):
                 found.append(Violation(module, line, name, "the core never imports a stage or the CLI"))
             elif layer in STAGES and target == "join":

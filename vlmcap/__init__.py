@@ -1,23 +1,19 @@
 """vlmcap: bulk video captioning with a LLaVA-style vision-language model.
 
-The Python API (engines/api.py): `Captioner.from_bundle(path).caption(videos)` and
-`caption_videos(inputs, out=...)`. They load on first use, so `import vlmcap` stays light.
+The Python API runs bundles, so it is the engines' front door: `from vlmcap.engines import Captioner,
+caption_videos` (engines/api.py). The core imports no stage (docs/ARCHITECTURE.md), so `import vlmcap`
+stays light and the API's names are not here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 __version__ = "0.1.0"
-__all__ = ["Captioner", "__version__", "batch_settings", "caption_videos"]
+__all__ = ["__version__"]
 
-if TYPE_CHECKING:
-    from vlmcap.engines.api import Captioner, batch_settings, caption_videos
+API_NAMES = ("Captioner", "batch_settings", "caption_videos")
 
 
-def __getattr__(name: str) -> Any:
-    if name in ("Captioner", "batch_settings", "caption_videos"):
-        import vlmcap.engines.api as api  # the one import the core makes of a stage: lazy, for these names
-
-        return getattr(api, name)
+def __getattr__(name: str) -> object:
+    if name in API_NAMES:  # where these names lived before the front door moved: say where they are now
+        raise AttributeError(f"vlmcap.{name} is vlmcap.engines.{name}: from vlmcap.engines import {name}")
     raise AttributeError(f"module 'vlmcap' has no attribute {name!r}")
