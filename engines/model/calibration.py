@@ -244,16 +244,16 @@ def _llm_trials(
     from transformers import AutoModelForCausalLM
 
     prompt = CalibrationPrompt(bundle, settings, params, vision_rows)
-    captioner, rows = prompt.captioner, torch.from_numpy(vision_rows)
+    text, rows = prompt.text, torch.from_numpy(vision_rows)
     threshold = bundle.manifest.export.gate.min_token_agreement
     model = AutoModelForCausalLM.from_pretrained(bundle.llm_dir, dtype=torch.float32, use_safetensors=True).eval()
     try:
         with torch.no_grad():
             stop_ids = params.stop_token_ids
-            reference = greedy_captions(model, captioner.table, rows, captioner.prompts, stop_ids, CHECK_NEW_TOKENS)
+            reference = greedy_captions(model, text.table, rows, text.prompts, stop_ids, CHECK_NEW_TOKENS)
             float32 = prompt.trial("llm", "transformers", "float32", prompt.transformers(model), note="reference")
             model.to(torch.bfloat16)
-            agreement = token_agreement(model, captioner.table, rows, captioner.prompts, reference)
+            agreement = token_agreement(model, text.table, rows, text.prompts, reference)
             passed = agreement >= threshold
             note = "" if passed else f"failed: the bundle's gate asks {threshold:g}"
             generate = prompt.transformers(model)
@@ -270,9 +270,9 @@ class CalibrationPrompt:
     the reference rows, then DECODE_STEPS tokens (a prefill's cost per row is flat)."""
 
     def __init__(self, bundle: Bundle, settings: BatchConfig, params: GenerationParams, vision_rows: np.ndarray):
-        self.captioner = Engines(bundle, None, None, params)  # the tokenizer, the prompt and the embedding table
+        self.text = Engines(bundle, None, None, params)  # no model engines: the tokenizer, prompt and embedding table
         self.params = params
-        full = self.captioner.embed(vision_rows, [settings.prompt])
+        full = self.text.embed(vision_rows, [settings.prompt])
         keep = min(CALIBRATION_TOKENS, full.inputs_embeds.shape[1])
         embeds, mask = full.inputs_embeds[:, -keep:], full.attention_mask[:, -keep:]
         self.batch = dataclasses.replace(full, inputs_embeds=embeds, attention_mask=mask, lengths=[keep])
@@ -368,7 +368,7 @@ def _vllm_trial(
     asked = settings.model_copy(update={"llm_backend": "vllm", "vllm": vllm})
     sizing = dataclasses.replace(params, max_new_tokens=max(params.max_new_tokens, DECODE_STEPS))
     try:
-        engine = open_llm_engine(bundle, asked, sizing, prompt.captioner.max_prompt_len(settings.prompt), 1)
+        engine = open_llm_engine(bundle, asked, sizing, prompt.text.max_prompt_len(settings.prompt), 1)
     except Exception as e:  # a candidate that cannot start is a result, not a failure of the run
         return Trial(LLM_ENGINE, "vllm", dtype, None, passed=False, note=f"did not start: {type(e).__name__}: {e}")
     try:
