@@ -1,11 +1,12 @@
 """Running a bundle (`vlmcap batch`, `eval`, `bench`, `captions convert`), one subpackage per role, and the
 Python API at its front door: `from vlmcap.engines import Captioner, caption_videos` (api.py).
 
-- `model/`: a bundle's vision and LLM engines behind one `Engines`, `auto`'s measured choice among
+- `runtime/`: a bundle's vision and LLM engines behind one `Engines`, `auto`'s measured choice among
   them, and the guards on what they write;
-- `batch/`: one batch run: which videos, the run core, the local and Ray drivers, the JSONL ledger;
-- `datasets/`: the ledger converted to Parquet, CSV or WebDataset (`vlmcap captions convert`);
-- `bench/`: the benchmarks that run a bundle (`vlmcap bench batch|llm|long|stages|night`).
+- `batch/`: one batch run (the night): which videos, the run core, the local and Ray drivers, the JSONL ledger;
+- `eval/`: `vlmcap eval`, a labelled manifest captioned through the batch path and scored, and its page;
+- `outputs/`: what a night leaves beside its ledger: subtitles, datasets (`vlmcap captions convert`), the report site;
+- `bench/`: the benchmarks that run a bundle (`vlmcap bench batch|llm|long|stages|night|report`).
 
 The API's names load on first use, so `import vlmcap.engines` stays light. docs/ARCHITECTURE.md maps
 every file.

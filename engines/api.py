@@ -21,14 +21,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
-from vlmcap.config import BatchConfig
-from vlmcap.config_loading import load_config
+from vlmcap.config.loading import load_config
+from vlmcap.config.schema import BatchConfig
 
 if TYPE_CHECKING:
     from vlmcap.bundle import Bundle
     from vlmcap.engines.batch.run import RunStats
-    from vlmcap.engines.model.engines import Engines
-    from vlmcap.generation import GenerationParams
+    from vlmcap.engines.runtime.engines import Engines
+    from vlmcap.model.generation import GenerationParams
 
 
 def batch_settings(config: str | Path | None = None, **settings: Any) -> BatchConfig:
@@ -59,8 +59,8 @@ class Captioner:
     def __init__(self, settings: BatchConfig) -> None:
         from vlmcap.engines.batch.provenance import Provenance
         from vlmcap.engines.batch.run_batch import prepare
-        from vlmcap.engines.model.engine_choice import engine_settings
-        from vlmcap.engines.model.engines import Engines
+        from vlmcap.engines.runtime.engine_choice import engine_settings
+        from vlmcap.engines.runtime.engines import Engines
 
         bundle, params = prepare(settings)  # bundle verified, decoding and prompt checked: before any engine
         self.settings, choice = engine_settings(bundle, settings, params)  # `auto` engines decided, threads set

@@ -19,17 +19,17 @@ from typing import Any
 import torch
 
 from vlmcap.bench.timer import time_call
-from vlmcap.config import VlmcapConfig
+from vlmcap.config.schema import VlmcapConfig
 from vlmcap.environment import native_bf16, usable_cpus
 from vlmcap.export.onnx_graph import export_onnx
 from vlmcap.export.precision import convert_precision
 from vlmcap.export.samples import sample_pixels
 from vlmcap.export.verify import compare
-from vlmcap.onnx_fusion import fuse_into
-from vlmcap.onnx_session import create_session
+from vlmcap.model.vision_graph import INPUT_NAME, build_vision_graph
+from vlmcap.onnx.fusion import fuse_into
+from vlmcap.onnx.session import create_session
 from vlmcap.presets import resolve_model_source
 from vlmcap.video.image_spec import ImageSpec
-from vlmcap.vision_graph import INPUT_NAME, build_vision_graph
 
 OPENVINO_PRECISIONS = ("fp32", "bf16")
 
@@ -131,7 +131,7 @@ def _openvino_run(
 ) -> tuple[str, float, Any, dict[str, Any]]:
     """OpenVINO on the fp32 graph as the engine compiles it: (label, seconds per call, output, what
     compiling cost cold and again from its cache)."""
-    from vlmcap.openvino_model import compile_onnx, computed_precision, loaded_from_cache
+    from vlmcap.onnx.openvino_model import compile_onnx, computed_precision, loaded_from_cache
 
     start = time.perf_counter()
     compiled = compile_onnx(path, precision, usable_cpus(), cache)

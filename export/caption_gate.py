@@ -6,7 +6,7 @@ So every lossy export (vision fp16/int8, a 16-bit or quantized LLM) captions the
 videos twice, greedily:
 - reference: the float32 vision graph and the float32 merged LLM, before anything is rounded;
 - bundle: the shipped vision.onnx and the shipped LLM checkpoint as transformers loads it, fed
-  text rows from the table the engines read (vlmcap/text_rows.py).
+  text rows from the table the engines read (vlmcap/model/text_rows.py).
 Recorded (bundle.json `caption_gate`, shown by `vlmcap inspect`): chrF++ of the bundle's captions
 against the reference's, the share of identical captions, and token agreement: the share of
 reference caption tokens the shipped LLM predicts as its greedy next token when fed the reference
@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import torch
 
-from vlmcap.caption_agreement import Rows, greedy_captions, token_agreement
-from vlmcap.config import CaptionGateConfig
+from vlmcap.config.schema import CaptionGateConfig
 from vlmcap.errors import ExportError
-from vlmcap.metrics import caption_metrics
+from vlmcap.metrics.agreement import Rows, greedy_captions, token_agreement
+from vlmcap.metrics.captions import caption_metrics
 
 __all__ = ["GateInputs", "Rows", "greedy_captions", "judge", "token_agreement"]
 

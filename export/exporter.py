@@ -39,8 +39,8 @@ from vlmcap.bundle.manifest import (
     VideoInfo,
     VisionInfo,
 )
-from vlmcap.config import VIDEO_PLACEHOLDER, ExportConfig, VlmcapConfig
-from vlmcap.config_loading import dump_config
+from vlmcap.config.loading import dump_config
+from vlmcap.config.schema import VIDEO_PLACEHOLDER, ExportConfig, VlmcapConfig
 from vlmcap.errors import BundleError, ConfigError
 from vlmcap.export.caption_gate import GateInputs
 from vlmcap.export.memory import PeakMemory, release_freed_memory
@@ -51,12 +51,12 @@ from vlmcap.export.publish import publish, staging_directory
 from vlmcap.export.quantize_llm import check_scheme
 from vlmcap.export.samples import calibration_samples, manifest_videos, sample_pixels
 from vlmcap.export.verify import VISION_TOLERANCE, check, compare
-from vlmcap.onnx_session import create_session
-from vlmcap.output_guard import check_apart
+from vlmcap.model.vision_graph import INPUT_NAME, OUTPUT_NAME, VisionGraph, build_vision_graph
+from vlmcap.onnx.session import create_session
 from vlmcap.presets import resolve_model_source
-from vlmcap.run_dir import CONFIG_FILE, WEIGHTS_FILE, resolve_weights_dir, trained_step, weights_config
+from vlmcap.storage.output_guard import check_apart
+from vlmcap.storage.run_dir import CONFIG_FILE, WEIGHTS_FILE, resolve_weights_dir, trained_step, weights_config
 from vlmcap.video.image_spec import ImageSpec
-from vlmcap.vision_graph import INPUT_NAME, OUTPUT_NAME, VisionGraph, build_vision_graph
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class ExportRequest:
 
 def _check_destination(out: Path, request: ExportRequest, weights_dir: Path, config: VlmcapConfig) -> None:
     """Publishing replaces `out` wholesale: only ever replace nothing, an empty folder, or a bundle that
-    holds nothing but its own files; and never anything the export reads (vlmcap/output_guard.py)."""
+    holds nothing but its own files; and never anything the export reads (vlmcap/storage/output_guard.py)."""
     reads: list[tuple[str, Any]] = [("RUN", request.run), ("the run's weights", weights_dir)]
     reads += [("--sample-video", video) for video in request.sample_videos]
     models = {"model.vision.model": config.model.vision.model, "model.llm.model": config.model.llm.model}

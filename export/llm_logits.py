@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from vlmcap.embeddings import build_inputs_embeds
 from vlmcap.errors import ExportError
 from vlmcap.export.verify import RunningComparison
-from vlmcap.prompt import PromptBuilder
+from vlmcap.model.embeddings import build_inputs_embeds
+from vlmcap.model.prompt import PromptBuilder
 
 POSITIONS_PER_BLOCK = 32  # the comparison's float64 temporaries of 32 x 151,936 logits: about 0.3 GB
 

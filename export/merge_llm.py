@@ -37,8 +37,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from vlmcap.config import ExportConfig, VlmcapConfig
-from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
+from vlmcap.config.schema import ExportConfig, VlmcapConfig
 from vlmcap.errors import ExportError
 from vlmcap.export.caption_gate import GateInputs, greedy_captions, judge, token_agreement
 from vlmcap.export.llm_logits import ReferenceLogits
@@ -48,10 +47,11 @@ from vlmcap.export.nf4_base import wrap_nf4_layers
 from vlmcap.export.quantize_llm import quantize_llm, save_quantized
 from vlmcap.export.safetensors_writer import write_safetensors
 from vlmcap.export.verify import Tolerance, check
-from vlmcap.llm import DTYPES, compute_dtype, load_llm, load_tokenizer
+from vlmcap.model.embeddings import EmbeddedBatch, build_inputs_embeds
+from vlmcap.model.llm import DTYPES, compute_dtype, load_llm, load_tokenizer
+from vlmcap.model.prompt import PromptBuilder
+from vlmcap.model.text_rows import EmbeddingTable, check_rows, measured_scale
 from vlmcap.presets import resolve_model_source
-from vlmcap.prompt import PromptBuilder
-from vlmcap.text_rows import EmbeddingTable, check_rows, measured_scale
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class MergedLLM:
     hidden_size: int
     vocab_size: int
     embed_tokens_key: str  # tensor name of the input embedding table in the safetensors files
-    embed_scale: float  # what the embedding layer multiplies table rows by (vlmcap.text_rows)
+    embed_scale: float  # what the embedding layer multiplies table rows by (vlmcap.model.text_rows)
     adapter_merged: bool
     chat_template: str
     stop_token_ids: list[int]
@@ -268,7 +268,7 @@ def _export_llm(
         raise RuntimeError("the saved checkpoint's quantization_config does not match the export")
     hidden, vocab = shipped.config.hidden_size, shipped.config.vocab_size
     with memory.phase("llm: text rows and logits check"):
-        # The engines' text rows, read from the files as shipped, must be the model's own (vlmcap.text_rows).
+        # The engines' text rows, read from the files as shipped, must be the model's own (vlmcap.model.text_rows).
         layer = shipped.get_input_embeddings()
         ids = _ids_to_check(vocab, prompts)
         scale = measured_scale(layer, ids.to(layer.weight.device))

@@ -1,4 +1,4 @@
-"""vision.onnx: the vision graph (vlmcap.vision_graph) traced to ONNX, with external data when large.
+"""vision.onnx: the vision graph (vlmcap.model.vision_graph) traced to ONNX, with external data when large.
 
 pixel_values (B, T, 3, H, W) float32 -> vision_embeds (B, T*M, Dl) float32, B dynamic. The graph
 is exported in float32 with eager attention (plain MatMul/Softmax: standard ONNX at every opset,
@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from vlmcap.vision_graph import INPUT_NAME, OUTPUT_NAME, VisionGraph
+from vlmcap.model.vision_graph import INPUT_NAME, OUTPUT_NAME, VisionGraph
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-from vlmcap.files import fsync_path, fsync_tree, remove_stale_temporaries, temp_sibling
+from vlmcap.storage.files import fsync_path, fsync_tree, remove_stale_temporaries, temp_sibling
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100

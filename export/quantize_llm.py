@@ -6,7 +6,7 @@ Schemes (compressed-tensors presets; docs/EXPORT.md, "Quantized LLM"):
          (`int-quantized`);
 - fp8:   FP8 E4M3 weights per output channel, FP8 activations per token at run time (`float-quantized`).
 Every `nn.Linear` of the decoder is quantized; the embedding table, the norms and `lm_head` keep the
-checkpoint's dtype (the engines read text rows straight from the table, vlmcap/text_rows.py).
+checkpoint's dtype (the engines read text rows straight from the table, vlmcap/model/text_rows.py).
 
 Method: round to nearest with calibrated clipping. A calibration pass over the run's own training
 captions with their real vision rows (teacher-forced, as training saw them) records the mean square
@@ -31,8 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vlmcap.embeddings import EmbeddedBatch
 from vlmcap.errors import ConfigError
+from vlmcap.model.embeddings import EmbeddedBatch
 
 log = logging.getLogger(__name__)
 

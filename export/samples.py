@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlmcap.config import VlmcapConfig
+from vlmcap.config.schema import VlmcapConfig
 from vlmcap.errors import ConfigError, VlmcapError
 from vlmcap.labelled_manifest import Sample, load_manifest
 from vlmcap.video.decoders import DecodeOptions, decode_video

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vlmcap.closeness import VISION_TOLERANCE, Tolerance, row_cosines
 from vlmcap.errors import ExportError
+from vlmcap.metrics.closeness import VISION_TOLERANCE, Tolerance, row_cosines
 
 __all__ = ["VISION_TOLERANCE", "Tolerance", "check", "compare", "row_cosines"]
 

@@ -17,7 +17,12 @@ _SESSION_HOME = Path(os.environ.get("VLMCAP_TEST_HOME", "")) if os.environ.get("
 
 # What the tiny presets' bytes depend on: their recipe (vlmcap/presets/), the prompt layout and
 # image preprocessing their pretraining uses, and the libraries that compute and save them.
-_PRESET_SOURCES = ("vlmcap/presets", "vlmcap/prompt.py", "vlmcap/video/image_spec.py", "vlmcap/video/preprocess.py")
+_PRESET_SOURCES = (
+    "vlmcap/presets",
+    "vlmcap/model/prompt.py",
+    "vlmcap/video/image_spec.py",
+    "vlmcap/video/preprocess.py",
+)
 _PRESET_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy")
 
 
@@ -58,14 +63,14 @@ def vlmcap_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    from vlmcap.config_loading import load_config
+    from vlmcap.config.loading import load_config
 
     return load_config(preset="tiny")
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_config):
-    from vlmcap.model import VideoLanguageModel
+    from vlmcap.model.vlm import VideoLanguageModel
 
     return VideoLanguageModel.from_config(tiny_config)
 
@@ -134,7 +139,7 @@ def six_videos(small_synth, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train_tiny_run(small_synth, out: Path, *overrides: str) -> Path:
-    from vlmcap.config_loading import load_config
+    from vlmcap.config.loading import load_config
     from vlmcap.training.trainer import run_training
 
     config = load_config(
@@ -172,7 +177,7 @@ def tiny_run_4bit(small_synth, tmp_path_factory: pytest.TempPathFactory) -> Path
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An fp32 bundle exported from `tiny_run` (treat as read-only; copy before tampering)."""
-    from vlmcap.config import ExportConfig
+    from vlmcap.config.schema import ExportConfig
     from vlmcap.export.exporter import ExportRequest, export_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "tiny-fp32"

@@ -8,8 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from vlmcap.config import VlmcapConfig
-from vlmcap.run_dir import METRICS_FILE
+from vlmcap.config.schema import VlmcapConfig
+from vlmcap.storage.run_dir import METRICS_FILE
 from vlmcap.training.trainer import run_training
 
 

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from vlmcap.files import replace_dir
-from vlmcap.run_dir import ADAPTER_DIR, STATE_FILE, WEIGHTS_FILE, checkpoint_name, list_checkpoints
+from vlmcap.storage.files import replace_dir
+from vlmcap.storage.run_dir import ADAPTER_DIR, STATE_FILE, WEIGHTS_FILE, checkpoint_name, list_checkpoints
 
 
 def optimizer_to_files(optimizer: torch.optim.Optimizer, out: Path) -> None:

@@ -15,9 +15,9 @@ import json
 import logging
 from pathlib import Path
 
-from vlmcap.config_loading import load_config
+from vlmcap.config.loading import load_config
+from vlmcap.model.projectors import PROJECTOR_KINDS
 from vlmcap.presets import resolve_model_source
-from vlmcap.projectors import PROJECTOR_KINDS
 from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
 from vlmcap.training.trainer import run_training
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vlmcap.files import write_jsonl
 from vlmcap.labelled_manifest import Sample
-from vlmcap.metrics import caption_metrics
+from vlmcap.metrics.captions import caption_metrics
+from vlmcap.presets.synthetic import parse_attributes
+from vlmcap.storage.files import write_jsonl
 from vlmcap.training.data import decode_item
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.image_spec import ImageSpec
@@ -72,7 +73,7 @@ def evaluate(
 ) -> dict:
     records = caption_samples(model, samples, image_spec, decode, **kwargs)
     done = [r for r in records if "caption" in r]
-    metrics = caption_metrics([r["caption"] for r in done], [r["reference"] for r in done])
+    metrics = caption_metrics([r["caption"] for r in done], [r["reference"] for r in done], parse_attributes)
     metrics["decode_failures"] = len(records) - len(done)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from vlmcap.files import atomic_write_bytes, file_identity
+from vlmcap.storage.files import atomic_write_bytes, file_identity
 from vlmcap.video.segments import Segment
 
 

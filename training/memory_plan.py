@@ -46,16 +46,16 @@ from transformers import AttentionInterface, AutoConfig, AutoModelForCausalLM, P
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from vlmcap.bench.tensor_memory import PeakTensorMemory
-from vlmcap.config import VlmcapConfig
+from vlmcap.config.schema import VlmcapConfig
 from vlmcap.errors import ConfigError
-from vlmcap.llm import add_lora, compute_dtype, load_tokenizer
-from vlmcap.model import VideoLanguageModel, caption_loss
+from vlmcap.model.llm import add_lora, compute_dtype, load_tokenizer
+from vlmcap.model.projectors import ProjectorGeometry, build_projector
+from vlmcap.model.vision_tower import load_vision_tower
+from vlmcap.model.vlm import VideoLanguageModel, caption_loss
 from vlmcap.presets import resolve_model_source
-from vlmcap.projectors import ProjectorGeometry, build_projector
-from vlmcap.vision_tower import load_vision_tower
 
 # 4-bit codes, an 8-bit absmax per 64 weights and a float32 absmax per 256 of those (bitsandbytes'
-# NF4 with double quantization, as vlmcap/llm.py loads it).
+# NF4 with double quantization, as vlmcap/model/llm.py loads it).
 NF4_BYTES_PER_WEIGHT = 0.5 + 1 / 64 + 4 / (64 * 256)
 NF4_BYTES_PER_LAYER = (16 + 256) * 4  # its float32 code tables: NF4's 16 levels, the absmax's 256
 # A plan fits a budget when it needs at most this share of it: the CUDA allocator's caching and
@@ -166,7 +166,7 @@ def _nbytes(tensors: Sequence[torch.Tensor]) -> int:
 
 
 def _llm_weight_bytes(llm: nn.Module, quantized: bool) -> tuple[int, int]:
-    """(bytes of the frozen LLM, elements of its largest quantized weight) as vlmcap/llm.py loads it.
+    """(bytes of the frozen LLM, elements of its largest quantized weight) as vlmcap/model/llm.py loads it.
 
     With 4-bit, bitsandbytes quantizes every Linear layer but the output head (transformers keeps
     the head, and the embedding tied to it, in the compute dtype).

@@ -16,8 +16,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from vlmcap.files import atomic_write_bytes, atomic_write_text
-from vlmcap.run_dir import METRICS_FILE
+from vlmcap.storage.files import atomic_write_bytes, atomic_write_text
+from vlmcap.storage.run_dir import METRICS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from vlmcap.config import VlmcapConfig
-from vlmcap.config_loading import dump_config
-from vlmcap.model import VideoLanguageModel
-from vlmcap.run_dir import CONFIG_FILE, FINAL_DIR, STATE_FILE
+from vlmcap.config.loading import dump_config
+from vlmcap.config.schema import VlmcapConfig
+from vlmcap.model.vlm import VideoLanguageModel
+from vlmcap.storage.run_dir import CONFIG_FILE, FINAL_DIR, STATE_FILE
 from vlmcap.training.checkpoint import save_weights
 
 

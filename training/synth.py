@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmcap.files import write_jsonl
 from vlmcap.presets.synthetic import COLOURS, SHAPES, Scene, render_video
+from vlmcap.storage.files import write_jsonl
 from vlmcap.video.encode import write_h264
 
 # One pair per shape and per colour: every colour and shape still occurs in training.

@@ -28,16 +28,23 @@ import numpy as np
 import torch
 from transformers import get_cosine_schedule_with_warmup
 
-from vlmcap.config import VlmcapConfig
-from vlmcap.config_loading import dump_config
+from vlmcap.config.loading import dump_config
+from vlmcap.config.schema import VlmcapConfig
 from vlmcap.errors import ConfigError
-from vlmcap.files import append_jsonl, atomic_write_text, replace_dir
-from vlmcap.home import vlmcap_home
 from vlmcap.labelled_manifest import load_manifest
-from vlmcap.llm import compute_dtype
-from vlmcap.model import VideoLanguageModel
+from vlmcap.model.llm import compute_dtype
+from vlmcap.model.vlm import VideoLanguageModel
 from vlmcap.presets import resolve_model_source
-from vlmcap.run_dir import CONFIG_FILE, FINAL_DIR, METRICS_FILE, STATE_FILE, latest_checkpoint, resolve_weights_dir
+from vlmcap.storage.files import append_jsonl, atomic_write_text, replace_dir
+from vlmcap.storage.home import vlmcap_home
+from vlmcap.storage.run_dir import (
+    CONFIG_FILE,
+    FINAL_DIR,
+    METRICS_FILE,
+    STATE_FILE,
+    latest_checkpoint,
+    resolve_weights_dir,
+)
 from vlmcap.training.checkpoint import (
     load_weights,
     optimizer_from_files,

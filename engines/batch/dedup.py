@@ -41,8 +41,8 @@ from vlmcap.engines.batch.ledger import caption_record, real_path
 from vlmcap.engines.batch.records import Outcome, SegmentCaption
 from vlmcap.engines.batch.run import Driver, Interrupt
 from vlmcap.engines.batch.selection import Selection, VideoTask
-from vlmcap.engines.model.caption_quality import Quality
-from vlmcap.files import FileIdentity, open_regular
+from vlmcap.engines.runtime.caption_quality import Quality
+from vlmcap.storage.files import FileIdentity, open_regular
 
 log = logging.getLogger(__name__)
 

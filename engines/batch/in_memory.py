@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from vlmcap.bundle import Bundle
-from vlmcap.config import BatchConfig
+from vlmcap.config.schema import BatchConfig
 from vlmcap.engines.batch.ledger import ResumeState
 from vlmcap.engines.batch.pipeline import LocalPipeline
 from vlmcap.engines.batch.progress import Progress
 from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.run import BatchRun, RunStats
 from vlmcap.engines.batch.selection import TaskFilter
-from vlmcap.engines.model.engines import Engines
+from vlmcap.engines.runtime.engines import Engines
 from vlmcap.video.discovery import InputProblem
 from vlmcap.video.remote_urls import RemoteOptions
 

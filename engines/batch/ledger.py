@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from vlmcap.errors import ConfigError
-from vlmcap.files import append_durably, atomic_file, json_line, remove_stale_temporaries
+from vlmcap.storage.files import append_durably, atomic_file, json_line, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def real_path(record: dict[str, Any]) -> str | None:
 
 def _finite(text: str) -> float:
     value = float(text)
-    if not math.isfinite(value):  # 1e400: vlmcap writes no such number (vlmcap.files.json_line)
+    if not math.isfinite(value):  # 1e400: vlmcap writes no such number (vlmcap.storage.files.json_line)
         raise ValueError(f"{text}: not a finite number")
     return value
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from vlmcap.config import BatchConfig
-from vlmcap.engines.model.engines import Caption, Engines
-from vlmcap.engines.model.llm import LLMEngine, StreamingLLMEngine
+from vlmcap.config.schema import BatchConfig
+from vlmcap.engines.runtime.engines import Caption, Engines
+from vlmcap.engines.runtime.llm import LLMEngine, StreamingLLMEngine
 from vlmcap.video.worker import DecodeResult
 
 log = logging.getLogger(__name__)

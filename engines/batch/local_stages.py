@@ -16,12 +16,12 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from vlmcap.config import BatchConfig
+from vlmcap.config.schema import BatchConfig
 from vlmcap.engines.batch.in_flight import InFlight
 from vlmcap.engines.batch.llm_stage import DONE
 from vlmcap.engines.batch.run import Interrupt
 from vlmcap.engines.batch.selection import VideoTask
-from vlmcap.engines.model.engines import Engines
+from vlmcap.engines.runtime.engines import Engines
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.pool import DecodePool

@@ -31,14 +31,14 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from vlmcap.bundle import Bundle
-from vlmcap.config import BatchConfig
+from vlmcap.config.schema import BatchConfig
 from vlmcap.engines.batch.in_flight import InFlight
 from vlmcap.engines.batch.llm_stage import Captioned, EncodedFeed, LLMStage, failures_only, streaming_bound
 from vlmcap.engines.batch.local_stages import DecodeStage, EnginesGate, VisionStage, drain
 from vlmcap.engines.batch.records import Outcome
 from vlmcap.engines.batch.run import Interrupt
 from vlmcap.engines.batch.selection import VideoTask
-from vlmcap.engines.model.engines import Engines
+from vlmcap.engines.runtime.engines import Engines
 
 
 class LocalPipeline:

@@ -15,9 +15,9 @@ from vlmcap import __version__
 
 if TYPE_CHECKING:  # records are built before the lock is taken: no torch (engines.llm) on that path
     from vlmcap.bundle import Bundle
-    from vlmcap.config import BatchConfig
-    from vlmcap.engines.model.engine_choice import EngineChoice
-    from vlmcap.generation import GenerationParams
+    from vlmcap.config.schema import BatchConfig
+    from vlmcap.engines.runtime.engine_choice import EngineChoice
+    from vlmcap.model.generation import GenerationParams
 
 
 def _decoding(params: GenerationParams) -> dict[str, Any]:
@@ -38,7 +38,7 @@ class Provenance:
     def of_run(
         cls, bundle: Bundle, settings: BatchConfig, params: GenerationParams, choice: EngineChoice | None = None
     ) -> Provenance:
-        """`choice`: what `auto` decided (engines/model/engine_choice.py); a precision below the bundle's
+        """`choice`: what `auto` decided (engines/runtime/engine_choice.py); a precision below the bundle's
         is recorded with its check against float32."""
         manifest = bundle.manifest
         quantization = manifest.llm.quantization

@@ -30,14 +30,14 @@ from typing import Any
 import numpy as np
 
 from vlmcap.bundle import Bundle, load_bundle
-from vlmcap.config import BatchConfig, RayConfig
+from vlmcap.config.schema import BatchConfig, RayConfig
 from vlmcap.engines.batch.in_flight import InFlight
 from vlmcap.engines.batch.records import Outcome
 from vlmcap.engines.batch.run import Interrupt
 from vlmcap.engines.batch.selection import VideoTask
-from vlmcap.engines.model.caption_quality import Quality
-from vlmcap.engines.model.engines import Engines, open_llm_engine, open_vision_engine
-from vlmcap.generation import GenerationParams
+from vlmcap.engines.runtime.caption_quality import Quality
+from vlmcap.engines.runtime.engines import Engines, open_llm_engine, open_vision_engine
+from vlmcap.model.generation import GenerationParams
 from vlmcap.video.remote_listing import RemoteVideo
 from vlmcap.video.worker import SegmentRef
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.selection import VideoTask
-from vlmcap.engines.model.caption_quality import Quality
+from vlmcap.engines.runtime.caption_quality import Quality
 
 if TYPE_CHECKING:  # the worker module imports torch; records are built before the lock is taken too
     from vlmcap.video.worker import DecodeResult
@@ -49,7 +49,9 @@ class Outcome:
     vision_ms: float = 0.0  # vision and LLM run per batch: this video's share of its batch
     llm_ms: float = 0.0
     segments: list[SegmentCaption] | None = None  # a run with --segments: the captions per time segment
-    quality: Quality = field(default_factory=Quality)  # the caption guards' findings (engines/model/caption_quality.py)
+    quality: Quality = field(
+        default_factory=Quality
+    )  # the caption guards' findings (engines/runtime/caption_quality.py)
     duplicate_of: str | None = None  # --dedup: the video whose caption (or error) this copies (engines/batch/dedup.py)
     # --dedup: the caption (or error) is an earlier one of the same bytes, no engine ran for it: a
     # copy (`duplicate_of`), or a touched file's own earlier caption (it stays the original)

@@ -26,18 +26,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from vlmcap.config import BatchConfig
+from vlmcap.config.schema import BatchConfig
 from vlmcap.engines.batch.ledger import CaptionWriter, ResumeState, read_resume_state, starts_a_ledger
 from vlmcap.engines.batch.lock import OutputLock
 from vlmcap.engines.batch.progress import Progress
 from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.run import BatchRun, Interrupt, RunStats, is_run_stats
 from vlmcap.engines.batch.selection import Shard, TaskFilter
-from vlmcap.engines.batch.subtitles import write_sidecars
+from vlmcap.engines.outputs.subtitles import write_sidecars
 from vlmcap.errors import ConfigError
-from vlmcap.files import atomic_write_text
-from vlmcap.home import default_engine_dir
-from vlmcap.output_guard import check_apart, check_file_output, check_output_folder_path
+from vlmcap.storage.files import atomic_write_text
+from vlmcap.storage.home import default_engine_dir
+from vlmcap.storage.output_guard import check_apart, check_file_output, check_output_folder_path
 from vlmcap.video.discovery import is_video_name, iter_video_paths
 from vlmcap.video.remote_checks import check_remote_inputs
 from vlmcap.video.remote_urls import RemoteOptions
@@ -45,7 +45,7 @@ from vlmcap.video.remote_urls import RemoteOptions
 if TYPE_CHECKING:
     from vlmcap.bundle import Bundle
     from vlmcap.engines.batch.run import Driver
-    from vlmcap.generation import GenerationParams
+    from vlmcap.model.generation import GenerationParams
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def input_folders(settings: BatchConfig) -> list[tuple[str, str]]:
 
 
 def check_paths(settings: BatchConfig) -> Path:
-    """Every file the run will write, checked before any work (vlmcap/output_guard.py): writable, apart
+    """Every file the run will write, checked before any work (vlmcap/storage/output_guard.py): writable, apart
     from the inputs and the bundle, never named like a video, and an existing `--out` / `--stats` only
     what a run writes there; returns the output."""
     out = output_path(settings)
@@ -110,15 +110,15 @@ def check_paths(settings: BatchConfig) -> Path:
 def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
     """The bundle, verified, and generation settings it accepts; raises ConfigError/BundleError (exit 2)."""
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.model.engines import decodings
-    from vlmcap.engines.model.llm_vllm import check_params_safe, check_vllm_can_spawn
-    from vlmcap.engines.model.prompt_check import check_prompt
-    from vlmcap.engines.model.quant_support import check_vllm_can_serve
-    from vlmcap.generation import GenerationParams
+    from vlmcap.engines.runtime.engines import decodings
+    from vlmcap.engines.runtime.llm_vllm import check_params_safe, check_vllm_can_spawn
+    from vlmcap.engines.runtime.prompt_check import check_prompt
+    from vlmcap.engines.runtime.quant_support import check_vllm_can_serve
+    from vlmcap.model.generation import GenerationParams
     from vlmcap.video.pool import check_can_start_workers
 
     if settings.providers:
-        from vlmcap.onnx_session import pick_providers
+        from vlmcap.onnx.session import pick_providers
 
         pick_providers(settings.providers)  # an uninstalled provider fails here, not mid-run
     bundle = load_bundle(bundle_path(settings))
@@ -177,7 +177,7 @@ def make_driver(bundle: Bundle, settings: BatchConfig, params: GenerationParams)
 
         return RayPipeline(bundle, settings, params)
     from vlmcap.engines.batch.pipeline import LocalPipeline
-    from vlmcap.engines.model.engines import Engines
+    from vlmcap.engines.runtime.engines import Engines
 
     return LocalPipeline(bundle, settings, lambda: Engines.open(bundle, settings, params))
 
@@ -188,7 +188,7 @@ def run_batch(settings: BatchConfig, stdin: TextIO | None = None) -> RunStats:
     with OutputLock(out, settings.wait_lock_s) as lock:
         check_remote(settings)
         bundle, params = prepare(settings)
-        from vlmcap.engines.model.engine_choice import engine_settings
+        from vlmcap.engines.runtime.engine_choice import engine_settings
 
         settings, choice = engine_settings(bundle, settings, params)  # `auto` engines decided, threads set
         writer = CaptionWriter(out, overwrite=settings.overwrite, before_replace=lock.adopt)

@@ -11,10 +11,10 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from vlmcap.config import parse_shard
+from vlmcap.config.schema import parse_shard
 from vlmcap.engines.batch.ledger import ResumeState
 from vlmcap.errors import ConfigError
-from vlmcap.files import FileIdentity
+from vlmcap.storage.files import FileIdentity
 from vlmcap.video.discovery import InputProblem
 from vlmcap.video.remote_urls import RemoteOptions
 from vlmcap.video.sources import source_of

@@ -21,17 +21,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from vlmcap.bundle import Bundle
-from vlmcap.config import BatchConfig
+from vlmcap.config.schema import BatchConfig
 from vlmcap.engines.batch.in_memory import records_in_memory
 from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.run import RunStats
-from vlmcap.engines.model.engine_choice import engine_settings
-from vlmcap.engines.model.engines import Engines
-from vlmcap.engines.model.llm import StreamingLLMEngine
-from vlmcap.engines.model.llm_transformers import TransformersEngine
-from vlmcap.engines.model.vision import TorchVisionEngine
+from vlmcap.engines.runtime.engine_choice import engine_settings
+from vlmcap.engines.runtime.engines import Engines
+from vlmcap.engines.runtime.llm import StreamingLLMEngine
+from vlmcap.engines.runtime.llm_transformers import TransformersEngine
+from vlmcap.engines.runtime.vision import TorchVisionEngine
 from vlmcap.environment import usable_cpus
-from vlmcap.generation import GenerationParams
+from vlmcap.model.generation import GenerationParams
 from vlmcap.video.decoders import DecodeOptions, decode_video
 from vlmcap.video.preprocess import preprocess_frames
 

@@ -13,13 +13,13 @@ from transformers import AutoTokenizer
 
 from vlmcap.bench.timer import time_call
 from vlmcap.bundle import Bundle
-from vlmcap.config import BatchConfig
-from vlmcap.embeddings import EmbeddedBatch, build_inputs_embeds
-from vlmcap.engines.model.engines import open_llm_engine
-from vlmcap.engines.model.llm import LLMEngine
-from vlmcap.generation import GenerationParams
-from vlmcap.prompt import PromptBuilder
-from vlmcap.text_rows import EmbeddingTable
+from vlmcap.config.schema import BatchConfig
+from vlmcap.engines.runtime.engines import open_llm_engine
+from vlmcap.engines.runtime.llm import LLMEngine
+from vlmcap.model.embeddings import EmbeddedBatch, build_inputs_embeds
+from vlmcap.model.generation import GenerationParams
+from vlmcap.model.prompt import PromptBuilder
+from vlmcap.model.text_rows import EmbeddingTable
 
 
 def _request(bundle: Bundle, batch_videos: int) -> EmbeddedBatch:

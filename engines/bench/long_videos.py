@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import psutil
 
-from vlmcap.output_guard import claim_folder, write_marker
 from vlmcap.presets.synthetic import Scene, draw_shape
+from vlmcap.storage.output_guard import claim_folder, write_marker
 from vlmcap.video.encode import write_h264
 
 WIDTH, HEIGHT, FPS, SCENE_S, KEYFRAME_S = 640, 360, 5, 20.0, 10.0

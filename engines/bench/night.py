@@ -35,14 +35,14 @@ import torch
 from vlmcap.bench.flops import layer_flops
 from vlmcap.bench.probes import machine_limits
 from vlmcap.bundle import REFERENCE_DIR, Bundle
-from vlmcap.config import BatchConfig
-from vlmcap.config_loading import load_config
+from vlmcap.config.loading import load_config
+from vlmcap.config.schema import BatchConfig
 from vlmcap.engines.bench.long_videos import measure_batch, write_long_video
-from vlmcap.engines.datasets.schema import parse_timestamp
-from vlmcap.engines.model.engine_choice import engine_settings
-from vlmcap.engines.model.engines import Engines, engine_threads, open_llm_engine, open_vision_engine
-from vlmcap.generation import GenerationParams
-from vlmcap.run_dir import CONFIG_FILE
+from vlmcap.engines.outputs.schema import parse_timestamp
+from vlmcap.engines.runtime.engine_choice import engine_settings
+from vlmcap.engines.runtime.engines import Engines, engine_threads, open_llm_engine, open_vision_engine
+from vlmcap.model.generation import GenerationParams
+from vlmcap.storage.run_dir import CONFIG_FILE
 from vlmcap.video.decoders import DecodeOptions
 from vlmcap.video.pool import DecodePool
 
@@ -160,7 +160,7 @@ def _as_the_night_ran(settings: BatchConfig, engines: dict[str, str]) -> BatchCo
     return settings.model_copy(update={"llm_backend": llm, "vision_backend": backend, "vision_precision": precision})
 
 
-# How a vision engine's name starts (engines/model/vision.py), and its --vision-backend.
+# How a vision engine's name starts (engines/runtime/vision.py), and its --vision-backend.
 VISION_ENGINE_NAMES = {"onnxruntime": "onnx", "torch": "torch", "openvino": "openvino"}
 PRECISION_WORDS = {"bf16": "bf16", "bfloat16": "bf16", "fp32": "fp32", "float32": "fp32"}  # as names end
 
@@ -199,7 +199,7 @@ def _work_per_video(bundle: Bundle, settings: BatchConfig, tokens: int) -> dict[
     shapes, and the bytes of weights its decode steps read (one batch shares each step's read)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from vlmcap.vision_graph import build_vision_graph
+    from vlmcap.model.vision_graph import build_vision_graph
 
     manifest = bundle.manifest
     config = load_config(bundle.root / REFERENCE_DIR / CONFIG_FILE)

@@ -16,8 +16,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from vlmcap.engines.datasets.report import build_report
-from vlmcap.output_guard import claim_folder, write_marker
+from vlmcap.engines.outputs.report import build_report
+from vlmcap.storage.output_guard import claim_folder, write_marker
 
 CAPTIONS = [
     "빨간 원이 왼쪽에서 오른쪽으로 천천히 움직입니다.",

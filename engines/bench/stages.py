@@ -21,7 +21,7 @@ import torch
 
 from vlmcap.bench.flops import flops_with_cross_check
 from vlmcap.bench.timer import synchronizer, time_call
-from vlmcap.config import VlmcapConfig
+from vlmcap.config.schema import VlmcapConfig
 from vlmcap.environment import usable_cpus
 
 # Dense bf16 tensor-core FLOP/s (no sparsity) and HBM bandwidth, from NVIDIA's datasheets.
@@ -72,8 +72,8 @@ def bench_stages(
 ) -> dict[str, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from vlmcap.model.vision_graph import build_vision_graph
     from vlmcap.presets import resolve_model_source
-    from vlmcap.vision_graph import build_vision_graph
 
     dev = torch.device(device)
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32

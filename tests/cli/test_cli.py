@@ -109,7 +109,7 @@ def test_bench_decode_reports_rows_per_decoder_and_worker_count(clips, tmp_path)
     assert all(r["frames_per_s"] > 0 for r in rows)
     # 8 frames of 64x64 on a 4x2 sheet, as a JPEG: more than its headers, less than the raw pixels
     assert all(1000 < r["sheet_bytes_per_video"] < 8 * 64 * 64 * 3 for r in rows if r["thumbnails"])
-    assert plot.read_bytes().startswith(b"\x89PNG")  # and the same numbers drawn (tests/core/test_bench_plots.py)
+    assert plot.read_bytes().startswith(b"\x89PNG")  # and the same numbers drawn (tests/core/bench/test_bench_plots.py)
 
 
 def test_synth_writes_three_manifests(tmp_path) -> None:

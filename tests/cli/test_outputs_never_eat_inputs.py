@@ -1,4 +1,4 @@
-"""No command deletes or overwrites what it reads (vlmcap/output_guard.py): every output-writing command
+"""No command deletes or overwrites what it reads (vlmcap/storage/output_guard.py): every output-writing command
 pointed at each of its inputs exits 2 with one line before any work, and not one byte of the tree changed.
 `--overwrite` replaces only a folder the same command wrote, holding nothing else."""
 
@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from vlmcap.cli import cli
-from vlmcap.output_guard import MARKER
+from vlmcap.storage.output_guard import MARKER
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
@@ -137,7 +137,7 @@ def test_every_output_pointed_at_an_input_is_refused_and_nothing_changes(night, 
 def test_a_copied_marker_lets_nothing_be_replaced(night, tmp_path) -> None:
     """The marker names each file with its size and time: copied into a folder of someone's videos (or
     kept in a report someone typed notes into), it covers none of them."""
-    from vlmcap.output_guard import write_marker
+    from vlmcap.storage.output_guard import write_marker
 
     made = tmp_path / "made"
     (made / "videos").mkdir(parents=True)

@@ -35,8 +35,8 @@ def test_each_kind_of_violation_is_reported(tmp_path: Path) -> None:
         tmp_path,
         {
             "vlmcap/__init__.py": "def __getattr__(name):\n    import vlmcap.engines.api as api\n",  # lazy: counts
-            "vlmcap/home.py": "import vlmcap.engines.api\n",
-            "vlmcap/config.py": "def f():\n    from vlmcap.engines import batch\n",  # lazy import: still counts
+            "vlmcap/storage/home.py": "import vlmcap.engines.api\n",
+            "vlmcap/config/schema.py": "def f():\n    from vlmcap.engines import batch\n",  # lazy import: still counts
             "vlmcap/cli/__init__.py": "import vlmcap.engines.batch.caption_videos, vlmcap.training\n",  # allowed
             "training/__init__.py": "",
             "training/trainer.py": "from ..export import bundle\n",  # relative, into another stage
@@ -44,7 +44,7 @@ def test_each_kind_of_violation_is_reported(tmp_path: Path) -> None:
             "export/bundle.py": "from vlmcap import cli\n",
             "engines/__init__.py": "",
             "engines/batch/caption_videos.py": (
-                "from training.trainer import run\nfrom . import lock\nimport vlmcap.config\n"
+                "from training.trainer import run\nfrom . import lock\nimport vlmcap.config.schema\n"
             ),
             "engines/batch/lock.py": "from vlmcap.cli import main\n",
         },
@@ -52,14 +52,14 @@ def test_each_kind_of_violation_is_reported(tmp_path: Path) -> None:
     found = sorted((v.module, v.imported) for v in violations(dirs))
     assert found == [
         ("vlmcap", "vlmcap.engines.api"),
-        ("vlmcap.config", "vlmcap.engines"),
-        ("vlmcap.config", "vlmcap.engines.batch"),
+        ("vlmcap.config.schema", "vlmcap.engines"),
+        ("vlmcap.config.schema", "vlmcap.engines.batch"),
         ("vlmcap.engines.batch.caption_videos", "training.trainer"),
         ("vlmcap.engines.batch.caption_videos", "training.trainer.run"),
         ("vlmcap.engines.batch.lock", "vlmcap.cli"),
         ("vlmcap.engines.batch.lock", "vlmcap.cli.main"),
         ("vlmcap.export.bundle", "vlmcap.cli"),
-        ("vlmcap.home", "vlmcap.engines.api"),
+        ("vlmcap.storage.home", "vlmcap.engines.api"),
         ("vlmcap.training.trainer", "vlmcap.export"),
         ("vlmcap.training.trainer", "vlmcap.export.bundle"),
     ]

@@ -144,7 +144,7 @@ def test_the_readme_example_runs_as_written(tiny_bundle, six_videos, tmp_path: P
 
 def test_vllm_from_an_unguarded_script_is_refused_before_any_work(tiny_bundle, tmp_path: Path) -> None:
     """vLLM's CPU build spawns its engine, which would run an unguarded script again from the top; `auto`
-    takes transformers then (engines/model/engines.py), an explicit request is one clear error."""
+    takes transformers then (engines/runtime/engines.py), an explicit request is one clear error."""
     script = tmp_path / "night.py"
     script.write_text(
         "from vlmcap.engines import Captioner\n"

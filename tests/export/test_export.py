@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 from vlmcap.bundle import FORMAT_VERSION, load_bundle
 from vlmcap.cli import cli
-from vlmcap.config import ExportConfig
-from vlmcap.config_loading import load_config
+from vlmcap.config.loading import load_config
+from vlmcap.config.schema import ExportConfig
 from vlmcap.errors import BundleError, ConfigError, ExportError
 from vlmcap.export.exporter import ExportRequest, export_bundle
 
@@ -43,7 +43,7 @@ def beside(folder: Path) -> list[str]:
 
 
 def trained_model(run: Path):
-    from vlmcap.model import VideoLanguageModel
+    from vlmcap.model.vlm import VideoLanguageModel
     from vlmcap.training.checkpoint import load_weights
 
     config = load_config(run / "final" / "config.yaml")
@@ -89,7 +89,7 @@ def test_bundle_has_every_design_field_and_true_hashes(tiny_bundle: Path) -> Non
 
 
 def test_onnx_vision_equals_pytorch_at_any_batch_size(tiny_run: Path, tiny_bundle: Path) -> None:
-    from vlmcap.onnx_session import create_session
+    from vlmcap.onnx.session import create_session
 
     model = trained_model(tiny_run)
     pixels = val_pixels(tiny_run, 3)
@@ -106,9 +106,9 @@ def test_bundle_captions_equal_the_trained_model(tiny_run: Path, tiny_bundle: Pa
     """ONNX vision rows + the merged checkpoint, loaded by plain transformers, caption like training's model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from vlmcap.embeddings import build_inputs_embeds
-    from vlmcap.onnx_session import create_session
-    from vlmcap.prompt import PromptBuilder
+    from vlmcap.model.embeddings import build_inputs_embeds
+    from vlmcap.model.prompt import PromptBuilder
+    from vlmcap.onnx.session import create_session
 
     model = trained_model(tiny_run)
     pixels = val_pixels(tiny_run, 3)
@@ -136,7 +136,7 @@ def test_qlora_run_merges_into_the_dequantized_weights_it_was_trained_on(tiny_ru
     """Default merge reproduces the 4-bit + adapter logits; merging into the originals does not."""
     from transformers import AutoModelForCausalLM
 
-    from vlmcap.embeddings import build_inputs_embeds
+    from vlmcap.model.embeddings import build_inputs_embeds
 
     trained = trained_model(tiny_run_4bit)
     assert trained.config.model.llm.quantize == "4bit"
@@ -170,10 +170,10 @@ def assert_standard_onnx_that_openvino_runs(tiny_run: Path, bundle: Path, precis
     OpenVINO load it), and OpenVINO computes what ONNX Runtime computes, within the precision's tolerance."""
     import onnx
 
-    from vlmcap.closeness import VISION_TOLERANCE
     from vlmcap.export.verify import check, compare
-    from vlmcap.onnx_session import create_session
-    from vlmcap.openvino_model import compile_onnx
+    from vlmcap.metrics.closeness import VISION_TOLERANCE
+    from vlmcap.onnx.openvino_model import compile_onnx
+    from vlmcap.onnx.session import create_session
 
     path = bundle / "vision.onnx"
     onnx.checker.check_model(str(path), full_check=True)

@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from vlmcap.bundle import load_bundle
 from vlmcap.cli import cli
-from vlmcap.config import ExportConfig
-from vlmcap.config_loading import load_config
+from vlmcap.config.loading import load_config
+from vlmcap.config.schema import ExportConfig
 from vlmcap.errors import ExportError
 from vlmcap.export.exporter import ExportRequest, export_bundle
 from vlmcap.export.memory import PeakMemory
@@ -26,7 +26,7 @@ from vlmcap.export.merge_llm import load_unmerged, merged_config
 from vlmcap.export.merged_weights import merged_tensors
 from vlmcap.export.safetensors_writer import INDEX_FILE, PlannedTensor, write_safetensors
 from vlmcap.export.verify import RunningComparison, compare
-from vlmcap.llm import DTYPES
+from vlmcap.model.llm import DTYPES
 
 
 def _tensors(folder: Path) -> dict[str, torch.Tensor]:

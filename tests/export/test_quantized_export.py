@@ -18,8 +18,8 @@ from safetensors import safe_open
 
 from vlmcap.bundle import load_bundle
 from vlmcap.cli import cli
-from vlmcap.config import CaptionGateConfig, ExportConfig
-from vlmcap.engines.model.quant_support import vllm_cpu_dtype, vllm_quant_problem
+from vlmcap.config.schema import CaptionGateConfig, ExportConfig
+from vlmcap.engines.runtime.quant_support import vllm_cpu_dtype, vllm_quant_problem
 from vlmcap.errors import ExportError
 from vlmcap.export.caption_gate import GateInputs, judge
 from vlmcap.export.exporter import ExportRequest, export_bundle
@@ -130,7 +130,7 @@ def test_vllm_serves_w8a8_with_prompt_embeds(w8a8_bundle, six_videos, tmp_path) 
     out, stats = tmp_path / "vllm.jsonl", tmp_path / "stats.json"
     run = _batch(str(six_videos), "--out", str(out), "--llm-backend", "vllm", "--stats", str(stats), *common)
     assert run.returncode == 0, run.stderr[-3000:]
-    # bfloat16 where this CPU's int8 kernel takes nothing else (AMX: engines/model/quant_support.py)
+    # bfloat16 where this CPU's int8 kernel takes nothing else (AMX: engines/runtime/quant_support.py)
     assert json.loads(stats.read_text())["engines"]["llm"] == f"vllm ({vllm_cpu_dtype('w8a8') or 'float32'}, w8a8)"
     got, expected = _captions(out), _captions(reference)
     assert len(got) == 6 and got.keys() == expected.keys()

@@ -67,7 +67,7 @@ def _wheel_of(distribution: str, out: Path) -> Path:
 def quick_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny presets with 2 pretraining steps instead of hundreds: the check times steps, not quality."""
     from vlmcap import presets
-    from vlmcap.config_loading import load_config
+    from vlmcap.config.loading import load_config
 
     home = tmp_path_factory.mktemp("gpu-check-home")
     config = load_config(preset="tiny")

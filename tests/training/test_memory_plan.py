@@ -11,9 +11,9 @@ from repo_paths import REPO
 
 from vlmcap.bench.tensor_memory import PeakTensorMemory
 from vlmcap.cli import cli
-from vlmcap.config_loading import load_config
+from vlmcap.config.loading import load_config
 from vlmcap.errors import ConfigError
-from vlmcap.model import VideoLanguageModel
+from vlmcap.model.vlm import VideoLanguageModel
 from vlmcap.training import memory_plan
 from vlmcap.training.memory_plan import MemoryPlanner, set_checkpointed_layers
 from vlmcap.training.trainer import run_training

@@ -141,7 +141,7 @@ def test_feature_cache_keys_each_window_and_batches_read_it(multiscene, tmp_path
 
 
 def test_trainer_trains_on_segments(multiscene, tmp_path) -> None:
-    from vlmcap.config_loading import load_config
+    from vlmcap.config.loading import load_config
     from vlmcap.training.trainer import run_training
 
     overrides = [f"train.data={multiscene}", f"train.val=[{multiscene}]", "train.batch_size=2", "train.max_steps=2"]

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from vlmcap.cli import cli
-from vlmcap.config_loading import load_config
-from vlmcap.run_dir import latest_checkpoint
+from vlmcap.config.loading import load_config
+from vlmcap.storage.run_dir import latest_checkpoint
 from vlmcap.training.trainer import run_training
 
 TINY_STEPS = [

@@ -13,9 +13,9 @@ import torch
 
 from vlmcap.errors import ConfigError
 from vlmcap.labelled_manifest import load_manifest
-from vlmcap.metrics import caption_metrics, caption_scores, cider_d
+from vlmcap.metrics.captions import caption_metrics, caption_scores, cider_d
 from vlmcap.presets.synthetic import parse_attributes
-from vlmcap.run_dir import latest_checkpoint
+from vlmcap.storage.run_dir import latest_checkpoint
 from vlmcap.training.checkpoint import (
     optimizer_from_files,
     optimizer_to_files,
@@ -93,17 +93,22 @@ def test_metrics() -> None:
         "파란색 사각형이 위에서 아래로 이동합니다.",
         "노란색 삼각형이 아래에서 위로 지나갑니다.",
     ]
-    perfect = caption_metrics(refs, refs)
+    perfect = caption_metrics(refs, refs, parse_attributes)
     assert perfect["chrf++"] == 100.0 and perfect["cider_d"] == pytest.approx(10.0) and perfect["exact_match"] == 1.0
     assert perfect["attribute_accuracy"]["all"] == 1.0 and "characters" in perfect["cider_d_tokens"]
-    wrong = caption_metrics(["빨간색 원이 오른쪽에서 왼쪽으로 움직입니다.", "파란색 원", "모릅니다"], refs)
+    assert "attribute_accuracy" not in caption_metrics(refs, refs)  # the metrics know no data set's attributes
+    wrong = caption_metrics(
+        ["빨간색 원이 오른쪽에서 왼쪽으로 움직입니다.", "파란색 원", "모릅니다"], refs, parse_attributes
+    )
     assert 0 < wrong["cider_d"] < 10 and wrong["chrf++"] < 100
     assert wrong["attribute_accuracy"] == {"colour": 2 / 3, "shape": 1 / 3, "motion": 0.0, "all": 0.0}
-    assert caption_metrics(["좋은 날"], ["좋은 날씨"]).get("attribute_accuracy") is None  # refs don't parse
-    per_caption = caption_scores("빨간색 원이 오른쪽에서 왼쪽으로 움직입니다.", refs[0])
+    assert (
+        caption_metrics(["좋은 날"], ["좋은 날씨"], parse_attributes).get("attribute_accuracy") is None
+    )  # refs don't parse
+    per_caption = caption_scores("빨간색 원이 오른쪽에서 왼쪽으로 움직입니다.", refs[0], parse_attributes)
     assert per_caption["attributes"] == {"colour": True, "shape": True, "motion": False}
     assert 0 < per_caption["chrf++"] < 100 and caption_scores(refs[1], refs[1])["chrf++"] == 100.0
-    assert "attributes" not in caption_scores("좋은 날", "좋은 날씨")
+    assert "attributes" not in caption_scores("좋은 날", "좋은 날씨", parse_attributes)
     # Length penalty: a correct but padded caption scores lower than the exact one.
     padded = [refs[0] + " 그리고 계속 움직입니다", *refs[1:]]
     assert cider_d(padded, [[r] for r in refs]) < cider_d(refs, [[r] for r in refs])

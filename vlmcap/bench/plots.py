@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmcap.errors import ConfigError
-from vlmcap.files import atomic_write_bytes
+from vlmcap.storage.files import atomic_write_bytes
 
 PALETTE = ("#0969da", "#bf8700", "#1a7f37", "#8250df", "#cf222e")  # one colour per report compared
 

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from vlmcap.bundle.hashing import bundle_id, file_table, read_regular, verify_files
 from vlmcap.bundle.manifest import FORMAT_VERSION, LLM_DIR, MANIFEST, BundleManifest
 from vlmcap.errors import BundleError
-from vlmcap.files import atomic_write_text
+from vlmcap.storage.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

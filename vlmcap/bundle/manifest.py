@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vlmcap.config import ExportConfig, ProjectorConfig, ProjectorKind
+from vlmcap.config.schema import ExportConfig, ProjectorConfig, ProjectorKind
 from vlmcap.video.image_spec import ImageSpec
 
 FORMAT_VERSION = 1
@@ -151,7 +151,7 @@ class LLMInfo(_Section):
     hidden_size: int = Field(ge=1)
     vocab_size: int = Field(ge=1)
     embed_tokens: str  # safetensors name of the input embedding table (the engines read it directly)
-    # What the model's embedding layer multiplies table rows by (Gemma: sqrt(hidden)); vlmcap.text_rows.
+    # What the model's embedding layer multiplies table rows by (Gemma: sqrt(hidden)); vlmcap.model.text_rows.
     # Bundles from before this field was recorded were all 1.
     embed_scale: float = Field(1.0, gt=0)
     adapter_merged: bool

@@ -37,7 +37,7 @@ def _writable_png(ctx: click.Context, param: click.Parameter, value: Path | None
     is no .png where it really lies, or is a file other than a PNG, fails before the benchmark."""
     if value is not None:
         from vlmcap.errors import ConfigError
-        from vlmcap.output_guard import check_file_output, real
+        from vlmcap.storage.output_guard import check_file_output, real
 
         flag = f"--{param.name}"
         if real(value).suffix.lower() != ".png":  # a report, a video or a ledger named (or linked) by mistake
@@ -336,12 +336,12 @@ def bench_night_cmd(
     Example: vlmcap bench night --videos 8 --json > docs/bench/night-cpu.json
     """
     from vlmcap.bundle import load_bundle
-    from vlmcap.config import ExportConfig
-    from vlmcap.config_loading import load_config
+    from vlmcap.config.loading import load_config
+    from vlmcap.config.schema import ExportConfig
     from vlmcap.engines.bench.night import bench_night, night_videos
     from vlmcap.errors import ConfigError
     from vlmcap.export.exporter import ExportRequest, export_bundle
-    from vlmcap.output_guard import claim_folder, write_marker
+    from vlmcap.storage.output_guard import claim_folder, write_marker
     from vlmcap.training.random_run import write_random_run
 
     if min_s > max_s:
@@ -462,7 +462,7 @@ def bench_plot_cmd(reports: tuple[Path, ...], out: Path, title: str | None) -> N
     """
     from vlmcap.bench.plots import write_plot
     from vlmcap.errors import ConfigError
-    from vlmcap.output_guard import check_apart
+    from vlmcap.storage.output_guard import check_apart
 
     check_apart("--out", out, [("REPORTS", path) for path in reports], folder=False)
     loaded = []

@@ -9,7 +9,7 @@ import click
 
 from vlmcap.cli.options import json_option
 
-# The same names as vlmcap.engines.datasets.convert.FORMATS / STATUSES (tests/engines/datasets/test_captions_convert.py
+# The same names as vlmcap.engines.outputs.convert.FORMATS / STATUSES (tests/engines/outputs/test_captions_convert.py
 # checks), spelled out so that `vlmcap --help` does not import pyarrow.
 FORMATS = ("parquet", "csv", "webdataset")
 STATUSES = ("ok", "error", "all")
@@ -66,7 +66,7 @@ def convert(
       vlmcap captions convert captions.jsonl --to csv --status all --out report.csv
       vlmcap captions convert captions.jsonl --to webdataset --shard-size 1000 --out shards/train-%06d.tar
     """
-    from vlmcap.engines.datasets.convert import convert_captions
+    from vlmcap.engines.outputs.convert import convert_captions
 
     stats = convert_captions(
         captions_file,
@@ -113,7 +113,7 @@ def report(
       vlmcap captions report captions.jsonl --out report/
       vlmcap captions report captions.jsonl --out report/ --stats stats.json --srt-dir subs/ --overwrite
     """
-    from vlmcap.engines.datasets.report import build_report
+    from vlmcap.engines.outputs.report import build_report
 
     stats = build_report(
         captions_file, out, stats_file=stats_file, srt_dir=srt_dir, vtt_dir=vtt_dir, overwrite=overwrite, title=title

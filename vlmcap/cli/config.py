@@ -19,7 +19,7 @@ def config_show(config: ConfigSource) -> None:
 
     Example: vlmcap config show --preset tiny model.projector.kind=resampler train.batch_size=8
     """
-    from vlmcap.config_loading import dump_config
+    from vlmcap.config.loading import dump_config
 
     click.echo(dump_config(config.load()), nl=False)
 
@@ -31,7 +31,7 @@ def summary(config: ConfigSource) -> None:
 
     Example: vlmcap summary --preset tiny model.projector.kind=pixel-shuffle
     """
-    from vlmcap.summary import model_summary
+    from vlmcap.model.summary import model_summary
 
     for line in model_summary(config.load()):
         click.echo(line)

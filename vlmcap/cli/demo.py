@@ -21,12 +21,12 @@ from typing import Any
 
 import click
 
-from vlmcap.config import BatchConfig, ExportConfig
-from vlmcap.config_loading import load_config
+from vlmcap.config.loading import load_config
+from vlmcap.config.schema import BatchConfig, ExportConfig
 from vlmcap.display_text import fit
-from vlmcap.home import default_engine_dir
-from vlmcap.output_guard import check_apart, claim_folder, write_marker
-from vlmcap.run_dir import FINAL_DIR, WEIGHTS_FILE
+from vlmcap.storage.home import default_engine_dir
+from vlmcap.storage.output_guard import check_apart, claim_folder, write_marker
+from vlmcap.storage.run_dir import FINAL_DIR, WEIGHTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +51,18 @@ def run_demo(
 ) -> dict[str, Any]:
     from vlmcap.bundle import load_bundle
     from vlmcap.engines.batch.run_batch import run_batch
-    from vlmcap.engines.datasets.eval_report import EVAL_COMMAND, evaluate_with_page
-    from vlmcap.engines.datasets.report import build_report
-    from vlmcap.engines.datasets.static_site import check_site_folder
+    from vlmcap.engines.eval.eval_report import EVAL_COMMAND, evaluate_with_page
+    from vlmcap.engines.outputs.report import build_report
+    from vlmcap.engines.outputs.static_site import check_site_folder
     from vlmcap.export.exporter import ExportRequest, export_bundle
-    from vlmcap.segment_metrics import best_match
+    from vlmcap.metrics.segments import best_match
     from vlmcap.training.synth import SynthSpec, write_multiscene_set, write_synthetic_dataset
     from vlmcap.training.trainer import run_training
     from vlmcap.video.segments import Segment
 
     engine = default_engine_dir()
     # The demo replaces the default engine whole and writes into its work folder file by file: the
-    # folder must be new, empty or a demo's, and apart from the engine (vlmcap/output_guard.py).
+    # folder must be new, empty or a demo's, and apart from the engine (vlmcap/storage/output_guard.py).
     check_apart("--workdir", workdir, [("the default engine", engine)], folder=True)
     workdir = claim_folder("--workdir", workdir, "demo")
     check_site_folder(workdir / "eval", True, EVAL_COMMAND, flag="--workdir")

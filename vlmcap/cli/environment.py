@@ -56,11 +56,11 @@ def info(engine_dir: Path | None, as_json: bool) -> None:
 
 
 def _engine_choice(engine_dir: Path):
-    """What `auto` takes for the bundle with the default batch settings (engines/model/engine_choice.py)."""
+    """What `auto` takes for the bundle with the default batch settings (engines/runtime/engine_choice.py)."""
     from vlmcap.bundle import load_bundle
-    from vlmcap.config import BatchConfig
-    from vlmcap.engines.model.engine_choice import engine_settings
-    from vlmcap.generation import GenerationParams
+    from vlmcap.config.schema import BatchConfig
+    from vlmcap.engines.runtime.engine_choice import engine_settings
+    from vlmcap.model.generation import GenerationParams
 
     bundle = load_bundle(engine_dir)
     settings = BatchConfig(engine=str(engine_dir))

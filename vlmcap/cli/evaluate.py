@@ -51,13 +51,13 @@ def eval_cmd(
       vlmcap eval --data synth/val.jsonl --report eval-page/    # then open eval-page/index.html
     """
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.batch.evaluate import evaluate_bundle
     from vlmcap.engines.batch.ledger import starts_a_ledger
     from vlmcap.engines.batch.run_batch import bundle_path
-    from vlmcap.engines.datasets.eval_report import EVAL_COMMAND, evaluate_with_page
-    from vlmcap.engines.datasets.static_site import check_site_folder
-    from vlmcap.files import write_jsonl
-    from vlmcap.output_guard import check_file_output
+    from vlmcap.engines.eval.eval_report import EVAL_COMMAND, evaluate_with_page
+    from vlmcap.engines.eval.evaluate import evaluate_bundle
+    from vlmcap.engines.outputs.static_site import check_site_folder
+    from vlmcap.storage.files import write_jsonl
+    from vlmcap.storage.output_guard import check_file_output
 
     settings = config.load().batch
     reads = [("--data", data), ("--config", config.path), ("--engine", bundle_path(settings))]

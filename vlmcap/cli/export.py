@@ -53,8 +53,8 @@ def export_cmd(
       vlmcap export runs/exp1 --out bundles/exp1-int8 --precision int8
       vlmcap export --llm-quant w4a16 --precision int8   # edge box: 4-bit LLM, int8 vision
     """
-    from vlmcap.home import default_engine_dir
-    from vlmcap.run_dir import latest_run
+    from vlmcap.storage.home import default_engine_dir
+    from vlmcap.storage.run_dir import latest_run
 
     logging.getLogger("vlmcap.export").setLevel(logging.INFO)
     if run is None:
@@ -85,7 +85,7 @@ def inspect(bundle: Path | None, as_json: bool) -> None:
     """
     from vlmcap.bundle import load_bundle
     from vlmcap.export.describe import describe_bundle
-    from vlmcap.home import default_engine_dir
+    from vlmcap.storage.home import default_engine_dir
 
     loaded = load_bundle(bundle or default_engine_dir())
     if as_json:

@@ -24,8 +24,8 @@ import click
 from click.core import ParameterSource
 from pydantic import BaseModel
 
-from vlmcap.config import DECODER_NAME, QUALITY_CHECKS, VlmcapConfig, parse_shard
-from vlmcap.config_loading import load_config
+from vlmcap.config.loading import load_config
+from vlmcap.config.schema import DECODER_NAME, QUALITY_CHECKS, VlmcapConfig, parse_shard
 from vlmcap.errors import ConfigError
 from vlmcap.text_script import script_pattern
 from vlmcap.video.segments import parse_segments

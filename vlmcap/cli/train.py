@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from vlmcap.cli.options import ConfigSource, config_option, config_options
-from vlmcap.config import VlmcapConfig
+from vlmcap.config.schema import VlmcapConfig
 
 
 @click.command()
@@ -39,7 +39,7 @@ def synth(out: Path, num_videos: int, seed: int, num_frames: int, size: int, mul
       vlmcap synth ./synth --num-videos 1000 --seed 0
       vlmcap synth ./synth --multi-scene 20 && vlmcap eval --data synth/multiscene.jsonl
     """
-    from vlmcap.output_guard import claim_folder, write_marker
+    from vlmcap.storage.output_guard import claim_folder, write_marker
     from vlmcap.training.synth import SynthSpec, write_synthetic_dataset
 
     folder = claim_folder("OUT", out, "synth")  # it writes videos/00000.mp4, train.jsonl, ...: never over someone's
@@ -99,8 +99,8 @@ def train(
     if plan:
         print_memory_plan(config.load(), plan_device)
         return
-    from vlmcap.home import runs_dir
-    from vlmcap.run_dir import CONFIG_FILE, latest_run
+    from vlmcap.storage.home import runs_dir
+    from vlmcap.storage.run_dir import CONFIG_FILE, latest_run
 
     logging.getLogger("vlmcap.training").setLevel(logging.INFO)
     run_config: Path | None = None  # resuming without --config/--preset: the run's own config
@@ -113,7 +113,7 @@ def train(
             run_config = out / CONFIG_FILE
     loaded = config.load(run_config)
     run_dir = out or runs_dir() / (name or datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    from vlmcap.output_guard import check_apart
+    from vlmcap.storage.output_guard import check_apart
     from vlmcap.training.trainer import run_training
 
     tc = loaded.train

@@ -30,9 +30,9 @@ from transformers import (
 )
 
 from vlmcap.errors import ModelError
-from vlmcap.files import fsync_tree, remove_stale_temporaries, temp_sibling
-from vlmcap.home import presets_dir
 from vlmcap.presets.tokenizer import train_korean_tokenizer
+from vlmcap.storage.files import fsync_tree, remove_stale_temporaries, temp_sibling
+from vlmcap.storage.home import presets_dir
 
 PRESET_PREFIX = "preset:"
 RECIPE_VERSION = 2  # bump when a preset's recipe changes, so stale materializations are not reused

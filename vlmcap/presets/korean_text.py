@@ -57,7 +57,7 @@ _EXTRAS = [
 ]
 _TIME = ["처음에는", "잠시 후", "마지막에는", "영상 내내", "중간에"]
 
-# Instructions a user may give; the default prompt (vlmcap.config.DEFAULT_PROMPT) is the first.
+# Instructions a user may give; the default prompt (vlmcap.config.schema.DEFAULT_PROMPT) is the first.
 _PROMPTS = [
     "이 영상을 한국어로 자세히 설명해 주세요.",
     "이 영상을 한 문장으로 설명해 주세요.",

@@ -26,9 +26,9 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import CLIPVisionModel, PreTrainedModel, PreTrainedTokenizerBase
 
+from vlmcap.model.prompt import PromptBuilder
 from vlmcap.presets.korean_text import korean_sentences
 from vlmcap.presets.synthetic import COLOURS, OBJECT_RADIUS, SHAPES, Scene, describe_frame, render_frame
-from vlmcap.prompt import PromptBuilder
 from vlmcap.video.image_spec import ImageSpec
 from vlmcap.video.preprocess import normalize
 

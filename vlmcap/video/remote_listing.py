@@ -18,7 +18,7 @@ from typing import Any
 
 from vlmcap import errors
 from vlmcap.errors import RemoteError
-from vlmcap.files import FileIdentity
+from vlmcap.storage.files import FileIdentity
 from vlmcap.video.remote_requests import Abandoned, bounded, with_retries
 from vlmcap.video.remote_urls import RemoteOptions, filesystem, fs_path, url_scheme
 

@@ -23,7 +23,7 @@ from vlmcap.errors import RemoteBackendMissing
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-    from vlmcap.config import RemoteConfig
+    from vlmcap.config.schema import RemoteConfig
 
 
 # scheme -> (the module its fsspec backend needs, fsspec's protocol name)

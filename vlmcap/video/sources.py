@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from vlmcap.files import FileIdentity, file_identity
+from vlmcap.storage.files import FileIdentity, file_identity
 from vlmcap.video.remote_listing import look_up
 from vlmcap.video.remote_urls import RemoteOptions, is_remote, normalize_url
 from vlmcap.video.spool import spooled_copy

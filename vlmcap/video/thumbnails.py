@@ -7,7 +7,7 @@ at most `TILE_PX` on its long side; the sheet is written atomically, so a reader
 resumed run) never sees half a file.
 
 A sheet's name mirrors the video's key under the thumbnails folder, as the subtitle sidecars do
-(vlmcap/output_names.py): `clip.mp4.jpg`, and `clip.mp4.seg0003.jpg` for the fourth segment.
+(vlmcap/storage/output_names.py): `clip.mp4.jpg`, and `clip.mp4.seg0003.jpg` for the fourth segment.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vlmcap.files import atomic_write_bytes
-from vlmcap.output_names import per_video_path
+from vlmcap.storage.files import atomic_write_bytes
+from vlmcap.storage.output_names import per_video_path
 
 TILE_PX = 128  # a sheet of 8 CLIP frames is 512x256: enough to tell scenes apart, ~28 KB as JPEG
 JPEG_QUALITY = 80

@@ -28,7 +28,7 @@ from media import write_clip
 from PIL import Image
 from repo_paths import TESTS
 
-from vlmcap.output_names import per_video_path
+from vlmcap.storage.output_names import per_video_path
 from vlmcap.video.remote_urls import normalize_url
 from vlmcap.video.thumbnails import thumbnail_path
 

@@ -19,8 +19,8 @@ from vlmcap.engines.batch.provenance import Provenance
 from vlmcap.engines.batch.records import Outcome, to_record
 from vlmcap.engines.batch.run import BatchRun, Interrupt, RunStats
 from vlmcap.engines.batch.selection import VideoTask
-from vlmcap.files import file_identity
-from vlmcap.output_names import per_video_path
+from vlmcap.storage.files import file_identity
+from vlmcap.storage.output_names import per_video_path
 
 PROVENANCE = Provenance("bundle-1", "describe")
 MADE_BY = MadeBy("bundle-1", "describe", segmented=False)

@@ -8,7 +8,7 @@ import json
 import os
 
 from vlmcap.engines.batch.ledger import CaptionWriter, LedgerLines, ledger_records, repair_torn_tail
-from vlmcap.files import remove_stale_temporaries, temp_sibling
+from vlmcap.storage.files import remove_stale_temporaries, temp_sibling
 
 RECORD = {"video": "/v/a.mp4", "status": "ok", "caption": "초록색 원"}
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vlmcap.engines.batch.ledger import LedgerLines, ledger_records, read_resume_state
-from vlmcap.engines.datasets.ledger_scan import scan_ledger
+from vlmcap.engines.outputs.ledger_scan import scan_ledger
 
 names = st.sampled_from(["a.mp4", "b.mp4", "c.mp4", "가.mp4"])
 records = st.builds(

@@ -1,1 +1,0 @@
-"""The captions ledger as a dataset: Parquet, CSV or WebDataset shards (`vlmcap captions convert`)."""

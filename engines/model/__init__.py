@@ -1,2 +1,0 @@
-"""A bundle's engines: vision (ONNX Runtime / torch / OpenVINO), LLM (vLLM / transformers), `Engines`
-joining them, `auto`'s measured choice among them, and the checks on what they are given and generate."""
