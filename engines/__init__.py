@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Captioner", "batch_settings", "caption_videos"]
+__all__ = ["Captioner", "batch_settings", "caption_videos", "selected_videos"]
 
 if TYPE_CHECKING:
-    from vlmcap.engines.api import Captioner, batch_settings, caption_videos
+    from vlmcap.engines.api import Captioner, batch_settings, caption_videos, selected_videos
 
 
 def __getattr__(name: str) -> Any:

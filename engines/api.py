@@ -6,11 +6,12 @@
         records = captioner.caption(["a.mp4", "b.mkv"])       # the records the CLI writes, in input order
 
     stats = caption_videos(["./videos"], out="captions.jsonl")  # resume, lock, append, compact: the CLI's run
+    videos, counts = selected_videos(["./videos"], out="captions.jsonl")  # what that run would caption
 
 It is the engines' front door, so it lives with them (docs/ARCHITECTURE.md): it builds the batch
 settings once, validated, from keyword arguments named like the `batch:` config keys, and hands them
-to the engines. `vlmcap batch` itself runs `caption_videos` with the settings its flags built;
-`vlmcap.engines` loads this module on first use of one of its names.
+to the engines. `vlmcap batch` itself runs `caption_videos` (and, with --dry-run, `selected_videos`)
+with the settings its flags built; `vlmcap.engines` loads this module on first use of one of its names.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from vlmcap.config.schema import BatchConfig
 if TYPE_CHECKING:
     from vlmcap.bundle import Bundle
     from vlmcap.engines.batch.run import RunStats
+    from vlmcap.engines.batch.selection import Selection
     from vlmcap.engines.runtime.engines import Engines
     from vlmcap.model.generation import GenerationParams
 
@@ -154,7 +156,35 @@ def caption_videos(
     `config`; `settings` (already built, as the CLI does) replaces all three."""
     from vlmcap.engines.batch.run_batch import run_batch
 
-    if settings is None:
-        listed = input_list(inputs) if inputs is not None else None
-        settings = batch_settings(config, inputs=listed, out=str(out) if out is not None else None, **options)
-    return run_batch(settings, stdin)
+    return run_batch(_run_settings(inputs, out, config, settings, options), stdin)
+
+
+def selected_videos(
+    inputs: Iterable[str | Path] | None = None,
+    out: str | Path | None = None,
+    *,
+    config: str | Path | None = None,
+    settings: BatchConfig | None = None,
+    stdin: TextIO | None = None,
+    **options: Any,
+) -> tuple[list[str], Selection]:
+    """`vlmcap batch --dry-run`: the videos `caption_videos` with the same arguments would caption now
+    (after resume, shard, limit and, with dedup, known copies), and the counts of what it would skip.
+    No engine opens and nothing is written."""
+    from vlmcap.engines.batch.run_batch import list_selected
+
+    videos, selection = list_selected(_run_settings(inputs, out, config, settings, options), stdin)
+    return list(videos), selection.counts
+
+
+def _run_settings(
+    inputs: Iterable[str | Path] | None,
+    out: str | Path | None,
+    config: str | Path | None,
+    settings: BatchConfig | None,
+    options: dict[str, Any],
+) -> BatchConfig:
+    if settings is not None:
+        return settings
+    listed = input_list(inputs) if inputs is not None else None
+    return batch_settings(config, inputs=listed, out=str(out) if out is not None else None, **options)

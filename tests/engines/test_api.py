@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import vlmcap.engines
 from vlmcap.cli import cli
-from vlmcap.engines import Captioner, caption_videos
+from vlmcap.engines import Captioner, caption_videos, selected_videos
 from vlmcap.engines.batch.lock import EXIT_LOCKED, LockHeld, OutputLock
 from vlmcap.errors import ConfigError
 
@@ -92,12 +92,18 @@ def test_bad_settings_fail_before_any_engine_starts(tiny_bundle, tmp_path) -> No
         caption_videos([str(tmp_path)], engine=str(tiny_bundle))
 
 
-def test_caption_videos_resumes_and_respects_the_lock(tiny_bundle, six_videos, tmp_path: Path) -> None:
+def test_caption_videos_resumes_and_respects_the_lock_and_selected_videos_says_what_it_would_take(
+    tiny_bundle, six_videos, tmp_path: Path
+) -> None:
     out = tmp_path / "captions.jsonl"
     common = {"engine": str(tiny_bundle), "llm_backend": "transformers"}
+    videos, counts = selected_videos([six_videos], out=out, **common)  # --dry-run: what a run would caption
+    assert len(videos) == 6 == counts.new and not out.exists()
     first = caption_videos([six_videos], out=out, **common)
     assert first.exit_code == 0 and first.captioned == 6
     assert len(out.read_text().splitlines()) == 6
+    videos, counts = selected_videos([six_videos], out=out, limit=2, **common)
+    assert videos == [] and counts.skipped_ok == 6  # all captioned: nothing left to select
     second = caption_videos([six_videos], out=out, **common)
     assert second.captioned == 0 and second.skipped_ok == 6 and second.exit_code == 0
     # Another run holds the output: this one stops as the CLI does (exit 75).

@@ -8,12 +8,11 @@ from collections.abc import Iterator
 
 import click
 
+from vlmcap.cli.config_source import ConfigSource, config_options
 from vlmcap.cli.options import (
-    ConfigSource,
-    config_option,
-    config_options,
     decode_options,
     engine_options,
+    flag,
     output_options,
     quality_options,
     ray_options,
@@ -56,9 +55,8 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
       vlmcap batch --config nightly.yaml
       vlmcap batch ./videos --out captions.jsonl batch.generation.max_new_tokens=48
     """
-    from vlmcap.engines.api import caption_videos
+    from vlmcap.engines.api import caption_videos, selected_videos
     from vlmcap.engines.batch.progress import summary_lines
-    from vlmcap.engines.batch.run_batch import list_selected
 
     if inputs:
         config.flags["batch.inputs"] = list(inputs)
@@ -66,10 +64,9 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
     if not settings.inputs:
         raise click.UsageError("no INPUTS: name files, folders, globs, list files or - (or set batch.inputs)")
     if dry_run:
-        videos, selection = list_selected(settings)
+        videos, counts = selected_videos(settings=settings)  # the Python API's selection (engines/api.py)
         for video in videos:
             click.echo(video)
-        counts = selection.counts
         click.echo(
             f"new {counts.new}, stale {counts.stale + counts.skipped_stale}, "
             f"failed {counts.retried + counts.skipped_failed}, done {counts.skipped_ok - counts.skipped_stale}"
@@ -101,7 +98,7 @@ def batch(inputs: tuple[str, ...], config: ConfigSource, dry_run: bool) -> None:
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
 @config_options(overrides="inputs")
-@config_option("--frames", key="video.num_frames", type=click.IntRange(1), help="Frames sampled per video.")
+@flag("--frames", "video.num_frames")
 @decode_options
 @remote_options
 def probe(inputs: tuple[str, ...], config: ConfigSource) -> None:

@@ -16,9 +16,8 @@ from typing import Any
 
 import click
 
+from vlmcap.cli.config_source import ConfigSource, config_options
 from vlmcap.cli.options import (
-    ConfigSource,
-    config_options,
     decode_options,
     engine_options,
     json_option,

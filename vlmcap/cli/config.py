@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vlmcap.cli.options import ConfigSource, config_options
+from vlmcap.cli.config_source import ConfigSource, config_options
 
 
 @click.group()

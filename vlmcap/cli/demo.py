@@ -50,7 +50,7 @@ def run_demo(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     from vlmcap.bundle import load_bundle
-    from vlmcap.engines.batch.run_batch import run_batch
+    from vlmcap.engines import caption_videos
     from vlmcap.engines.eval.eval_report import EVAL_COMMAND, evaluate_with_page
     from vlmcap.engines.outputs.report import build_report
     from vlmcap.engines.outputs.static_site import check_site_folder
@@ -131,7 +131,7 @@ def run_demo(
         progress=False,
         thumbnails=str(workdir / "multiscene" / "thumbs"),
     )
-    run_batch(scene_settings)
+    caption_videos(settings=scene_settings)  # the Python API's run, as `vlmcap batch` calls it
     report = workdir / "multiscene" / "report"
     build_report(out, report, overwrite=True)
     (line,) = [json.loads(text) for text in out.read_text(encoding="utf-8").splitlines()]

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from vlmcap.cli.options import ConfigSource, choices, config_option, config_options, json_option
+from vlmcap.cli.config_source import ConfigSource, config_options
+from vlmcap.cli.options import flags, json_option
 
 
 @click.command("export")
@@ -19,17 +20,19 @@ from vlmcap.cli.options import ConfigSource, choices, config_option, config_opti
     help="Bundle directory (default: VLMCAP_HOME/engines/default).",
 )
 @config_options(file=False, overrides=False)
-@config_option("--precision", key="export.precision", type=choices("export.precision"), help="vision.onnx weights.")
-@config_option("--opset", key="export.opset", type=int, help="ONNX opset.")
-@config_option("--merge-into", key="export.merge_into", type=choices("export.merge_into"), help="4-bit runs.")
-@config_option("--llm-dtype", key="export.llm_dtype", type=choices("export.llm_dtype"), help="Merged LLM dtype.")
-@config_option("--llm-quant", key="export.llm_quant", type=choices("export.llm_quant"))
-@config_option("--llm-quant-group-size", key="export.llm_quant_group_size", type=int)
-@config_option("--calibration-videos", key="export.calibration_videos", type=int)
-@config_option("--gate-videos", key="export.gate.videos", type=int)
-@config_option("--gate-min-chrf", key="export.gate.min_chrf", type=float)
-@config_option("--gate-min-exact-match", key="export.gate.min_exact_match", type=float)
-@config_option("--gate-min-token-agreement", key="export.gate.min_token_agreement", type=float)
+@flags(
+    ("--precision", "export.precision"),
+    ("--opset", "export.opset"),
+    ("--merge-into", "export.merge_into"),
+    ("--llm-dtype", "export.llm_dtype"),
+    ("--llm-quant", "export.llm_quant"),
+    ("--llm-quant-group-size", "export.llm_quant_group_size"),
+    ("--calibration-videos", "export.calibration_videos"),
+    ("--gate-videos", "export.gate.videos"),
+    ("--gate-min-chrf", "export.gate.min_chrf"),
+    ("--gate-min-exact-match", "export.gate.min_exact_match"),
+    ("--gate-min-token-agreement", "export.gate.min_token_agreement"),
+)
 @click.option(
     "--sample-video", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="Verify on this video."
 )

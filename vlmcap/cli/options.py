@@ -1,39 +1,27 @@
-"""Options shared by several commands, declared once.
+"""Command-line flags generated from the config fields they set, and the flags several commands share.
 
-Most flags set one key of the typed config (`--batch-size` is `batch.batch_size`): they are
-`ConfigOption`s, and `config_options` turns the ones given on the command line into a
-`ConfigSource` the command loads, so a flag always wins over the config file and an absent flag
-leaves the file's value (or the default) alone. Flag values are checked by their click types, so a
-bad flag is a usage error naming the flag; the config model checks everything again.
-
-Over 400 lines on purpose: it is the one declaration of every shared flag (a flag's help, type and
-config key in one place), grouped by the decorators the commands apply.
+A flag names its config key and nothing more (`flag("--batch-size", "batch.batch_size")`): its click
+type, choices, bounds, path kind and help are read from that field of vlmcap/config/schema.py, as
+vLLM derives its engine flags from its config classes. A bad value is a usage error naming the flag,
+checked by the field's own type and validators; the whole config is checked again when it loads
+(vlmcap/cli/config_source.py joins the flags given with the file, the preset and the settings).
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, get_args
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import annotated_types
 import click
-from click.core import ParameterSource
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
-from vlmcap.config.loading import load_config
-from vlmcap.config.schema import DECODER_NAME, QUALITY_CHECKS, VlmcapConfig, parse_shard
-from vlmcap.errors import ConfigError
-from vlmcap.text_script import script_pattern
-from vlmcap.video.segments import parse_segments
-
-_GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+from vlmcap.config.schema import VlmcapConfig
 
 
-def _field(key: str):
+def _field(key: str) -> FieldInfo:
     """The pydantic field behind a dotted config key."""
     model: type[BaseModel] = VlmcapConfig
     *sections, name = key.split(".")
@@ -42,13 +30,71 @@ def _field(key: str):
     return model.model_fields[name]
 
 
-def choices(key: str) -> click.Choice:
-    """The allowed values of a Literal config field, as a click choice (one source of truth)."""
-    annotation = _field(key).annotation
-    values = [v for v in get_args(annotation) if isinstance(v, str)]
-    if not values:  # Optional[Literal[...]]
-        values = [v for arg in get_args(annotation) for v in get_args(arg) if isinstance(v, str)]
-    return click.Choice(values)
+def _value_type(annotation: Any) -> tuple[Any, bool]:
+    """(the type one value has, whether the field is a list): Optional and Annotated taken off."""
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next(arg for arg in get_args(annotation) if arg is not NoneType)
+    is_list = get_origin(annotation) is list
+    if is_list:
+        annotation = get_args(annotation)[0]
+    if get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation, is_list
+
+
+def _number_type(kind: type, metadata: list[Any]) -> click.ParamType:
+    """click's INT/FLOAT, or its range type with the field's ge/gt/le/lt (shown in the help)."""
+    bounds: dict[str, Any] = {}
+    for limit in metadata:
+        if isinstance(limit, annotated_types.Ge | annotated_types.Gt):
+            bounds.update(min=getattr(limit, "ge", None), min_open=isinstance(limit, annotated_types.Gt))
+            bounds["min"] = getattr(limit, "gt", bounds["min"])
+        elif isinstance(limit, annotated_types.Le | annotated_types.Lt):
+            bounds.update(max=getattr(limit, "le", None), max_open=isinstance(limit, annotated_types.Lt))
+            bounds["max"] = getattr(limit, "lt", bounds["max"])
+    if not bounds:
+        return click.INT if kind is int else click.FLOAT
+    return click.IntRange(**bounds) if kind is int else click.FloatRange(**bounds)
+
+
+def _click_type(value_type: Any, model_field: FieldInfo) -> click.ParamType | None:
+    if get_origin(value_type) is Literal:
+        return click.Choice([str(v) for v in get_args(value_type)])
+    if value_type in (int, float):
+        return _number_type(value_type, model_field.metadata)
+    path = (model_field.json_schema_extra or {}).get("path")  # type: ignore[union-attr]
+    return click.Path(file_okay=path != "folder", dir_okay=path != "file") if path else None
+
+
+def _comma_list(text: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise click.BadParameter("give at least one name, comma-separated")
+    return items
+
+
+def _checked_by_field(model_field: FieldInfo, is_list: bool, empty: str | None) -> Callable:
+    """A click callback that validates the flag's value by the field's own type and validators (a
+    decoder name, a shard, a segments plan, a script name): the reason names the flag."""
+    metadata = tuple(model_field.metadata)
+    adapter = TypeAdapter(Annotated[(model_field.annotation, *metadata)] if metadata else model_field.annotation)
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None or value == ():
+            return value
+        if is_list:
+            value = [] if value == empty else list(value) if isinstance(value, tuple) else _comma_list(value)
+        try:
+            adapter.validate_python(value)
+        except ValidationError as e:
+            error = e.errors()[0]
+            reason = error["msg"].removeprefix("Value error, ")
+            if error["loc"] and repr(error["input"]) not in reason:  # one item of a list: say which
+                reason = f"{error['input']!r}: {reason}"
+            raise click.BadParameter(reason) from None
+        return value
+
+    return check
 
 
 class ConfigOption(click.Option):
@@ -66,118 +112,34 @@ class ConfigOption(click.Option):
         super().__init__(*args, **kwargs)
 
 
-def config_option(*decls: str, key: str, **kwargs: Any) -> Callable:
-    return click.option(*decls, cls=ConfigOption, key=key, **kwargs)
+def flag(decl: str, key: str, empty: str | None = None, **click_kwargs: Any) -> Callable:
+    """The flag `decl` that sets config key `key`, typed, bounded and described by that field; a bool
+    field gives `--x/--no-x`, a list field a comma-separated value (`empty`: the word for none).
+    `click_kwargs` add what the field cannot say (`multiple=True`, an optional value)."""
+    model_field = _field(key)
+    value_type, is_list = _value_type(model_field.annotation)
+    if value_type is bool:
+        return click.option(f"{decl}/--no-{decl.removeprefix('--')}", cls=ConfigOption, key=key, **click_kwargs)
+    one_value = not is_list or click_kwargs.get("multiple")  # else one text holds the list: A,B,...
+    kwargs = {
+        "type": _click_type(value_type, model_field) if one_value else None,
+        "callback": _checked_by_field(model_field, is_list, empty),
+    }
+    if not one_value:
+        names = "|".join(get_args(value_type)) if get_origin(value_type) is Literal else "A"
+        kwargs["metavar"] = f"{names},..." + (f" or {empty}" if empty else "")
+    return click.option(decl, cls=ConfigOption, key=key, **{**kwargs, **click_kwargs})
 
 
-# `section.key=value` (README, "Configuration"): a dotted key, then `=`. Paths hold a `/` or no dot
-# before their first `=` (a Hive-style `dt=2026-12-06/` folder), so they never read as one.
-_SETTING = re.compile(r"^[A-Za-z_]\w*(?:\.\w+)+=")
-_SECTIONS = frozenset(name for name, f in VlmcapConfig.model_fields.items() if isinstance(f.default_factory, type))
-
-
-def split_settings(inputs: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """INPUTS of a command that takes videos -> (the `section.key=value` settings among them, the inputs).
-
-    An input written like a setting is one: applied when its first part is a config section, refused
-    otherwise, with the way to name a file that is really called so (`./name`)."""
-    settings = tuple(text for text in inputs if _SETTING.match(text))
-    for text in settings:
-        if os.path.lexists(text):  # a file dropped where a shell glob picks it up must not set anything
-            raise ConfigError(
-                f"INPUTS: {text!r} reads as a KEY=VALUE setting, but a file is named so; write ./{text} for "
-                "the file, or rename it"
-            )
-        section = text.split(".", 1)[0]
-        if section not in _SECTIONS:
-            raise ConfigError(
-                f"INPUTS: {text!r} reads as a KEY=VALUE setting, but {section!r} is no config section "
-                f"({', '.join(sorted(_SECTIONS))}); write ./{text} for a file of that name"
-            )
-    return settings, tuple(text for text in inputs if not _SETTING.match(text))
-
-
-@dataclass
-class ConfigSource:
-    """Where a command's config comes from: a file or a preset, `a.b=c` overrides, and the flags given."""
-
-    path: Path | None = None
-    preset: str | None = None
-    overrides: tuple[str, ...] = ()
-    flags: dict[str, Any] = field(default_factory=dict)
-    from_inputs: bool = False  # the overrides were written among the command's INPUTS
-
-    def load(self, path: Path | None = None) -> VlmcapConfig:
-        """The validated config; `path` stands in when no --config was given."""
-        try:
-            return load_config(self.path or path, self.overrides, preset=self.preset, flags=self.flags)
-        except ConfigError as e:
-            if not (self.from_inputs and self.overrides):
-                raise
-            raise ConfigError(
-                f"{e} (read from INPUTS as settings: {' '.join(self.overrides)}; write ./NAME for a file so named)"
-            ) from None
-
-    def section_flags(self, section: str) -> dict[str, Any]:
-        """The flags given for one section, keyed by field name."""
-        prefix = section + "."
-        return {k.removeprefix(prefix): v for k, v in self.flags.items() if k.startswith(prefix)}
-
-
-def config_options(
-    file: bool = True, overrides: bool | str = True, default_preset: str | None = None
-) -> Callable[[Callable], Callable]:
-    """--config FILE and --preset NAME (with `file`), OVERRIDES (`a.b=c`, with `overrides`), and every
-    ConfigOption of the command, handed to the command as `config: ConfigSource`.
-
-    `overrides="inputs"`: the command's INPUTS argument holds the overrides too (`split_settings`), so
-    `vlmcap batch ./videos --out c.jsonl batch.generation.max_new_tokens=48` applies the setting."""
+def flags(*entries: tuple[str, str] | tuple[str, str, dict[str, Any]]) -> Callable[[Callable], Callable]:
+    """A decorator adding one `flag` per (decl, key[, flag's keywords]), in the order given."""
 
     def decorate(command: Callable) -> Callable:
-        @functools.wraps(command)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            ctx = click.get_current_context()
-            flags = {}
-            for param in ctx.command.params:
-                if isinstance(param, ConfigOption):
-                    value = kwargs.pop(param.name)
-                    if ctx.get_parameter_source(param.name) in _GIVEN:
-                        flags[param.key] = list(value) if isinstance(value, tuple) else value
-            source = ConfigSource(
-                kwargs.pop("config_path", None), kwargs.pop("preset", None), kwargs.pop("overrides", ()), flags
-            )
-            if overrides == "inputs":
-                source.overrides, kwargs["inputs"] = split_settings(kwargs["inputs"])
-                source.from_inputs = True
-                required = any(p.name == "inputs" and p.required for p in ctx.command.params)
-                if required and not kwargs["inputs"]:  # settings alone: nothing to work on
-                    raise click.UsageError("no INPUTS: only settings were given (a file named like one: ./NAME)")
-            return command(*args, config=source, **kwargs)
-
-        if overrides is True:
-            wrapper = click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")(wrapper)
-        if file:
-            wrapper = click.option(
-                "--preset",
-                default=default_preset,
-                show_default=default_preset is not None,
-                help="Start from a built-in config preset (tiny, reference, reference-random).",
-            )(wrapper)
-            wrapper = click.option(
-                "--config",
-                "config_path",
-                type=click.Path(dir_okay=False, path_type=Path),
-                help="YAML config file; flags on the command line win over it.",
-            )(wrapper)
-        return wrapper
+        for decl, key, *keywords in reversed(entries):
+            command = flag(decl, key, **(keywords[0] if keywords else {}))(command)
+        return command
 
     return decorate
-
-
-def _apply(options: list[Callable], command: Callable) -> Callable:
-    for option in reversed(options):
-        command = option(command)
-    return command
 
 
 def json_option(command: Callable) -> Callable:
@@ -185,292 +147,92 @@ def json_option(command: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(command)
 
 
-def _comma_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    if not items:
-        raise click.BadParameter("give at least one name, comma-separated")
-    return items
-
-
-def _decoder_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    items = _comma_list(ctx, param, value)
-    for name in items or []:
-        if not re.match(DECODER_NAME, name):
-            raise click.BadParameter(f"unknown decoder {name!r}; use decord, pyav or module:Class")
-    return items
-
-
-def _checked_by(parse: Callable[[str], object]) -> Callable:
-    """A click callback that runs the config's own parser on a flag's text: a bad value is a usage
-    error naming the flag, with the parser's reason."""
-
-    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse(value)
-            except ValueError as e:
-                raise click.BadParameter(str(e)) from None
-        return value
-
-    return check
-
-
-_shard = _checked_by(parse_shard)
-_segments = _checked_by(parse_segments)
-_script_names = _checked_by(lambda names: names in ("auto", "none") or script_pattern(names))
-
-
-def _segment_plan_options() -> list[Callable]:
-    positive = click.FloatRange(min=0, min_open=True)
-    return [
-        config_option(
-            "--segments",
-            key="batch.segments",
-            callback=_segments,
-            help="none: one caption per file; fixed:SECONDS: windows (e.g. fixed:30); scenes: detected shots.",
-        ),
-        config_option("--segment-min-s", key="batch.segment_min_s", type=positive),
-        config_option("--segment-max-s", key="batch.segment_max_s", type=positive),
-        config_option("--scene-threshold", key="batch.scene_threshold", type=positive),
-    ]
-
-
-def segment_plan_options(command: Callable) -> Callable:
-    """How videos are cut into time segments (eval: no sidecars, it writes no captions file)."""
-    return _apply(_segment_plan_options(), command)
-
-
-def segment_options(command: Callable) -> Callable:
-    """Captions per time segment of long videos, and the files written per video: subtitles, thumbnails (batch)."""
-    return _apply(
-        [
-            *_segment_plan_options(),
-            config_option("--srt", key="batch.srt_dir", type=click.Path(file_okay=False), help="SRT file per video."),
-            config_option("--vtt", key="batch.vtt_dir", type=click.Path(file_okay=False), help="WebVTT per video."),
-            config_option(
-                "--thumbnails",
-                key="batch.thumbnails",
-                type=click.Path(file_okay=False),
-                help="Contact-sheet JPEG of the frames the model saw, per video and segment.",
-            ),
-        ],
-        command,
-    )
-
-
-def engine_options(command: Callable) -> Callable:
-    """The bundle and the engines that run it (batch, eval, bench batch)."""
-    return _apply(
-        [
-            config_option(
-                "--engine",
-                key="batch.engine",
-                type=click.Path(file_okay=False),
-                help="Engine bundle (default: VLMCAP_HOME/engines/default, what `vlmcap export` writes).",
-            ),
-            config_option("--llm-backend", key="batch.llm_backend", type=choices("batch.llm_backend")),
-            config_option("--vision-backend", key="batch.vision_backend", type=choices("batch.vision_backend")),
-            config_option("--vision-precision", key="batch.vision_precision", type=choices("batch.vision_precision")),
-            config_option(
-                "--providers",
-                key="batch.providers",
-                callback=_comma_list,
-                help="ONNX Runtime providers, comma-separated (tensorrt,cuda,cpu); default: best installed.",
-            ),
-            config_option("--device", key="batch.device", help="Device for the torch engines."),
-            config_option(
-                "--cpu-threads", key="batch.cpu_threads", type=click.IntRange(1), help="Threads per model engine."
-            ),
-            config_option(
-                "--batch-size",
-                key="batch.batch_size",
-                type=click.IntRange(1),
-                help="Videos (or segments) per LLM call (batched schedule).",
-            ),
-            config_option("--batch-wait", key="batch.batch_wait_s", type=click.FloatRange(min=0)),
-            config_option("--vision-batch", key="batch.vision_batch", type=click.IntRange(1)),
-            config_option("--llm-schedule", key="batch.llm_schedule", type=choices("batch.llm_schedule")),
-            config_option("--max-inflight", key="batch.max_inflight", type=click.IntRange(1)),
-            config_option(
-                "--max-new-tokens",
-                key="batch.generation.max_new_tokens",
-                type=click.IntRange(1),
-                help="Caption length.",
-            ),
-        ],
-        command,
-    )
-
-
-def decode_options(command: Callable) -> Callable:
-    """Decode worker processes and the decoder chain."""
-    return _apply(
-        [
-            config_option("--workers", key="batch.workers", type=click.IntRange(1), help="Decode worker processes."),
-            config_option(
-                "--decode-timeout",
-                key="batch.decode_timeout_s",
-                type=click.FloatRange(min=0, min_open=True),
-                help="Seconds before a hung decode is killed.",
-            ),
-            config_option(
-                "--decoders",
-                key="batch.decoders",
-                callback=_decoder_list,
-                help="Decoder chain, comma-separated; the first that works wins.",
-            ),
-        ],
-        command,
-    )
-
-
-def sampling_options(command: Callable) -> Callable:
-    """How captions are generated beyond the length (batch only)."""
-    return _apply(
-        [
-            config_option("--prompt", key="batch.prompt", help="Instruction for every video (default: the bundle's)."),
-            config_option("--allow-control-tokens/--no-allow-control-tokens", key="batch.allow_control_tokens"),
-            config_option(
-                "--temperature", key="batch.generation.temperature", type=click.FloatRange(min=0), help="0 = greedy."
-            ),
-            config_option(
-                "--top-p",
-                key="batch.generation.top_p",
-                type=click.FloatRange(min=0, max=1, min_open=True),
-                help="Nucleus sampling.",
-            ),
-            config_option(
-                "--repetition-penalty",
-                key="batch.generation.repetition_penalty",
-                type=click.FloatRange(min=0, min_open=True),
-                help="transformers engine only.",
-            ),
-            config_option("--seed", key="batch.generation.seed", type=int, help="Sampling seed."),
-        ],
-        command,
-    )
-
-
-def _quality_checks(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    """`--quality-checks repetition,empty`, or `none` for no guards."""
-    if value is None or value.strip() == "none":
-        return None if value is None else []
-    items = _comma_list(ctx, param, value)
-    for name in items or []:
-        if name not in QUALITY_CHECKS:
-            raise click.BadParameter(f"unknown check {name!r}; use {', '.join(QUALITY_CHECKS)} or none")
-    return items
-
-
-def quality_options(command: Callable) -> Callable:
-    """The caption guards (docs/BATCH.md, "Caption quality")."""
-    return _apply(
-        [
-            config_option(
-                "--quality-checks",
-                key="batch.quality.checks",
-                callback=_quality_checks,
-                help=f"Comma-separated: {','.join(QUALITY_CHECKS)} (default: all), or none.",
-            ),
-            config_option("--expected-script", key="batch.quality.script", callback=_script_names),
-            config_option("--quality-retry/--no-quality-retry", key="batch.quality.retry"),
-            config_option("--strict-quality/--no-strict-quality", key="batch.quality.strict"),
-        ],
-        command,
-    )
-
-
-def vllm_options(command: Callable) -> Callable:
-    return _apply(
-        [
-            config_option("--tensor-parallel-size", key="batch.vllm.tensor_parallel_size", type=click.IntRange(1)),
-            config_option(
-                "--gpu-memory-utilization",
-                key="batch.vllm.gpu_memory_utilization",
-                type=click.FloatRange(0, 1, min_open=True),
-                help="Memory fraction.",
-            ),
-            config_option("--max-model-len", key="batch.vllm.max_model_len", type=click.IntRange(1), help="Context."),
-            config_option("--dtype", key="batch.vllm.dtype", type=choices("batch.vllm.dtype"), help="LLM dtype."),
-            config_option("--quantization", key="batch.vllm.quantization", help="Load-time quantization, e.g. fp8."),
-            config_option("--max-num-seqs", key="batch.vllm.max_num_seqs", type=click.IntRange(1), help="Sequences."),
-            config_option("--enforce-eager/--no-enforce-eager", key="batch.vllm.enforce_eager", help="No CUDA graphs."),
-            config_option("--kv-cache-gib", key="batch.vllm.kv_cache_gib", type=click.FloatRange(min=0, min_open=True)),
-        ],
-        command,
-    )
-
-
-def ray_options(command: Callable) -> Callable:
-    return _apply(
-        [
-            config_option(
-                "--ray",
-                key="batch.ray.address",
-                is_flag=False,
-                flag_value="auto",
-                help="Run on Ray Data: --ray (a running cluster or a local one) or --ray ADDRESS (docs/RAY.md).",
-            ),
-            config_option("--ray-decode-actors", key="batch.ray.decode_actors", type=click.IntRange(1)),
-            config_option("--ray-vision-actors", key="batch.ray.vision_actors", type=click.IntRange(1)),
-            config_option("--ray-llm-actors", key="batch.ray.llm_actors", type=click.IntRange(1)),
-            config_option(
-                "--ray-gpus-per-vision-actor", key="batch.ray.gpus_per_vision_actor", type=click.FloatRange(min=0)
-            ),
-            config_option("--ray-gpus-per-llm-actor", key="batch.ray.gpus_per_llm_actor", type=click.FloatRange(min=0)),
-            config_option("--ray-num-cpus", key="batch.ray.num_cpus", type=click.IntRange(1), help="Local cluster."),
-        ],
-        command,
-    )
-
-
-def output_options(command: Callable) -> Callable:
-    """What a batch run writes and which videos it takes."""
-    return _apply(
-        [
-            config_option("--out", key="batch.out", type=click.Path(dir_okay=False), help="Captions JSONL."),
-            config_option("--limit", key="batch.limit", type=click.IntRange(1), help="At most this many videos."),
-            config_option("--shard", key="batch.shard", callback=_shard, help="I/N: shard I of N (job arrays)."),
-            config_option(
-                "--retry-errors/--no-retry-errors", key="batch.retry_errors", help="Try failed videos again."
-            ),
-            config_option("--recaption", key="batch.recaption", type=choices("batch.recaption")),
-            config_option("--overwrite/--no-overwrite", key="batch.overwrite", help="Start the output over."),
-            config_option(
-                "--dedup",
-                key="batch.dedup",
-                type=choices("batch.dedup"),
-                help="sha256: caption identical files once; the copies' lines say duplicate_of.",
-            ),
-            config_option(
-                "--wait-lock", key="batch.wait_lock_s", type=click.FloatRange(min=0), help="Wait for another run."
-            ),
-            config_option("--stats", key="batch.stats", type=click.Path(dir_okay=False), help="Write run stats JSON."),
-            config_option("--progress/--no-progress", key="batch.progress", help="Progress bar (default: on a TTY)."),
-        ],
-        command,
-    )
-
-
-def remote_options(command: Callable) -> Callable:
-    """s3://, gs://, http(s):// inputs: the local spool and how long a server may take (batch, probe)."""
-    return _apply(
-        [
-            config_option(
-                "--spool-dir",
-                key="batch.remote.spool_dir",
-                type=click.Path(file_okay=False),
-                help="Remote videos are downloaded here, one per decode worker, and deleted once decoded.",
-            ),
-            config_option("--remote-max-mb", key="batch.remote.max_object_mb", type=click.IntRange(1)),
-            config_option(
-                "--remote-timeout", key="batch.remote.timeout_s", type=click.FloatRange(min=0, min_open=True)
-            ),
-            config_option("--remote-retries", key="batch.remote.retries", type=click.IntRange(0)),
-            config_option("--remote-backoff", key="batch.remote.backoff_s", type=click.FloatRange(min=0)),
-            config_option("--remote-anonymous/--no-remote-anonymous", key="batch.remote.anonymous"),
-        ],
-        command,
-    )
+# The flags the commands share, by what they set (docs/BATCH.md lists them with their keys).
+segment_plan_options = flags(  # how videos are cut into time segments (batch, eval)
+    ("--segments", "batch.segments"),
+    ("--segment-min-s", "batch.segment_min_s"),
+    ("--segment-max-s", "batch.segment_max_s"),
+    ("--scene-threshold", "batch.scene_threshold"),
+)
+segment_options = flags(  # the segment plan and the files written per video (batch)
+    ("--segments", "batch.segments"),
+    ("--segment-min-s", "batch.segment_min_s"),
+    ("--segment-max-s", "batch.segment_max_s"),
+    ("--scene-threshold", "batch.scene_threshold"),
+    ("--srt", "batch.srt_dir"),
+    ("--vtt", "batch.vtt_dir"),
+    ("--thumbnails", "batch.thumbnails"),
+)
+engine_options = flags(  # the bundle and the engines that run it (batch, eval, bench batch)
+    ("--engine", "batch.engine"),
+    ("--llm-backend", "batch.llm_backend"),
+    ("--vision-backend", "batch.vision_backend"),
+    ("--vision-precision", "batch.vision_precision"),
+    ("--providers", "batch.providers"),
+    ("--device", "batch.device"),
+    ("--cpu-threads", "batch.cpu_threads"),
+    ("--batch-size", "batch.batch_size"),
+    ("--batch-wait", "batch.batch_wait_s"),
+    ("--vision-batch", "batch.vision_batch"),
+    ("--llm-schedule", "batch.llm_schedule"),
+    ("--max-inflight", "batch.max_inflight"),
+    ("--max-new-tokens", "batch.generation.max_new_tokens"),
+)
+decode_options = flags(  # decode worker processes and the decoder chain
+    ("--workers", "batch.workers"),
+    ("--decode-timeout", "batch.decode_timeout_s"),
+    ("--decoders", "batch.decoders"),
+)
+sampling_options = flags(  # how captions are generated beyond their length
+    ("--prompt", "batch.prompt"),
+    ("--allow-control-tokens", "batch.allow_control_tokens"),
+    ("--temperature", "batch.generation.temperature"),
+    ("--top-p", "batch.generation.top_p"),
+    ("--repetition-penalty", "batch.generation.repetition_penalty"),
+    ("--seed", "batch.generation.seed"),
+)
+quality_options = flags(  # the caption guards (docs/BATCH.md, "Caption quality")
+    ("--quality-checks", "batch.quality.checks", {"empty": "none"}),
+    ("--expected-script", "batch.quality.script"),
+    ("--quality-retry", "batch.quality.retry"),
+    ("--strict-quality", "batch.quality.strict"),
+)
+vllm_options = flags(
+    ("--tensor-parallel-size", "batch.vllm.tensor_parallel_size"),
+    ("--gpu-memory-utilization", "batch.vllm.gpu_memory_utilization"),
+    ("--max-model-len", "batch.vllm.max_model_len"),
+    ("--dtype", "batch.vllm.dtype"),
+    ("--quantization", "batch.vllm.quantization"),
+    ("--max-num-seqs", "batch.vllm.max_num_seqs"),
+    ("--enforce-eager", "batch.vllm.enforce_eager"),
+    ("--kv-cache-gib", "batch.vllm.kv_cache_gib"),
+)
+ray_options = flags(  # Run on Ray Data: --ray (a running cluster or a local one) or --ray ADDRESS (docs/RAY.md)
+    ("--ray", "batch.ray.address", {"is_flag": False, "flag_value": "auto"}),
+    ("--ray-decode-actors", "batch.ray.decode_actors"),
+    ("--ray-vision-actors", "batch.ray.vision_actors"),
+    ("--ray-llm-actors", "batch.ray.llm_actors"),
+    ("--ray-gpus-per-vision-actor", "batch.ray.gpus_per_vision_actor"),
+    ("--ray-gpus-per-llm-actor", "batch.ray.gpus_per_llm_actor"),
+    ("--ray-num-cpus", "batch.ray.num_cpus"),
+)
+output_options = flags(  # what a batch run writes and which videos it takes
+    ("--out", "batch.out"),
+    ("--limit", "batch.limit"),
+    ("--shard", "batch.shard"),
+    ("--retry-errors", "batch.retry_errors"),
+    ("--recaption", "batch.recaption"),
+    ("--overwrite", "batch.overwrite"),
+    ("--dedup", "batch.dedup"),
+    ("--wait-lock", "batch.wait_lock_s"),
+    ("--stats", "batch.stats"),
+    ("--progress", "batch.progress"),
+)
+remote_options = flags(  # s3://, gs://, http(s):// inputs (batch, probe)
+    ("--spool-dir", "batch.remote.spool_dir"),
+    ("--remote-max-mb", "batch.remote.max_object_mb"),
+    ("--remote-timeout", "batch.remote.timeout_s"),
+    ("--remote-retries", "batch.remote.retries"),
+    ("--remote-backoff", "batch.remote.backoff_s"),
+    ("--remote-anonymous", "batch.remote.anonymous"),
+)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from vlmcap.cli.options import ConfigSource, config_option, config_options
+from vlmcap.cli.config_source import ConfigSource, config_options
+from vlmcap.cli.options import flag
 from vlmcap.config.schema import VlmcapConfig
 
 
@@ -55,10 +56,8 @@ def synth(out: Path, num_videos: int, seed: int, num_frames: int, size: int, mul
 
 @click.command()
 @config_options()
-@config_option("--data", key="train.data", type=click.Path(dir_okay=False), help="Training manifest (JSONL).")
-@config_option(
-    "--val", key="train.val", multiple=True, type=click.Path(dir_okay=False), help="Validation manifest; repeatable."
-)
+@flag("--data", "train.data")
+@flag("--val", "train.val", multiple=True)
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), help="Run directory (default: VLMCAP_HOME/runs/NAME)."
 )

@@ -15,9 +15,11 @@ from __future__ import annotations
 import math
 import os
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -36,6 +38,22 @@ ProjectorKind = Literal["linear", "mlp2x_gelu", "c-abstractor", "resampler", "pi
 
 DEFAULT_PROMPT = "이 영상을 한국어로 자세히 설명해 주세요."
 VIDEO_PLACEHOLDER = "<video>"
+
+
+def checked_by(parse: Callable[[str], object]) -> AfterValidator:
+    """A text setting is valid when `parse` takes it; the parser's ValueError is the reason. Kept on the
+    type (not a model validator) so a flag's value is checked alone, by the same code (vlmcap/cli/options.py)."""
+
+    def check(text: str) -> str:
+        parse(text)
+        return text
+
+    return AfterValidator(check)
+
+
+# Where a text setting names a path, the flag that sets it says which kind (vlmcap/cli/options.py).
+FOLDER = {"path": "folder"}
+FILE = {"path": "file"}
 
 
 # Past this, an integer setting overflows the C and torch types it ends up in (exit 70 mid-run); the
@@ -138,8 +156,10 @@ class ModelConfig(_Section):
 
 
 class TrainConfig(_Section):
-    data: str | None = Field(None, description="Training manifest (JSONL); `vlmcap train --data` overrides.")
-    val: list[str] = Field(default_factory=list, description="Validation manifests, evaluated separately.")
+    data: str | None = Field(None, description="Training manifest (JSONL).", json_schema_extra=FILE)
+    val: list[str] = Field(
+        default_factory=list, description="Validation manifests, evaluated separately.", json_schema_extra=FILE
+    )
     init_from: str | None = Field(None, description="Run dir or checkpoint to take the projector (+adapter) from.")
     stage: Literal["projector", "lora"] = "projector"
     epochs: float = Field(1.0, gt=0)
@@ -187,7 +207,7 @@ class ExportConfig(_Section):
     precision: Literal["fp32", "fp16", "int8"] = Field(
         "fp32", description="vision.onnx weights: fp32, fp16 (GPU) or int8 dynamic quantization (CPU edge boxes)."
     )
-    opset: int = Field(17, ge=14, le=21)
+    opset: int = Field(17, ge=14, le=21, description="ONNX opset of vision.onnx.")
     merge_into: Literal["dequantized", "original"] = Field(
         "dequantized", description="4-bit runs: merge LoRA into the NF4 weights it was trained on, or the originals."
     )
@@ -233,7 +253,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 class VllmConfig(_Section):
     """vLLM engine settings (docs/BATCH.md, "The pipeline")."""
 
-    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs the LLM is split across.")
     gpu_memory_utilization: float | None = Field(
         None, gt=0, le=1, description="Fraction of GPU memory (of RAM on vLLM's CPU build) for weights + KV cache."
     )
@@ -252,11 +272,11 @@ class VllmConfig(_Section):
 class GenerationOverrides(_Section):
     """Decoding settings; None keeps the bundle's own."""
 
-    max_new_tokens: int | None = Field(None, ge=1, le=1 << 15)
+    max_new_tokens: int | None = Field(None, ge=1, le=1 << 15, description="Caption length limit, in tokens.")
     temperature: float | None = Field(None, ge=0, description="0 = greedy.")
-    top_p: float | None = Field(None, gt=0, le=1)
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling.")
     repetition_penalty: float | None = Field(None, gt=0, description="transformers engine only.")
-    seed: int | None = None
+    seed: int | None = Field(None, description="Sampling seed.")
     ignore_eos: bool | None = Field(
         None, description="Generate exactly max_new_tokens, no stop token: captions of one length (benchmarks)."
     )
@@ -265,19 +285,28 @@ class GenerationOverrides(_Section):
 QUALITY_CHECKS = ("repetition", "truncated", "wrong_script", "empty")
 
 
+def _script_names(names: str) -> None:
+    """auto, none, or script names joined by + (an unknown one fails here, before any work)."""
+    if names not in ("auto", "none"):
+        from vlmcap.text_script import script_pattern
+
+        script_pattern(names)
+
+
 class QualityConfig(_Section):
     """Caption guards (docs/BATCH.md, "Caption quality"): every caption is checked, a flagged one is
     generated once more with `retry_generation`, and the record says what was found."""
 
     checks: list[Literal["repetition", "truncated", "wrong_script", "empty"]] = Field(
-        default_factory=lambda: list(QUALITY_CHECKS), description="Checks to run ([] turns the guards off)."
+        default_factory=lambda: list(QUALITY_CHECKS),
+        description="Checks to run ([], or none on the command line, turns the guards off).",
     )
     repetition_ngram: int = Field(3, ge=1, le=64, description="n of the token n-grams the loop check counts.")
     repetition_max_fraction: float = Field(
         0.4, gt=0, le=1, description="A caption whose n-grams are more than this fraction repeats is a loop."
     )
     repetition_min_tokens: int = Field(12, ge=1, description="Shorter captions are not checked for loops.")
-    script: str = Field(
+    script: Annotated[str, checked_by(_script_names)] = Field(
         "auto",
         description="Expected script of captions: auto (the prompt's main script), none, or Unicode script "
         "names joined by + (Hangul, Latin, Han+Hiragana+Katakana, ...).",
@@ -299,25 +328,16 @@ class QualityConfig(_Section):
         """A flagged caption is generated once more (checks on and retry on)."""
         return self.retry and bool(self.checks)
 
-    @field_validator("script")
-    @classmethod
-    def _script(cls, v: str) -> str:
-        if v not in ("auto", "none"):
-            from vlmcap.text_script import script_pattern
-
-            script_pattern(v)  # an unknown script name fails here, before any work
-        return v
-
 
 class RayConfig(_Section):
     """`vlmcap batch --ray` (docs/RAY.md); the run stays local while `address` is None."""
 
     address: str | None = Field(None, description="auto (RAY_ADDRESS, a running or a new local cluster) or ADDRESS.")
     decode_actors: int = Field(1, ge=1, le=1024, description="Each runs `workers` decode processes.")
-    vision_actors: int = Field(1, ge=1, le=1024)
-    llm_actors: int = Field(1, ge=1, le=1024)
-    gpus_per_vision_actor: float = Field(0.0, ge=0)
-    gpus_per_llm_actor: float = Field(0.0, ge=0)
+    vision_actors: int = Field(1, ge=1, le=1024, description="Actors running the vision engine.")
+    llm_actors: int = Field(1, ge=1, le=1024, description="Actors running the LLM engine.")
+    gpus_per_vision_actor: float = Field(0.0, ge=0, description="GPUs (or a fraction) each vision actor holds.")
+    gpus_per_llm_actor: float = Field(0.0, ge=0, description="GPUs (or a fraction) each LLM actor holds.")
     # The model actors mostly wait on their accelerator (or share the cores with decoding on a CPU
     # box): half a CPU each lets decode + vision + LLM actors fit a 2-CPU node together.
     cpus_per_model_actor: float = Field(0.5, gt=0)
@@ -328,7 +348,9 @@ class RemoteConfig(_Section):
     """s3://, gs://, http(s):// inputs (docs/BATCH.md, "Remote inputs"): each object is streamed to a
     local spool file for the decoders, which need a path, and deleted when it is decoded."""
 
-    spool_dir: str | None = Field(None, description="Where objects are downloaded to (default: the system temp dir).")
+    spool_dir: str | None = Field(
+        None, description="Where objects are downloaded to (default: the system temp dir).", json_schema_extra=FOLDER
+    )
     max_object_mb: int = Field(2048, ge=1, description="Larger objects are refused (RemoteTooLarge), not downloaded.")
     timeout_s: float = Field(60.0, gt=0, description="Longest wait for the server to connect or send more bytes.")
     retries: int = Field(3, ge=0, description="Tries after the first on a dropped connection or a timeout.")
@@ -337,6 +359,11 @@ class RemoteConfig(_Section):
 
 
 DECODER_NAME = r"^(decord|pyav|[A-Za-z_][\w.]*:[A-Za-z_]\w*)$"  # module:Class = a custom decoder (tests)
+
+
+def _decoder_name(name: str) -> None:
+    if not re.match(DECODER_NAME, name):
+        raise ValueError(f"unknown decoder {name!r}; use decord, pyav or module:Class")
 
 
 class BatchConfig(_Section):
@@ -348,8 +375,10 @@ class BatchConfig(_Section):
 
     _segment_plan: SegmentPlan | None = PrivateAttr(None)  # built from the segment fields by `_segment_plan_once`
     inputs: list[str] = Field(default_factory=list, description="Files, folders, globs, list files, - for stdin.")
-    out: str | None = Field(None, description="The captions JSONL.")
-    engine: str | None = Field(None, description="Bundle directory (default: VLMCAP_HOME/engines/default).")
+    out: str | None = Field(None, description="The captions JSONL.", json_schema_extra=FILE)
+    engine: str | None = Field(
+        None, description="Bundle directory (default: VLMCAP_HOME/engines/default).", json_schema_extra=FOLDER
+    )
     batch_size: int = Field(8, ge=1, le=4096, description="Videos (or segments) per LLM call (batched schedule).")
     vision_batch: int | None = Field(
         None, ge=1, le=4096, description="Videos (or segments) per vision call (default: batch_size)."
@@ -367,25 +396,35 @@ class BatchConfig(_Section):
     )
     workers: int = Field(2, ge=1, le=256, description="Decode worker processes.")
     decode_timeout_s: float = Field(60.0, gt=0, description="Seconds before a hung decode is killed.")
-    decoders: list[str] = Field(
+    decoders: list[Annotated[str, checked_by(_decoder_name)]] = Field(
         default_factory=lambda: ["decord", "pyav"], min_length=1, description="Decoder chain, first that works wins."
     )
     decode_memory_mb: int = Field(4096, ge=0, description="Address-space limit of each decode worker (0: none).")
     max_frame_pixels: int = Field(8192 * 8192, ge=1, description="Larger frames are refused before decoding.")
     max_aspect_ratio: float = Field(8.0, ge=1, description="Frames further from square are refused before decoding.")
-    segments: str = Field("none", description="none (one caption per file), fixed:SECONDS or scenes.")
+    segments: Annotated[str, checked_by(parse_segments)] = Field(
+        "none", description="none (one caption per file), fixed:SECONDS (e.g. fixed:30) or scenes (detected shots)."
+    )
     segment_min_s: float = Field(2.0, gt=0, description="Shorter segments (a tail, a flash) join a neighbour.")
     segment_max_s: float = Field(60.0, gt=0, description="Longer scenes are split into equal parts.")
     scene_threshold: float = Field(27.0, gt=0, description="Content change that counts as a cut (PySceneDetect).")
-    srt_dir: str | None = Field(None, description="Write one SRT subtitle file per video here.")
-    vtt_dir: str | None = Field(None, description="Write one WebVTT subtitle file per video here.")
+    srt_dir: str | None = Field(
+        None, description="Write one SRT subtitle file per video here.", json_schema_extra=FOLDER
+    )
+    vtt_dir: str | None = Field(
+        None, description="Write one WebVTT subtitle file per video here.", json_schema_extra=FOLDER
+    )
     thumbnails: str | None = Field(
-        None, description="Write a contact-sheet JPEG of the frames the model saw per video (and segment) here."
+        None,
+        description="Write a contact-sheet JPEG of the frames the model saw per video (and segment) here.",
+        json_schema_extra=FOLDER,
     )
     prompt: str | None = Field(None, description="Instruction for every video (default: the bundle's).")
     allow_control_tokens: bool = Field(False, description="Let --prompt hold chat control tokens (<|im_end|>, ...).")
     limit: int | None = Field(None, ge=1, description="Caption at most this many videos in this run.")
-    shard: str | None = Field(None, description="I/N: only the videos of shard I of N; stable across runs.")
+    shard: Annotated[str, checked_by(parse_shard)] | None = Field(
+        None, description="I/N: only the videos of shard I of N; stable across runs (job arrays)."
+    )
     retry_errors: bool = Field(False, description="Try again videos whose last line is an error.")
     recaption: Literal["none", "stale"] = Field(
         "none",
@@ -399,11 +438,13 @@ class BatchConfig(_Section):
         "the copies get a line with duplicate_of (and renamed files are not captioned again).",
     )
     wait_lock_s: float = Field(0.0, ge=0, description="Seconds to wait for another run's lock.")
-    stats: str | None = Field(None, description="Write the run's stats as JSON here.")
+    stats: str | None = Field(None, description="Write the run's stats as JSON here.", json_schema_extra=FILE)
     progress: bool | None = Field(None, description="Progress bar (default: when stderr is a terminal).")
     log_every_s: float = Field(30.0, gt=0, description="Without a bar: a progress line this often.")
     batch_wait_s: float = Field(2.0, ge=0, description="How long a partial batch waits for more decoded videos.")
-    llm_backend: Literal["auto", "vllm", "transformers"] = "auto"
+    llm_backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="vllm, transformers, or auto: the faster on this machine, measured once (docs/BATCH.md)."
+    )
     vision_backend: Literal["auto", "onnx", "torch", "openvino"] = Field(
         "auto",
         description="onnx: the bundle's vision.onnx in ONNX Runtime; torch: its reference weights in PyTorch; "
@@ -440,14 +481,6 @@ class BatchConfig(_Section):
     ray: RayConfig = Field(default_factory=RayConfig)
     remote: RemoteConfig = Field(default_factory=RemoteConfig)
 
-    @field_validator("decoders")
-    @classmethod
-    def _known_decoders(cls, v: list[str]) -> list[str]:
-        for name in v:
-            if not re.match(DECODER_NAME, name):
-                raise ValueError(f"unknown decoder {name!r}; use decord, pyav or module:Class")
-        return v
-
     @model_validator(mode="after")
     def _stream_needs_vllm(self) -> BatchConfig:
         if self.llm_schedule == "stream" and self.llm_backend == "transformers":
@@ -459,12 +492,6 @@ class BatchConfig(_Section):
     @property
     def vision_batch_size(self) -> int:
         return self.vision_batch or self.batch_size
-
-    @field_validator("segments")
-    @classmethod
-    def _segments(cls, v: str) -> str:
-        parse_segments(v)  # the error names batch.segments; the plan is built below, with the bounds
-        return v
 
     @model_validator(mode="after")
     def _segment_plan_once(self) -> BatchConfig:
@@ -503,13 +530,6 @@ class BatchConfig(_Section):
             remote=RemoteOptions.from_config(self.remote),
             thumbnail_dir=os.path.abspath(self.thumbnails) if self.thumbnails is not None else None,
         )
-
-    @field_validator("shard")
-    @classmethod
-    def _shard(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_shard(v)
-        return v
 
 
 class VlmcapConfig(_Section):

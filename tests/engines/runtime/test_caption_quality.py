@@ -97,7 +97,7 @@ def test_the_retry_is_kept_unless_it_is_worse_and_segments_combine() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--quality-checks", "repetition,loops"], "unknown check 'loops'"),
+        (["--quality-checks", "repetition,loops"], "'loops': Input should be 'repetition', 'truncated'"),
         (["--expected-script", "Klingon"], "unknown Unicode script 'Klingon'"),
         (["--llm-backend", "vllm", "--config", "{penalty}"], "--repetition-penalty 1.3 with --llm-backend vllm"),
         (["--llm-backend", "vllm", "--temperature", "2.5"], "--temperature 2.5 with --llm-backend vllm: vLLM accepts"),
