@@ -92,41 +92,12 @@ def test_probe_prints_one_json_line_per_video_and_exits_1_on_failures(clips, bro
     assert result.exit_code == 0 and len(json.loads(result.stdout)["frames_s"]) == 4
 
 
-def test_bench_decode_reports_rows_per_decoder_and_worker_count(clips, tmp_path) -> None:
-    args = ["bench", "decode", str(clips["h264_mp4"]), "--workers", "1", "--repeat", "2", "--json"]
-    plot = tmp_path / "decode.png"
-    result = CliRunner().invoke(cli, [*args, "--image-size", "64", "--thumbnails", "--plot", str(plot)])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    assert report["machine"]["cores"] >= 1
-    rows = report["rows"]
-    assert [(r["decoder"], r["workers"], r["thumbnails"], r["videos"], r["failed"]) for r in rows] == [
-        ("decord", 1, False, 2, 0),
-        ("decord", 1, True, 2, 0),
-        ("pyav", 1, False, 2, 0),
-        ("pyav", 1, True, 2, 0),
-    ]
-    assert all(r["frames_per_s"] > 0 for r in rows)
-    # 8 frames of 64x64 on a 4x2 sheet, as a JPEG: more than its headers, less than the raw pixels
-    assert all(1000 < r["sheet_bytes_per_video"] < 8 * 64 * 64 * 3 for r in rows if r["thumbnails"])
-    assert plot.read_bytes().startswith(b"\x89PNG")  # and the same numbers drawn (tests/core/bench/test_bench_plots.py)
-
-
 def test_synth_writes_three_manifests(tmp_path) -> None:
     result = CliRunner().invoke(cli, ["synth", str(tmp_path / "s"), "--num-videos", "20", "--seed", "1"])
     assert result.exit_code == 0, result.output
     for split, count in (("train", 16), ("val", 2), ("val_heldout_pairs", 2)):
         assert f"{split}" in result.output
         assert len((tmp_path / "s" / f"{split}.jsonl").read_text().splitlines()) == count
-
-
-def test_bench_train_measures_both_modes(small_synth) -> None:
-    args = ["bench", "train", str(small_synth["train"]), "--steps", "4", "--json", "train.batch_size=4"]
-    result = CliRunner().invoke(cli, args)
-    assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)["rows"]
-    assert [r["mode"] for r in rows] == ["decode every step", "feature cache"]
-    assert all(r["steps"] == 4 and r["samples_per_s"] > 0 for r in rows)
 
 
 def test_a_bug_exits_70_with_one_line_and_a_traceback_only_with_v(tmp_path, monkeypatch) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 from repo_paths import REPO
 
 # Source folder -> the package path it installs as (pyproject.toml [tool.setuptools] package-dir).
@@ -61,3 +64,21 @@ def test_the_installed_wheel_imports_its_stages_from_itself(wheel: Path, tmp_pat
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert all(Path(p).is_relative_to(target) for p in done.stdout.split())
+
+
+def test_every_package_states_its_role_and_the_architecture_lists_it() -> None:
+    """Each folder's `__init__.py` says its role (a docstring), every folder with Python files is a
+    declared package (none ships half-installed), and docs/ARCHITECTURE.md lists exactly those packages."""
+    declared = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for folder, package in FOLDERS.items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            dotted = ".".join([*package.split("/"), *init.parent.relative_to(REPO / folder).parts])
+            found.add(dotted)
+            assert ast.get_docstring(ast.parse(init.read_text())), f"{init.relative_to(REPO)} says no role"
+        for module in (REPO / folder).rglob("*.py"):
+            assert (module.parent / "__init__.py").exists(), f"{module.relative_to(REPO)} is in no package"
+    assert found == declared
+    architecture = (REPO / "docs" / "ARCHITECTURE.md").read_text()
+    listed = set(re.findall(r"^\| `(vlmcap(?:\.\w+)*)` \|", architecture, flags=re.MULTILINE))
+    assert listed == declared

@@ -144,6 +144,7 @@ def test_the_readme_example_runs_as_written(tiny_bundle, six_videos, tmp_path: P
     lines = shown.stdout.splitlines()
     assert [line.split()[:2] for line in lines[:2]] == [["a.mp4", "ok"], ["b.mp4", "ok"]]
     assert lines[2] == "captioned 3, skipped 0 already done, exit code 0"
+    assert lines[3] == "would caption 0, 3 done"
     written = [json.loads(line) for line in (work / "captions.jsonl").read_text().splitlines()]
     assert [r["status"] for r in written] == ["ok"] * 3
 

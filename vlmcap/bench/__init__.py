@@ -1,1 +1,2 @@
-"""Benchmarks behind `vlmcap bench`: each returns plain dicts that the CLI prints or writes as JSON."""
+"""What every benchmark measures with: the one timer, machine probes, FLOP counts, tensor memory, plots of any
+report; and the decode benchmark (`vlmcap bench decode`). The stages' benchmarks live with what they measure."""

@@ -430,13 +430,3 @@ def test_undecodable_names_and_vanished_files_keep_one_line_each(tiny_bundle, sm
     assert len(records) == 2
     assert [r for r in records if r["status"] == "ok"] == [r for r in first if r["status"] == "ok"]
     assert [r for r in records if r["status"] == "error"] != [r for r in first if r["status"] == "error"]
-
-
-def test_bench_stages_reports_each_stage() -> None:
-    result = CliRunner().invoke(cli, ["bench", "stages", "--preset", "tiny", "--repeat", "1", "--json"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    assert set(report["stages"]) == {"vision", "llm_prefill", "llm_decode"}
-    assert report["tokens_per_video"] == 128 and report["stages"]["llm_prefill"]["tokens"] == 128 + 40
-    assert all(row["rate"] > 0 for row in report["stages"].values())
-    assert report["stages"]["vision"]["tflops_per_s"] > 0 and "fraction_of_peak_flops" not in report["stages"]["vision"]
