@@ -136,7 +136,7 @@ def failures_only(feed: EncodedFeed) -> Iterator[list[Captioned]]:
 class LLMStage:
     """Runs the chosen schedule over a feed; `stats` says how full the engine was kept."""
 
-    captioner: Engines
+    engines: Engines
     prompt: str | None
     batch_size: int
     batch_wait_s: float
@@ -161,14 +161,14 @@ class LLMStage:
                 continue
             t0 = time.perf_counter()
             rows = np.stack([item.rows for item in items])
-            captions = self.captioner.caption(rows, [self.prompt] * len(items))  # guards' retries included
+            captions = self.engines.caption(rows, [self.prompt] * len(items))  # guards' retries included
             share = (time.perf_counter() - t0) * 1e3 / len(items)
             self.stats["calls"] += 1
             self.stats["items"] += len(items)
             yield [Captioned(item, caption, share) for item, caption in zip(items, captions, strict=True)]
 
     def _streaming(self, feed: EncodedFeed) -> Iterator[list[Captioned]]:
-        engine = self.captioner.llm
+        engine = self.engines.llm
         assert isinstance(engine, StreamingLLMEngine)
         bound = self.max_inflight
         # request key -> (item, the slot clock when it entered, its first caption when this is the
@@ -183,8 +183,8 @@ class LLMStage:
 
         def submit(item: Encoded, since: float, first: Caption | None) -> None:
             key = next(keys)
-            embeds = self.captioner.embed(item.rows[None], [self.prompt]).unpadded(0)
-            params = self.captioner.params if first is None else self.captioner.retry_params
+            embeds = self.engines.embed(item.rows[None], [self.prompt]).unpadded(0)
+            params = self.engines.params if first is None else self.engines.retry_params
             engine.submit(key, embeds, params)
             inflight[key] = (item, since, first)
 
@@ -210,11 +210,11 @@ class LLMStage:
                 done = []
                 if finished:  # (a tokenizer decodes an empty batch to [""])
                     entered = [inflight.pop(key) for key, _ in finished]
-                    captions = self.captioner.captions([g for _, g in finished], [self.prompt] * len(finished))
+                    captions = self.engines.captions([g for _, g in finished], [self.prompt] * len(finished))
                     for (item, since, first), caption in zip(entered, captions, strict=True):
                         if first is not None:
-                            done.append(Captioned(item, self.captioner.better(first, caption), slot_ms - since))
-                        elif self.captioner.wants_retry(caption):
+                            done.append(Captioned(item, self.engines.better(first, caption), slot_ms - since))
+                        elif self.engines.wants_retry(caption):
                             submit(item, since, caption)  # back in at once, in the slot it just freed
                         else:
                             done.append(Captioned(item, caption, slot_ms - since))

@@ -29,22 +29,22 @@ from vlmcap.video.worker import DecodeResult
 
 
 class EnginesGate:
-    """Opened once the engines are up, or once the run knows it needs none (`captioner` None): the
+    """Opened once the engines are up, or once the run knows it needs none (`engines` None): the
     vision stage waits for it, and the decode stage counts its blocked time only from then on (before,
     a full queue is the engines loading, not the stages after it being slow)."""
 
     def __init__(self) -> None:
         self._opened = threading.Event()
-        self.captioner: Engines | None = None
+        self.engines: Engines | None = None
         self.opened_at: float | None = None
 
-    def open(self, captioner: Engines | None) -> None:
-        self.captioner, self.opened_at = captioner, time.perf_counter()
+    def open(self, engines: Engines | None) -> None:
+        self.engines, self.opened_at = engines, time.perf_counter()
         self._opened.set()
 
     def wait(self) -> Engines | None:
         self._opened.wait()
-        return self.captioner
+        return self.engines
 
 
 class Unreadable:
@@ -112,11 +112,11 @@ class DecodeStage(threading.Thread):
             put(self.decoded, DONE, self.interrupt, force=True)
 
 
-def _keep_off_the_llm_cores(captioner: Engines) -> None:
+def _keep_off_the_llm_cores(engines: Engines) -> None:
     """This thread (the vision stage's) computes on the cores vLLM was not bound to, where it has
     them: the two engines then never take turns on one core (an ONNX Runtime or torch engine on
     one thread computes in the calling thread; OpenVINO's own threads are not moved)."""
-    llm_cores = getattr(captioner.llm, "cores", None)
+    llm_cores = getattr(engines.llm, "cores", None)
     spare = os.sched_getaffinity(0) - set(llm_cores or ())
     if llm_cores and spare:
         os.sched_setaffinity(0, spare)
@@ -145,9 +145,9 @@ class VisionStage(threading.Thread):
 
     def run(self) -> None:
         try:
-            captioner = self.gate.wait()
-            if captioner is not None:
-                _keep_off_the_llm_cores(captioner)
+            engines = self.gate.wait()
+            if engines is not None:
+                _keep_off_the_llm_cores(engines)
             finished = False
             while not finished:
                 t0 = time.perf_counter()
@@ -155,9 +155,9 @@ class VisionStage(threading.Thread):
                 self.idle_s += time.perf_counter() - t0
                 if errors:
                     put(self.encoded, ("errors", errors, None, 0.0), self.interrupt, force=True)
-                if batch and not self.interrupt.stop.is_set() and captioner is not None:
+                if batch and not self.interrupt.stop.is_set() and engines is not None:
                     t0 = time.perf_counter()
-                    rows = captioner.encode_frames([r.video.frames for r in batch])
+                    rows = engines.encode_frames([r.video.frames for r in batch])
                     t1 = time.perf_counter()
                     self.calls = [*self.calls[:2], t1] if self.calls else [t0, t1, t1]
                     put(self.encoded, ("batch", batch, rows, t1 - t0), self.interrupt)

@@ -42,13 +42,13 @@ from vlmcap.engines.runtime.engines import Engines
 
 
 class LocalPipeline:
-    """`captioner`: engines to use as they are (the caller closes them), or a function that opens
+    """`engines`: engines to use as they are (the caller closes them), or a function that opens
     them once a task comes (closed at the end of the run)."""
 
-    def __init__(self, bundle: Bundle, settings: BatchConfig, captioner: Engines | Callable[[], Engines]) -> None:
+    def __init__(self, bundle: Bundle, settings: BatchConfig, engines: Engines | Callable[[], Engines]) -> None:
         self.bundle = bundle
         self.settings = settings
-        self.captioner = captioner
+        self.engines = engines
         self.decode_pool: dict[str, int] = {}  # the pool's counters, after the run
         self.llm_batches: dict[str, Any] = {}  # the LLM stage's schedule and how full it kept the engine
         # Seconds each stage waited on its neighbours: where a run's time goes (`vlmcap bench batch`).
@@ -72,20 +72,20 @@ class LocalPipeline:
         decoder.start()
         encoder.start()
         try:
-            captioner = None
+            engines = None
             try:
                 while not decoder.has_work.wait(0.1) and decoder.is_alive():
                     pass  # listing and resume filtering run until the first video to caption
                 if decoder.has_work.is_set() and not interrupt.stop.is_set():
                     # Decoding has already started meanwhile.
-                    captioner = self.captioner if isinstance(self.captioner, Engines) else self.captioner()
+                    engines = self.engines if isinstance(self.engines, Engines) else self.engines()
             finally:
-                gate.open(captioner)
+                gate.open(engines)
             feed = EncodedFeed(encoded, interrupt.stop)
-            if captioner is not None:
-                bound = streaming_bound(settings, captioner.llm)
-                stage = LLMStage(captioner, settings.prompt, settings.batch_size, settings.batch_wait_s, bound)
-                ready({"vision": captioner.vision.name, "llm": captioner.llm.name, "llm_schedule": stage.describe()})
+            if engines is not None:
+                bound = streaming_bound(settings, engines.llm)
+                stage = LLMStage(engines, settings.prompt, settings.batch_size, settings.batch_wait_s, bound)
+                ready({"vision": engines.vision.name, "llm": engines.llm.name, "llm_schedule": stage.describe()})
                 finished = stage.run(feed)
             else:
                 finished = failures_only(feed)  # nothing to caption came: error lines only
@@ -100,7 +100,7 @@ class LocalPipeline:
                     break
                 outcomes = _failed_outcomes(feed, in_flight)
                 outcomes += _captioned_outcomes(captioned, in_flight)
-                if captioner is not None:
+                if engines is not None:
                     self.llm_batches = dict(stage.stats)
                 if outcomes:
                     if encoder.calls:
@@ -121,8 +121,8 @@ class LocalPipeline:
             # are daemon processes, which die with this process.
             encoder.join(timeout=1.0 if interrupt.hard.is_set() else 30.0)
             decoder.join(timeout=1.0 if interrupt.hard.is_set() else settings.decode_timeout_s + 10)
-            if gate.captioner is not None and not isinstance(self.captioner, Engines):
-                gate.captioner.close()  # opened by this run: closed by it
+            if gate.engines is not None and not isinstance(self.engines, Engines):
+                gate.engines.close()  # opened by this run: closed by it
             if decoder.pool_stats:
                 self.decode_pool = dict(decoder.pool_stats)
             self.waits["decode_blocked_s"] += decoder.blocked_s

@@ -122,9 +122,9 @@ class RayLLM:
     def __init__(self, bundle_path: str, settings: BatchConfig, params: GenerationParams) -> None:
         self.bundle = load_bundle(bundle_path)
         self.prompt = settings.prompt
-        self.captioner = Engines(self.bundle, None, None, params, settings.quality)
-        max_prompt_len = self.captioner.max_prompt_len(self.prompt)
-        self.captioner.llm = open_llm_engine(self.bundle, settings, params, max_prompt_len, settings.batch_size)
+        self.engines = Engines(self.bundle, None, None, params, settings.quality)
+        max_prompt_len = self.engines.max_prompt_len(self.prompt)
+        self.engines.llm = open_llm_engine(self.bundle, settings, params, max_prompt_len, settings.batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.asarray(batch["ok"], bool)
@@ -134,7 +134,7 @@ class RayLLM:
         qualities = np.full(len(ok), "{}", dtype=object)  # JSON: Ray's blocks hold plain columns
         start = time.perf_counter()
         if ok.any():
-            done = self.captioner.caption(batch["vision_rows"][ok], [self.prompt] * int(ok.sum()))
+            done = self.engines.caption(batch["vision_rows"][ok], [self.prompt] * int(ok.sum()))
             captions[ok] = [c.text for c in done]
             tokens[ok] = [c.num_tokens for c in done]
             reasons[ok] = [c.finish_reason for c in done]

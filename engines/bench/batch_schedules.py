@@ -39,7 +39,7 @@ from vlmcap.video.preprocess import preprocess_frames
 def naive_loop(bundle: Bundle, videos: Sequence[str], params: GenerationParams) -> dict[str, Any]:
     start = time.perf_counter()
     vision = TorchVisionEngine.from_bundle(bundle, "cpu")
-    captioner = Engines(bundle, vision, TransformersEngine(bundle, "cpu"), params)
+    engines = Engines(bundle, vision, TransformersEngine(bundle, "cpu"), params)
     startup = time.perf_counter() - start
     spec = bundle.manifest.image.spec()
     options = DecodeOptions(num_frames=bundle.manifest.video.num_frames)
@@ -51,22 +51,22 @@ def naive_loop(bundle: Bundle, videos: Sequence[str], params: GenerationParams) 
         except Exception:
             continue
         pixels = preprocess_frames(decoded.frames, spec).numpy()[None]
-        captions[video] = captioner.caption(captioner.encode(pixels), [None])[0].text
+        captions[video] = engines.caption(engines.encode(pixels), [None])[0].text
     wall = time.perf_counter() - start
     return {"startup_s": round(startup, 2), "wall_s": round(wall, 2), "captions": captions}
 
 
-def _run(bundle: Bundle, videos: Sequence[str], captioner: Engines, settings: BatchConfig) -> tuple[RunStats, dict]:
+def _run(bundle: Bundle, videos: Sequence[str], engines: Engines, settings: BatchConfig) -> tuple[RunStats, dict]:
     """One pass of the batch pipeline over `videos` with engines already open; records in memory."""
     stats = RunStats()
-    provenance = Provenance.of_run(bundle, settings, captioner.params)
-    records = records_in_memory(bundle, settings, captioner, videos, provenance, stats=stats)
+    provenance = Provenance.of_run(bundle, settings, engines.params)
+    records = records_in_memory(bundle, settings, engines, videos, provenance, stats=stats)
     return stats, {video: r for video, r in records.items() if r["status"] == "ok"}
 
 
-def schedules(captioner: Engines, settings: BatchConfig) -> list[str]:
+def schedules(engines: Engines, settings: BatchConfig) -> list[str]:
     """The LLM schedules to measure: both where the engine streams (vLLM), else batched only."""
-    if isinstance(captioner.llm, StreamingLLMEngine) and settings.llm_schedule == "auto":
+    if isinstance(engines.llm, StreamingLLMEngine) and settings.llm_schedule == "auto":
         return ["batch", "stream"]
     return [settings.llm_schedule if settings.llm_schedule != "auto" else "batch"]
 
@@ -74,22 +74,22 @@ def schedules(captioner: Engines, settings: BatchConfig) -> list[str]:
 def pipeline_runs(bundle: Bundle, videos: Sequence[str], params: GenerationParams, settings: BatchConfig) -> dict:
     """`vlmcap batch`'s pipeline over `videos`, twice per LLM schedule, on one set of engines."""
     start = time.perf_counter()
-    captioner = Engines.open(bundle, settings, params)
+    engines = Engines.open(bundle, settings, params)
     runs: dict[str, list[dict[str, Any]]] = {}
     try:
         # Start-up also covers the decode forkserver (it imports torch/decord once per process): one
         # warm-up batch, so the timed run measures the steady state, as the naive loop's does.
-        _run(bundle, videos[: settings.batch_size], captioner, settings)
+        _run(bundle, videos[: settings.batch_size], engines, settings)
         startup = time.perf_counter() - start
-        names = schedules(captioner, settings)
+        names = schedules(engines, settings)
         # Each schedule twice, in A B B A order, so neither gains from going second (warmer caches,
         # a quieter machine); the faster of its two runs is reported, both rates are listed.
         for schedule in names + names[::-1]:
-            stats, records = _run(bundle, videos, captioner, settings.model_copy(update={"llm_schedule": schedule}))
+            stats, records = _run(bundle, videos, engines, settings.model_copy(update={"llm_schedule": schedule}))
             rate = round((stats.captioned + stats.failed) / stats.wall_s, 3)
             runs.setdefault(schedule, []).append({"stats": stats, "records": records, "rate": rate})
     finally:
-        captioner.close()
+        engines.close()
     best = {}
     for schedule, tries in runs.items():
         fastest = max(tries, key=lambda run: run["rate"])

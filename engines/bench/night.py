@@ -181,11 +181,11 @@ def _standalone(bundle: Bundle, settings: BatchConfig, params: GenerationParams,
     rows = np.concatenate([vision.encode_frames([f]) for f in frames])
     vision_s = (time.perf_counter() - start) / len(frames)
     del vision
-    captioner = Engines(bundle, None, None, params)
-    llm = open_llm_engine(bundle, settings, params, captioner.max_prompt_len(settings.prompt), len(frames))
+    engines = Engines(bundle, None, None, params)
+    llm = open_llm_engine(bundle, settings, params, engines.max_prompt_len(settings.prompt), len(frames))
     try:
-        batch = captioner.embed(rows, [settings.prompt] * len(frames))
-        llm.generate(captioner.embed(rows[:1], [settings.prompt]), params)  # warm-up
+        batch = engines.embed(rows, [settings.prompt] * len(frames))
+        llm.generate(engines.embed(rows[:1], [settings.prompt]), params)  # warm-up
         start = time.perf_counter()
         llm.generate(batch, params)
         llm_s = (time.perf_counter() - start) / len(frames)

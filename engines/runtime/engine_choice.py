@@ -147,7 +147,7 @@ def _split_by_cost(settings: BatchConfig, choice: EngineChoice) -> dict[str, int
     vision_s, llm_s = chosen.get("vision"), chosen.get(LLM_ENGINE) or chosen.get("llm")
     if not vision_s or not llm_s:
         return None
-    cores = max(2, usable_cpus() - settings.workers)  # what the fair share divides too (captioner.py)
+    cores = max(2, usable_cpus() - settings.workers)  # what the fair share divides too (engines.py)
     vision, llm = split_threads(cores, vision_s, llm_s)
     return {"vision": vision, "llm": llm}
 

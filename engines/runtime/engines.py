@@ -165,17 +165,17 @@ class Engines:
     @classmethod
     def open(cls, bundle: Bundle, settings: BatchConfig, params: GenerationParams) -> Engines:
         """Start both engines; vLLM's context length is sized for the video tokens + the prompt + output."""
-        captioner = cls(bundle, open_vision_engine(bundle, settings), None, params, settings.quality)
-        max_prompt_len = captioner.max_prompt_len(settings.prompt)
+        engines = cls(bundle, open_vision_engine(bundle, settings), None, params, settings.quality)
+        max_prompt_len = engines.max_prompt_len(settings.prompt)
         # An engine's first call prepares its kernels (2-3 s more than the next at CLIP-L on a CPU):
         # made while the LLM engine starts, not on the night's first video with the LLM waiting on it.
-        warm_up = threading.Thread(target=captioner.warm_up_vision, name="vlmcap-vision-warm-up", daemon=True)
+        warm_up = threading.Thread(target=engines.warm_up_vision, name="vlmcap-vision-warm-up", daemon=True)
         warm_up.start()
         try:
-            captioner.llm = open_llm_engine(bundle, settings, params, max_prompt_len, llm_seqs(settings))
+            engines.llm = open_llm_engine(bundle, settings, params, max_prompt_len, llm_seqs(settings))
         finally:
             warm_up.join()
-        return captioner
+        return engines
 
     def warm_up_vision(self) -> None:
         """One call of the vision engine on a black video (a failure here shows again on the first video)."""
@@ -185,7 +185,7 @@ class Engines:
         except Exception as e:
             log.debug("vision warm-up: %s", e)
 
-    @functools.lru_cache(maxsize=64)  # noqa: B019 -- one captioner per run; a handful of distinct prompts
+    @functools.lru_cache(maxsize=64)  # noqa: B019 -- one Engines per run; a handful of distinct prompts
     def prompt_tokens(self, prompt: str | None) -> PromptTokens:
         return self.prompts.encode(prompt)
 

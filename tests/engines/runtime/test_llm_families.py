@@ -81,8 +81,8 @@ def test_the_bundle_records_the_scale_and_the_engines_rows_are_the_models(family
     pixels, _ = sample_pixels(config, spec, manifest_videos(config), 3)
     expected = model.eval().generate(pixels, max_new_tokens=12)
     params = GenerationParams(max_new_tokens=12, stop_token_ids=list(bundle.manifest.generation.stop_token_ids))
-    captioner = Engines(bundle, OnnxVisionEngine(bundle), TransformersEngine(bundle), params)
-    captions = captioner.caption(captioner.encode(pixels.numpy()), [None] * len(pixels))
+    engines = Engines(bundle, OnnxVisionEngine(bundle), TransformersEngine(bundle), params)
+    captions = engines.caption(engines.encode(pixels.numpy()), [None] * len(pixels))
     assert [c.text for c in captions] == expected
 
 

@@ -19,7 +19,7 @@ from vlmcap.model.generation import GenerationParams
 ENGINES = {"onnx": OnnxVisionEngine, "torch": TorchVisionEngine.from_bundle, "openvino": OpenVinoVisionEngine}
 
 
-def captioner(bundle, engine) -> Engines:
+def opened(bundle, engine) -> Engines:
     return Engines(bundle, engine, None, GenerationParams(max_new_tokens=1, stop_token_ids=[]))
 
 
@@ -28,7 +28,7 @@ def test_staged_rows_equal_the_old_path_batch_after_batch_with_one_buffer_and_on
     bundle, kind, monkeypatch, decoded_frames
 ) -> None:
     engine = ENGINES[kind](bundle, batch_size=3)
-    model = captioner(bundle, engine)
+    model = opened(bundle, engine)
     spec = bundle.manifest.image.spec()
     batches = [decoded_frames(bundle, 3, seed=1), decoded_frames(bundle, 3, seed=2), decoded_frames(bundle, 1, seed=3)]
     expected = [model.encode(pixel_batch(frames, spec)) for frames in batches]
@@ -84,7 +84,7 @@ def test_a_video_of_the_wrong_shape_is_one_clear_error(bundle, kind, problem, de
     else:
         frames = []
     with pytest.raises(ValueError) as raised:
-        captioner(bundle, engine).encode_frames(frames)
+        opened(bundle, engine).encode_frames(frames)
     message = str(raised.value)
     assert "\n" not in message
     if problem == "empty":

@@ -51,8 +51,8 @@ def test_the_vision_stage_computes_on_the_cores_vllm_was_not_given() -> None:
     seen: dict[str, list[int]] = {}
 
     def vision_stage(name: str, llm_cores: list[int] | None) -> None:
-        captioner = SimpleNamespace(llm=SimpleNamespace(cores=llm_cores))
-        _keep_off_the_llm_cores(captioner)
+        engines = SimpleNamespace(llm=SimpleNamespace(cores=llm_cores))
+        _keep_off_the_llm_cores(engines)
         seen[name] = sorted(os.sched_getaffinity(0))
 
     for name, llm_cores in (("bound", own[-1:]), ("unbound", None), ("every core", own)):
