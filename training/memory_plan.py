@@ -194,6 +194,16 @@ def device_memory_bytes(device: torch.device) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def memory_budget_bytes(memory_budget_gb: float | None, device: torch.device) -> float | None:
+    """What a training step may use: train.memory_budget_gb, else the device's memory; None where this
+    machine cannot say (a plan for cuda on a machine without one)."""
+    if memory_budget_gb:
+        return memory_budget_gb * 2**30
+    if device.type == "cuda" and not torch.cuda.is_available():
+        return None
+    return device_memory_bytes(device)
+
+
 class MemoryPlanner:
     """The training step of a config, built once on the meta device; `plan(k)` traces it with k layers checkpointed.
 

@@ -61,7 +61,7 @@ from vlmcap.training.memory_plan import (
     MemoryPlan,
     MemoryPlanner,
     decoder_layers,
-    device_memory_bytes,
+    memory_budget_bytes,
     set_checkpointed_layers,
     training_autocast,
 )
@@ -212,7 +212,7 @@ class Trainer:
         tc = self.config.train
         if tc.gradient_checkpointing != "auto" and tc.memory_budget_gb is None:
             return None
-        budget = tc.memory_budget_gb * 2**30 if tc.memory_budget_gb else device_memory_bytes(self.device)
+        budget = memory_budget_bytes(tc.memory_budget_gb, self.device)
         planner = MemoryPlanner(self.config, self.device, [s.caption for s in self.train_samples])
         plan = planner.choose(tc.gradient_checkpointing, budget)
         log.info(

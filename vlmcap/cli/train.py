@@ -132,16 +132,14 @@ def print_memory_plan(config: VlmcapConfig, device: str) -> None:
     import torch
 
     from vlmcap.labelled_manifest import load_manifest
-    from vlmcap.training.memory_plan import BUDGET_SHARE, MemoryPlanner, device_memory_bytes
+    from vlmcap.training.memory_plan import BUDGET_SHARE, MemoryPlanner, memory_budget_bytes
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     tc = config.train
     captions = [s.caption for s in load_manifest(tc.data)] if tc.data else []
     planner = MemoryPlanner(config, device, captions)
-    budget = tc.memory_budget_gb * 2**30 if tc.memory_budget_gb else None
-    if budget is None and (device == "cpu" or torch.cuda.is_available()):
-        budget = device_memory_bytes(torch.device(device))
+    budget = memory_budget_bytes(tc.memory_budget_gb, torch.device(device))
     plans = {"no checkpointing": planner.plan(0), f"all {planner.num_layers} layers": planner.plan(planner.num_layers)}
     chosen = None
     if budget is not None or tc.gradient_checkpointing != "auto":
