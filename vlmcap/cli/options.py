@@ -148,17 +148,15 @@ def json_option(command: Callable) -> Callable:
 
 
 # The flags the commands share, by what they set (docs/BATCH.md lists them with their keys).
-segment_plan_options = flags(  # how videos are cut into time segments (batch, eval)
+_SEGMENT_PLAN = (  # how videos are cut into time segments (batch, eval)
     ("--segments", "batch.segments"),
     ("--segment-min-s", "batch.segment_min_s"),
     ("--segment-max-s", "batch.segment_max_s"),
     ("--scene-threshold", "batch.scene_threshold"),
 )
+segment_plan_options = flags(*_SEGMENT_PLAN)
 segment_options = flags(  # the segment plan and the files written per video (batch)
-    ("--segments", "batch.segments"),
-    ("--segment-min-s", "batch.segment_min_s"),
-    ("--segment-max-s", "batch.segment_max_s"),
-    ("--scene-threshold", "batch.scene_threshold"),
+    *_SEGMENT_PLAN,
     ("--srt", "batch.srt_dir"),
     ("--vtt", "batch.vtt_dir"),
     ("--thumbnails", "batch.thumbnails"),
