@@ -10,19 +10,16 @@ import pytest
 from click.testing import CliRunner
 
 from vlmcap.cli.app import cli
-from vlmcap.cli.config_source import ConfigSource, config_options
-from vlmcap.cli.options import (
-    ConfigOption,
-    decode_options,
-    engine_options,
+from vlmcap.cli.batch import (
     output_options,
     quality_options,
     ray_options,
     remote_options,
-    sampling_options,
     segment_options,
     vllm_options,
 )
+from vlmcap.cli.config_source import ConfigSource, config_options
+from vlmcap.cli.options import ConfigOption, decode_options, engine_options, sampling_options
 
 
 @click.command()

@@ -9,17 +9,59 @@ from collections.abc import Iterator
 import click
 
 from vlmcap.cli.config_source import ConfigSource, config_options
-from vlmcap.cli.options import (
-    decode_options,
-    engine_options,
-    flag,
-    output_options,
-    quality_options,
-    ray_options,
-    remote_options,
-    sampling_options,
-    segment_options,
-    vllm_options,
+from vlmcap.cli.options import SEGMENT_PLAN, decode_options, engine_options, flag, flags, sampling_options
+
+# `vlmcap batch`'s own flags (and probe's remote ones), generated from their config fields (vlmcap/cli/options.py).
+segment_options = flags(  # the segment plan and the files written per video (batch)
+    *SEGMENT_PLAN,
+    ("--srt", "batch.srt_dir"),
+    ("--vtt", "batch.vtt_dir"),
+    ("--thumbnails", "batch.thumbnails"),
+)
+quality_options = flags(  # the caption guards (docs/BATCH.md, "Caption quality")
+    ("--quality-checks", "batch.quality.checks", {"empty": "none"}),
+    ("--expected-script", "batch.quality.script"),
+    ("--quality-retry", "batch.quality.retry"),
+    ("--strict-quality", "batch.quality.strict"),
+)
+vllm_options = flags(
+    ("--tensor-parallel-size", "batch.vllm.tensor_parallel_size"),
+    ("--gpu-memory-utilization", "batch.vllm.gpu_memory_utilization"),
+    ("--max-model-len", "batch.vllm.max_model_len"),
+    ("--dtype", "batch.vllm.dtype"),
+    ("--quantization", "batch.vllm.quantization"),
+    ("--max-num-seqs", "batch.vllm.max_num_seqs"),
+    ("--enforce-eager", "batch.vllm.enforce_eager"),
+    ("--kv-cache-gib", "batch.vllm.kv_cache_gib"),
+)
+ray_options = flags(  # Run on Ray Data: --ray (a running cluster or a local one) or --ray ADDRESS (docs/RAY.md)
+    ("--ray", "batch.ray.address", {"is_flag": False, "flag_value": "auto"}),
+    ("--ray-decode-actors", "batch.ray.decode_actors"),
+    ("--ray-vision-actors", "batch.ray.vision_actors"),
+    ("--ray-llm-actors", "batch.ray.llm_actors"),
+    ("--ray-gpus-per-vision-actor", "batch.ray.gpus_per_vision_actor"),
+    ("--ray-gpus-per-llm-actor", "batch.ray.gpus_per_llm_actor"),
+    ("--ray-num-cpus", "batch.ray.num_cpus"),
+)
+output_options = flags(  # what a batch run writes and which videos it takes
+    ("--out", "batch.out"),
+    ("--limit", "batch.limit"),
+    ("--shard", "batch.shard"),
+    ("--retry-errors", "batch.retry_errors"),
+    ("--recaption", "batch.recaption"),
+    ("--overwrite", "batch.overwrite"),
+    ("--dedup", "batch.dedup"),
+    ("--wait-lock", "batch.wait_lock_s"),
+    ("--stats", "batch.stats"),
+    ("--progress", "batch.progress"),
+)
+remote_options = flags(  # s3://, gs://, http(s):// inputs (batch, probe)
+    ("--spool-dir", "batch.remote.spool_dir"),
+    ("--remote-max-mb", "batch.remote.max_object_mb"),
+    ("--remote-timeout", "batch.remote.timeout_s"),
+    ("--remote-retries", "batch.remote.retries"),
+    ("--remote-backoff", "batch.remote.backoff_s"),
+    ("--remote-anonymous", "batch.remote.anonymous"),
 )
 
 

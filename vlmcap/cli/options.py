@@ -13,7 +13,6 @@ from collections.abc import Callable
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 import click
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
@@ -46,15 +45,17 @@ def _number_type(kind: type, metadata: list[Any]) -> click.ParamType:
     """click's INT/FLOAT, or its range type with the field's ge/gt/le/lt (shown in the help)."""
     bounds: dict[str, Any] = {}
     for limit in metadata:
-        if isinstance(limit, annotated_types.Ge | annotated_types.Gt):
-            bounds.update(min=getattr(limit, "ge", None), min_open=isinstance(limit, annotated_types.Gt))
-            bounds["min"] = getattr(limit, "gt", bounds["min"])
-        elif isinstance(limit, annotated_types.Le | annotated_types.Lt):
-            bounds.update(max=getattr(limit, "le", None), max_open=isinstance(limit, annotated_types.Lt))
-            bounds["max"] = getattr(limit, "lt", bounds["max"])
+        for name, side, is_open in (
+            ("ge", "min", False),
+            ("gt", "min", True),
+            ("le", "max", False),
+            ("lt", "max", True),
+        ):
+            if hasattr(limit, name):
+                bounds.update({side: getattr(limit, name), f"{side}_open": is_open})
     if not bounds:
         return click.INT if kind is int else click.FLOAT
-    return click.IntRange(**bounds) if kind is int else click.FloatRange(**bounds)
+    return (click.IntRange if kind is int else click.FloatRange)(**bounds)
 
 
 def _click_type(value_type: Any, model_field: FieldInfo) -> click.ParamType | None:
@@ -147,20 +148,15 @@ def json_option(command: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(command)
 
 
-# The flags the commands share, by what they set (docs/BATCH.md lists them with their keys).
-_SEGMENT_PLAN = (  # how videos are cut into time segments (batch, eval)
+# The flags several commands share, by what they set; a command's own flags are declared beside it
+# (vlmcap/cli/batch.py, export.py, train.py).
+SEGMENT_PLAN = (  # how videos are cut into time segments (batch, eval)
     ("--segments", "batch.segments"),
     ("--segment-min-s", "batch.segment_min_s"),
     ("--segment-max-s", "batch.segment_max_s"),
     ("--scene-threshold", "batch.scene_threshold"),
 )
-segment_plan_options = flags(*_SEGMENT_PLAN)
-segment_options = flags(  # the segment plan and the files written per video (batch)
-    *_SEGMENT_PLAN,
-    ("--srt", "batch.srt_dir"),
-    ("--vtt", "batch.vtt_dir"),
-    ("--thumbnails", "batch.thumbnails"),
-)
+segment_plan_options = flags(*SEGMENT_PLAN)
 engine_options = flags(  # the bundle and the engines that run it (batch, eval, bench batch)
     ("--engine", "batch.engine"),
     ("--llm-backend", "batch.llm_backend"),
@@ -188,49 +184,4 @@ sampling_options = flags(  # how captions are generated beyond their length
     ("--top-p", "batch.generation.top_p"),
     ("--repetition-penalty", "batch.generation.repetition_penalty"),
     ("--seed", "batch.generation.seed"),
-)
-quality_options = flags(  # the caption guards (docs/BATCH.md, "Caption quality")
-    ("--quality-checks", "batch.quality.checks", {"empty": "none"}),
-    ("--expected-script", "batch.quality.script"),
-    ("--quality-retry", "batch.quality.retry"),
-    ("--strict-quality", "batch.quality.strict"),
-)
-vllm_options = flags(
-    ("--tensor-parallel-size", "batch.vllm.tensor_parallel_size"),
-    ("--gpu-memory-utilization", "batch.vllm.gpu_memory_utilization"),
-    ("--max-model-len", "batch.vllm.max_model_len"),
-    ("--dtype", "batch.vllm.dtype"),
-    ("--quantization", "batch.vllm.quantization"),
-    ("--max-num-seqs", "batch.vllm.max_num_seqs"),
-    ("--enforce-eager", "batch.vllm.enforce_eager"),
-    ("--kv-cache-gib", "batch.vllm.kv_cache_gib"),
-)
-ray_options = flags(  # Run on Ray Data: --ray (a running cluster or a local one) or --ray ADDRESS (docs/RAY.md)
-    ("--ray", "batch.ray.address", {"is_flag": False, "flag_value": "auto"}),
-    ("--ray-decode-actors", "batch.ray.decode_actors"),
-    ("--ray-vision-actors", "batch.ray.vision_actors"),
-    ("--ray-llm-actors", "batch.ray.llm_actors"),
-    ("--ray-gpus-per-vision-actor", "batch.ray.gpus_per_vision_actor"),
-    ("--ray-gpus-per-llm-actor", "batch.ray.gpus_per_llm_actor"),
-    ("--ray-num-cpus", "batch.ray.num_cpus"),
-)
-output_options = flags(  # what a batch run writes and which videos it takes
-    ("--out", "batch.out"),
-    ("--limit", "batch.limit"),
-    ("--shard", "batch.shard"),
-    ("--retry-errors", "batch.retry_errors"),
-    ("--recaption", "batch.recaption"),
-    ("--overwrite", "batch.overwrite"),
-    ("--dedup", "batch.dedup"),
-    ("--wait-lock", "batch.wait_lock_s"),
-    ("--stats", "batch.stats"),
-    ("--progress", "batch.progress"),
-)
-remote_options = flags(  # s3://, gs://, http(s):// inputs (batch, probe)
-    ("--spool-dir", "batch.remote.spool_dir"),
-    ("--remote-max-mb", "batch.remote.max_object_mb"),
-    ("--remote-timeout", "batch.remote.timeout_s"),
-    ("--remote-retries", "batch.remote.retries"),
-    ("--remote-backoff", "batch.remote.backoff_s"),
-    ("--remote-anonymous", "batch.remote.anonymous"),
 )
