@@ -1,5 +1,5 @@
 """A batch run whose records stay in memory: the one assembly of the local pipeline that the Python
-API's `Captioner.caption` (engines/api.py), evaluation (evaluate.py) and `vlmcap bench batch`
+API's `Captioner.caption` (engines/api.py), evaluation (engines/eval/evaluate.py) and `vlmcap bench batch`
 (engines/bench/batch_schedules.py) share. `vlmcap batch` is the same run with the captions file,
 its lock and resume around it (run_batch.py)."""
 
