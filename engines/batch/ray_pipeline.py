@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +38,7 @@ from vlmcap.engines.batch.run import Interrupt
 from vlmcap.engines.batch.selection import VideoTask
 from vlmcap.engines.runtime.caption_quality import Quality
 from vlmcap.engines.runtime.engines import Engines, open_llm_engine, open_vision_engine
+from vlmcap.engines.runtime.watchdog import Process, alive, descendants, kill_all
 from vlmcap.model.generation import GenerationParams
 from vlmcap.video.remote_listing import RemoteVideo
 from vlmcap.video.worker import SegmentRef
@@ -149,8 +151,16 @@ class RayLLM:
         return out
 
 
-def _init_ray(options: RayConfig) -> bool:
-    """Connect (or start a local cluster); True when this driver started it and must shut it down."""
+# After ray.shutdown(), a local cluster's dashboard and runtime-env agents notice their raylet is gone
+# by polling; on a loaded 2-core box they outlived the run by more than 30 s. What is left after this
+# long is killed: a nightly run leaves no process behind.
+CLUSTER_EXIT_S = 5.0
+
+
+def _init_ray(options: RayConfig) -> set[Process] | None:
+    """Connect (or start a local cluster); None when Ray was up in this process already (nothing to shut
+    down), else the processes below this one before Ray started: whatever else is below it at shutdown
+    is the local cluster's (none when it joined a running cluster)."""
     import ray
     from ray.data import DataContext
 
@@ -160,7 +170,7 @@ def _init_ray(options: RayConfig) -> bool:
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
-        return False
+        return None
     kwargs: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False, "logging_level": logging.WARNING}
     if options.address not in (None, "auto"):
         kwargs["address"] = options.address
@@ -169,12 +179,28 @@ def _init_ray(options: RayConfig) -> bool:
     # ray.init installs its own SIGTERM handler (sys.exit); the run's handler (a clean stop that
     # flushes the batch in progress, exit 143) must stay in charge.
     handler = signal.getsignal(signal.SIGTERM)
+    not_ray = descendants(os.getpid())  # a resource tracker, say: not Ray's to stop
     try:
         ray.init(**kwargs)
     finally:
         if handler is not None:
             signal.signal(signal.SIGTERM, handler)
-    return True
+    return not_ray
+
+
+def _shut_down(not_ray: set[Process]) -> None:
+    """ray.shutdown(), then the local cluster's processes (GCS, raylet, agents, workers and actors)
+    still there after CLUSTER_EXIT_S are killed."""
+    import ray
+
+    cluster = descendants(os.getpid()) - not_ray
+    ray.shutdown()
+    deadline = time.monotonic() + CLUSTER_EXIT_S
+    while alive(cluster) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left := alive(cluster):
+        log.info("killing %d process(es) of the local Ray cluster still running after shutdown", len(left))
+        kill_all(left)
 
 
 class RayPipeline:
@@ -188,7 +214,6 @@ class RayPipeline:
     def outcomes(
         self, tasks: Iterable[VideoTask], interrupt: Interrupt, ready: Callable[[dict[str, str]], None]
     ) -> Iterator[list[Outcome]]:
-        import ray
 
         in_flight = InFlight()  # Ray Data takes the whole list; the filter ran on the driver
         videos, unreadable = [], []
@@ -202,7 +227,7 @@ class RayPipeline:
         if not videos or interrupt.stop.is_set():
             return  # everything is done already: Ray is not even started
         settings, ray_options = self.settings, self.settings.ray
-        started = _init_ray(ray_options)
+        not_ray = _init_ray(ray_options)
         try:
             ready({"vision": f"ray x{ray_options.vision_actors}", "llm": f"ray x{ray_options.llm_actors}"})
             for batch in self._dataset(videos).iter_batches(batch_size=settings.batch_size, batch_format="numpy"):
@@ -224,8 +249,8 @@ class RayPipeline:
                 if interrupt.stop.is_set():
                     break
         finally:
-            if started:
-                ray.shutdown()
+            if not_ray is not None:
+                _shut_down(not_ray)
 
     def _dataset(self, videos: list[str]):
         import ray

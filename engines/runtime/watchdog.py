@@ -57,6 +57,11 @@ def descendants(pid: int) -> set[Process]:
     return found
 
 
+def alive(processes: set[Process]) -> set[Process]:
+    """Those of `processes` still running (the same pid with the same start time)."""
+    return {(pid, start) for pid, start in processes if (info := _stat(pid)) is not None and info[1] == start}
+
+
 def kill_all(processes: set[Process]) -> None:
     """SIGKILL each process still alive with the same start time, and everything below it."""
     targets = set(processes)
