@@ -103,11 +103,9 @@ class Captioner:
         """
         from vlmcap.engines.batch.in_memory import records_in_memory
         from vlmcap.engines.batch.progress import Progress
-        from vlmcap.engines.batch.run_batch import remote_options
         from vlmcap.video.discovery import InputProblem, iter_video_paths
 
-        remote = remote_options(self.settings)
-        found = list(iter_video_paths(input_list(videos), remote=remote))
+        found = list(iter_video_paths(input_list(videos), remote=self.settings.remote_options))
         order = {item.path if isinstance(item, InputProblem) else item: i for i, item in enumerate(found)}
         by_video = records_in_memory(
             self.bundle,
@@ -116,8 +114,6 @@ class Captioner:
             found,
             self._provenance,
             progress=Progress(self.settings.progress or False, self.settings.log_every_s),
-            strict_quality=self.settings.quality.strict,
-            remote=remote,
         )
         return sorted(by_video.values(), key=lambda r: order[r["video"]])
 

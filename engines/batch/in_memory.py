@@ -18,7 +18,6 @@ from vlmcap.engines.batch.run import BatchRun, RunStats
 from vlmcap.engines.batch.selection import TaskFilter
 from vlmcap.engines.runtime.engines import Engines
 from vlmcap.video.discovery import InputProblem
-from vlmcap.video.remote_urls import RemoteOptions
 
 
 def records_in_memory(
@@ -30,17 +29,16 @@ def records_in_memory(
     *,
     stats: RunStats | None = None,
     progress: Progress | None = None,
-    strict_quality: bool = False,
-    remote: RemoteOptions | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Each video's record by its name, from one run of the local pipeline over `videos` (nothing is
-    skipped as done: no captions file is read). `engines`: open ones (the caller closes them), or a
-    function that opens them once a video comes (closed at the end). `stats`, when given, is filled in."""
-    tasks = TaskFilter(ResumeState(), remote=remote or RemoteOptions())(videos)
+    skipped as done: no captions file is read), with the settings' remote options and caption guards
+    as `vlmcap batch` has them. `engines`: open ones (the caller closes them), or a function that opens
+    them once a video comes (closed at the end). `stats`, when given, is filled in."""
+    tasks = TaskFilter(ResumeState(), remote=settings.remote_options)(videos)
     driver = LocalPipeline(bundle, settings, engines)
     progress = progress or Progress(False)
     by_video: dict[str, dict[str, Any]] = {}
-    with BatchRun(driver, tasks, provenance, stats or RunStats(), progress, strict_quality) as run:
+    with BatchRun(driver, tasks, provenance, stats or RunStats(), progress, settings.quality.strict) as run:
         for records in run:
             by_video.update((r["video"], r) for r in records)
     return by_video

@@ -140,7 +140,8 @@ class VisionStage(threading.Thread):
         self.vision_batch, self.batch_wait_s = vision_batch, batch_wait_s
         self.idle_s = 0.0  # waiting for decoded videos: decoding is behind
         # perf_counter times of its first call's start and end, and of its last call's end
-        self.calls: list[float] = []
+        self.first_call: tuple[float, float] | None = None
+        self.last_end = 0.0
         self.failure: BaseException | None = None
 
     def run(self) -> None:
@@ -159,7 +160,7 @@ class VisionStage(threading.Thread):
                     t0 = time.perf_counter()
                     rows = engines.encode_frames([r.video.frames for r in batch])
                     t1 = time.perf_counter()
-                    self.calls = [*self.calls[:2], t1] if self.calls else [t0, t1, t1]
+                    self.first_call, self.last_end = self.first_call or (t0, t1), t1
                     put(self.encoded, ("batch", batch, rows, t1 - t0), self.interrupt)
         except BaseException as e:
             self.failure = e

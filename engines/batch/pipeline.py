@@ -103,8 +103,8 @@ class LocalPipeline:
                 if engines is not None:
                     self.llm_batches = dict(stage.stats)
                 if outcomes:
-                    if encoder.calls:
-                        self.spans["llm"] = (encoder.calls[1], time.perf_counter())
+                    if encoder.first_call:
+                        self.spans["llm"] = (encoder.first_call[1], time.perf_counter())
                     yield outcomes
             tail = _failed_outcomes(feed, in_flight)  # failures read with the end of the stream
             if tail:
@@ -127,8 +127,8 @@ class LocalPipeline:
                 self.decode_pool = dict(decoder.pool_stats)
             self.waits["decode_blocked_s"] += decoder.blocked_s
             self.waits["vision_idle_s"] += encoder.idle_s
-            if encoder.calls:
-                self.spans["vision"] = (encoder.calls[0], encoder.calls[-1])
+            if encoder.first_call:
+                self.spans["vision"] = (encoder.first_call[0], encoder.last_end)
         for stage in (decoder, encoder):
             if stage.failure is not None:
                 raise stage.failure

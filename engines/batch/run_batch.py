@@ -40,7 +40,6 @@ from vlmcap.storage.home import default_engine_dir
 from vlmcap.storage.output_guard import check_apart, check_file_output, check_output_folder_path
 from vlmcap.video.discovery import is_video_name, iter_video_paths
 from vlmcap.video.remote_checks import check_remote_inputs
-from vlmcap.video.remote_urls import RemoteOptions
 
 if TYPE_CHECKING:
     from vlmcap.bundle import Bundle
@@ -137,17 +136,13 @@ def prepare(settings: BatchConfig) -> tuple[Bundle, GenerationParams]:
 def task_filter(settings: BatchConfig, state: ResumeState, stop: threading.Event | None = None) -> TaskFilter:
     shard = Shard.parse(settings.shard) if settings.shard else None
     recaption_stale = settings.recaption == "stale"
-    remote = remote_options(settings)
+    remote = settings.remote_options
     return TaskFilter(state, settings.retry_errors, recaption_stale, shard, settings.limit, remote=remote, stop=stop)
-
-
-def remote_options(settings: BatchConfig) -> RemoteOptions:
-    return RemoteOptions.from_config(settings.remote)
 
 
 def check_remote(settings: BatchConfig) -> None:
     """The URLs named as inputs, before any work (exit 2): docs/BATCH.md, "Remote inputs"."""
-    check_remote_inputs(settings.inputs, remote_options(settings), is_video_name)
+    check_remote_inputs(settings.inputs, settings.remote_options, is_video_name)
 
 
 def list_selected(settings: BatchConfig, stdin: TextIO | None = None) -> tuple[Iterator[str], TaskFilter]:
@@ -160,7 +155,7 @@ def list_selected(settings: BatchConfig, stdin: TextIO | None = None) -> tuple[I
     state = ResumeState() if settings.overwrite else read_resume_state(out, (manifest.id, prompt))
     check_remote(settings)
     selection = task_filter(settings, state)
-    tasks = selection(iter_video_paths(settings.inputs, stdin, remote_options(settings)))
+    tasks = selection(iter_video_paths(settings.inputs, stdin, settings.remote_options))
     if settings.dedup == "sha256":  # hashes every selected file: what a run would copy is not listed
         from vlmcap.engines.batch.dedup import ContentIndex, Hasher, MadeBy, drop_known_duplicates
 
@@ -203,7 +198,7 @@ def run_batch(settings: BatchConfig, stdin: TextIO | None = None) -> RunStats:
         interrupt = Interrupt()  # its first signal also abandons a remote request the intake waits on
         selection = task_filter(settings, state, interrupt.stop)
         stdin = stdin if stdin is not None else sys.stdin
-        paths = iter_video_paths(settings.inputs, stdin, remote_options(settings), interrupt.stop)
+        paths = iter_video_paths(settings.inputs, stdin, settings.remote_options, interrupt.stop)
         progress = Progress(settings.progress, settings.log_every_s)
         driver = make_driver(bundle, settings, params)
         dedup = None

@@ -10,32 +10,19 @@ import pytest
 from click.testing import CliRunner
 
 from vlmcap.cli.app import cli
-from vlmcap.cli.batch import (
-    output_options,
-    quality_options,
-    ray_options,
-    remote_options,
-    segment_options,
-    vllm_options,
-)
+from vlmcap.cli.batch import batch as batch_command
 from vlmcap.cli.config_source import ConfigSource, config_options
-from vlmcap.cli.options import ConfigOption, decode_options, engine_options, sampling_options
+from vlmcap.cli.options import ConfigOption
 
 
 @click.command()
 @config_options(file=False, overrides=False)
-@output_options
-@engine_options
-@decode_options
-@segment_options
-@sampling_options
-@quality_options
-@vllm_options
-@ray_options
-@remote_options
 def settings_of(config: ConfigSource) -> None:
     """Prints the batch settings the flags given load to."""
     click.echo(config.load().batch.model_dump_json())
+
+
+settings_of.params += [p for p in batch_command.params if isinstance(p, ConfigOption)]  # `vlmcap batch`'s flags, all
 
 
 def loaded(*args: str) -> dict:

@@ -99,8 +99,8 @@ def _checked_by_field(model_field: FieldInfo, is_list: bool, empty: str | None) 
 
 
 class ConfigOption(click.Option):
-    """A flag that sets the config key `key`; its help (the field's description unless given) shows the
-    key and the config's default."""
+    """A flag that sets the config key `key`; its help is the field's description, the key and the
+    config's default."""
 
     def __init__(self, *args: Any, key: str, **kwargs: Any) -> None:
         self.key = key
@@ -109,7 +109,7 @@ class ConfigOption(click.Option):
         default = model_field.get_default(call_default_factory=True)
         shown = ",".join(map(str, default)) if isinstance(default, list) else default
         extra = f"[config: {key}" + (f"; default: {shown}" if shown not in (None, "") else "") + "]"
-        kwargs["help"] = f"{kwargs.get('help') or model_field.description or ''} {extra}".strip()
+        kwargs["help"] = f"{model_field.description or ''} {extra}".strip()
         super().__init__(*args, **kwargs)
 
 

@@ -33,6 +33,7 @@ from vlmcap.video.segments import SegmentPlan, parse_segments
 
 if TYPE_CHECKING:
     from vlmcap.video.decoders import DecodeOptions
+    from vlmcap.video.remote_urls import RemoteOptions
 
 ProjectorKind = Literal["linear", "mlp2x_gelu", "c-abstractor", "resampler", "pixel-shuffle"]
 
@@ -515,11 +516,17 @@ class BatchConfig(_Section):
         """How videos are cut into segments; None: one caption per file."""
         return self._segment_plan
 
+    @property
+    def remote_options(self) -> RemoteOptions:
+        """`remote` as input discovery and the decode workers take it (frozen, picklable)."""
+        from vlmcap.video.remote_urls import RemoteOptions
+
+        return RemoteOptions.from_config(self.remote)
+
     def decode_options(self, num_frames: int) -> DecodeOptions:
         """What a batch run decodes with: the bundle's frame count and these decode settings, built once
         here so vlmcap/video takes frozen options and never this config."""
         from vlmcap.video.decoders import DecodeOptions
-        from vlmcap.video.remote_urls import RemoteOptions
 
         return DecodeOptions(
             num_frames=num_frames,
@@ -527,7 +534,7 @@ class BatchConfig(_Section):
             max_frame_pixels=self.max_frame_pixels,
             max_aspect_ratio=self.max_aspect_ratio,
             memory_limit_mb=self.decode_memory_mb or None,
-            remote=RemoteOptions.from_config(self.remote),
+            remote=self.remote_options,
             thumbnail_dir=os.path.abspath(self.thumbnails) if self.thumbnails is not None else None,
         )
 
